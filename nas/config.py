@@ -1,0 +1,246 @@
+"""Typed configuration: dataclass schemas, YAML presets and `key=value` overrides (OmegaConf).
+
+`load_config(schema, path, overrides)` merges schema defaults <- YAML file <- dotlist overrides, checks
+every key and type against the schema, and returns a plain dataclass instance. Library code only ever
+sees these dataclasses, never a raw DictConfig.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from nas.errors import UserError
+
+T = TypeVar("T")
+
+
+@dataclass
+class SyntheticConfig:
+    """Deterministic class-conditional random images (for tests and smoke runs)."""
+
+    train_size: int = 512
+    test_size: int = 256
+    image_size: int = 32
+    channels: int = 3
+    classes: int = 10
+
+
+@dataclass
+class DataConfig:
+    name: str = "cifar10"  # cifar10 | cifar100 | fashion_mnist | synthetic
+    root: str = "data"
+    download: bool = False
+    batch_size: int = 64
+    eval_batch_size: int = 256
+    subset: int | None = None  # use only the first N training images; null = all
+    train_portion: float = 0.5  # search: fraction of the training images used for weights, rest for alpha
+    crop_padding: int = 4  # random crop with this zero padding; 0 = off
+    flip: bool = True
+    cutout: int = 0  # cutout square side in pixels; 0 = off
+    device_resident: bool = True  # keep the uint8 dataset on the compute device, augment there
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+@dataclass
+class SpaceConfig:
+    name: str = "darts"
+    init_channels: int = 16
+    layers: int = 8
+    nodes: int = 4  # intermediate nodes per cell (DARTS space)
+    stem_multiplier: int = 3
+
+
+@dataclass
+class SamplerConfig:
+    name: str = "gdas"  # softmax | gumbel | gumbel_st | gdas
+
+
+@dataclass
+class TauConfig:
+    schedule: str = "linear"  # see nas.schedules.SCHEDULES
+    start: float = 10.0
+    end: float = 0.1
+    per: str = "epoch"  # epoch | step: how often tau is recomputed
+    warmup_epochs: int = 0  # hold tau.start this many epochs first
+    rate: float | None = None  # exponential decay rate r; null = derived from start/end
+    step_every: int = 10  # step schedule: multiply by step_factor every step_every epochs
+    step_factor: float = 0.5
+
+
+@dataclass
+class WeightOptimConfig:
+    lr: float = 0.025
+    lr_min: float = 0.001
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 3e-4
+    grad_clip: float = 5.0  # 0 = off
+    warmup_epochs: int = 0
+
+
+@dataclass
+class ArchOptimConfig:
+    lr: float = 3e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    weight_decay: float = 1e-3
+
+
+@dataclass
+class SearchConfig:
+    epochs: int = 50
+    bilevel: str = "first_order"  # first_order | second_order
+    unrolled_xi: float | None = None  # virtual step size for second order; null = the weight lr
+    arch_start_epoch: int = 0  # update alpha only from this epoch on (weights warm up first)
+    weights: WeightOptimConfig = field(default_factory=WeightOptimConfig)
+    arch: ArchOptimConfig = field(default_factory=ArchOptimConfig)
+
+
+@dataclass
+class SearchRunConfig:
+    """Everything `nas search` needs."""
+
+    name: str = "search"
+    out_dir: str = "runs/search"
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: str = "none"  # none | bf16
+    channels_last: bool = False
+    deterministic: bool = False  # cudnn deterministic algorithms (CPU runs are deterministic anyway)
+    log_every: int = 50  # steps between TensorBoard scalars inside an epoch
+    progress: bool = True  # tqdm bar
+    data: DataConfig = field(default_factory=lambda: DataConfig(batch_size=64))
+    space: SpaceConfig = field(default_factory=SpaceConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    tau: TauConfig = field(default_factory=TauConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+
+
+@dataclass
+class ModelConfig:
+    init_channels: int = 36
+    layers: int = 20
+    auxiliary: bool = True
+    auxiliary_weight: float = 0.4
+    drop_path_prob: float = 0.2  # ramped linearly from 0 over training
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 600
+    lr: float = 0.025
+    lr_min: float = 0.0
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 3e-4
+    grad_clip: float = 5.0
+    warmup_epochs: int = 0
+    label_smoothing: float = 0.0
+    ema: bool = False  # also evaluate an exponential moving average of the weights (timm ModelEmaV3)
+    ema_decay: float = 0.9998
+
+
+@dataclass
+class TrainRunConfig:
+    """Everything `nas train` needs (retraining a genotype from scratch)."""
+
+    name: str = "train"
+    out_dir: str = "runs/train"
+    seed: int = 0
+    device: str = "auto"
+    amp: str = "none"
+    channels_last: bool = False
+    deterministic: bool = False
+    log_every: int = 50
+    progress: bool = True
+    data: DataConfig = field(default_factory=lambda: DataConfig(batch_size=96, cutout=16))
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def load_config(schema: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
+    """Merge schema defaults, a YAML file and `key=value` overrides into a validated dataclass.
+
+    Raises:
+        UserError: unknown key, wrong type, unreadable file, or a value the checks below refuse.
+    """
+    cfg = OmegaConf.structured(schema)
+    try:
+        if path is not None:
+            path = Path(path)
+            if not path.is_file():
+                raise UserError(f"config file not found: {path}")
+            loaded = OmegaConf.load(path)
+            loaded.pop("_meta", None)  # provenance block of a saved run config
+            cfg = OmegaConf.merge(cfg, loaded)
+        bad = [o for o in overrides or [] if "=" not in o]
+        if bad:
+            raise UserError(f"override {bad[0]!r} is not of the form key=value")
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides or [])))
+        obj = OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as exc:
+        where = f" in {path}" if path is not None else ""
+        raise UserError(f"bad config{where}: {_first_line(exc)}") from None
+    except Exception as exc:  # YAML syntax errors and the like
+        if isinstance(exc, UserError):
+            raise
+        raise UserError(f"cannot read config {path}: {_first_line(exc)}") from None
+    validate(obj)
+    return obj
+
+
+def to_yaml(cfg: Any, meta: dict | None = None) -> str:
+    """The resolved config as YAML, with an optional `_meta` provenance block."""
+    node = OmegaConf.structured(cfg)
+    if meta:
+        node = OmegaConf.merge(OmegaConf.create({"_meta": meta}), node)
+    return OmegaConf.to_yaml(node)
+
+
+def to_dict(cfg: Any) -> dict:
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise UserError(message)
+
+
+def _positive_finite(value: float, name: str) -> None:
+    _check(math.isfinite(value) and value > 0, f"{name} must be finite and > 0, got {value}")
+
+
+def validate(cfg: Any) -> None:
+    """Value checks the type system cannot express. Raises UserError on the first problem."""
+    _check(cfg.amp in ("none", "bf16"), f"amp must be 'none' or 'bf16', got {cfg.amp!r}")
+    data = cfg.data
+    _check(data.batch_size > 0, f"data.batch_size must be > 0, got {data.batch_size}")
+    _check(data.subset is None or data.subset > 0, f"data.subset must be > 0 or null, got {data.subset}")
+    _check(0 < data.train_portion < 1, f"data.train_portion must be in (0, 1), got {data.train_portion}")
+    _check(data.cutout >= 0 and data.crop_padding >= 0, "data.cutout and data.crop_padding must be >= 0")
+    if isinstance(cfg, SearchRunConfig):
+        _positive_finite(cfg.tau.start, "tau.start")
+        _positive_finite(cfg.tau.end, "tau.end")
+        _check(cfg.tau.per in ("epoch", "step"), f"tau.per must be 'epoch' or 'step', got {cfg.tau.per!r}")
+        _check(cfg.search.epochs > 0, f"search.epochs must be > 0, got {cfg.search.epochs}")
+        _check(cfg.space.layers >= 1 and cfg.space.init_channels >= 1, "space.layers and space.init_channels must be >= 1")
+        _check(
+            cfg.search.bilevel in ("first_order", "second_order"),
+            f"search.bilevel must be 'first_order' or 'second_order', got {cfg.search.bilevel!r}",
+        )
+        _positive_finite(cfg.search.weights.lr, "search.weights.lr")
+        _positive_finite(cfg.search.arch.lr, "search.arch.lr")
+    if isinstance(cfg, TrainRunConfig):
+        _check(cfg.train.epochs > 0, f"train.epochs must be > 0, got {cfg.train.epochs}")
+        _check(0 <= cfg.model.drop_path_prob < 1, "model.drop_path_prob must be in [0, 1)")
+        _positive_finite(cfg.train.lr, "train.lr")
