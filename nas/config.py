@@ -233,7 +233,10 @@ def validate(cfg: Any) -> None:
         _positive_finite(cfg.tau.end, "tau.end")
         _check(cfg.tau.per in ("epoch", "step"), f"tau.per must be 'epoch' or 'step', got {cfg.tau.per!r}")
         _check(cfg.search.epochs > 0, f"search.epochs must be > 0, got {cfg.search.epochs}")
-        _check(cfg.space.layers >= 1 and cfg.space.init_channels >= 1, "space.layers and space.init_channels must be >= 1")
+        _check(
+            cfg.space.layers >= 1 and cfg.space.init_channels >= 1,
+            "space.layers and space.init_channels must be >= 1",
+        )
         _check(
             cfg.search.bilevel in ("first_order", "second_order"),
             f"search.bilevel must be 'first_order' or 'second_order', got {cfg.search.bilevel!r}",

@@ -1,0 +1,3 @@
+"""Concrete search spaces. Importing this package registers each one in `nas.space.SPACES`."""
+
+from search_spaces import darts  # noqa: F401

@@ -1,0 +1,390 @@
+"""Datasets, search splits and the GPU-resident loader.
+
+A dataset is loaded once into an `ImageSet`: all images as one uint8 (N, C, H, W) tensor. A
+`TensorLoader` copies the images it serves to the compute device once and then cuts, augments and
+normalises batches there (see `nas.augment`), so no worker processes and no per-image Python work are
+involved. All randomness (shuffling, augmentation) comes from the loader's own CPU generators, which
+`state_dict()` saves, so a resumed run sees the same batches as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nas.augment import augment, normalize
+from nas.config import DataConfig
+from nas.errors import UserError
+from nas.registry import Registry
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a model and the normalisation need to know about a dataset. mean/std in [0, 1] pixel units."""
+
+    name: str
+    num_classes: int
+    in_channels: int
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+@dataclass
+class ImageSet:
+    """One split of a dataset, entirely in memory."""
+
+    images: torch.Tensor  # uint8 (N, C, H, W), contiguous
+    labels: torch.Tensor  # int64 (N,)
+    info: DatasetInfo
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+
+DatasetLoader = Callable[[DataConfig, bool], ImageSet]
+DATASETS: Registry[DatasetLoader] = Registry("dataset")
+
+
+def load_dataset(cfg: DataConfig, train: bool) -> ImageSet:
+    """Load the train or test split of `cfg.name`; the train split keeps only its first `cfg.subset` images.
+
+    Raises:
+        UserError: unknown dataset name, or the files are missing.
+    """
+    data = DATASETS.get(cfg.name)(cfg, train)
+    if train and cfg.subset is not None and cfg.subset < len(data):
+        data = ImageSet(data.images[: cfg.subset].contiguous(), data.labels[: cfg.subset].clone(), data.info)
+    return data
+
+
+# ---- CIFAR (torchvision) ------------------------------------------------------------------------------
+
+CIFAR10_INFO = DatasetInfo("cifar10", 10, 3, 32, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+CIFAR100_INFO = DatasetInfo("cifar100", 100, 3, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
+
+
+def _cifar(cfg: DataConfig, train: bool, cls_name: str, folder: str, info: DatasetInfo) -> ImageSet:
+    import torchvision  # imported here: it is slow to import and only these two loaders need it
+
+    pretty = cls_name.replace("CIFAR", "CIFAR-")
+    where = Path(cfg.root) / folder
+    hint = (
+        f"{pretty} not found under {cfg.root}/ (expected {where}); download it with data.download=true "
+        "on a machine with internet, or copy the extracted folder there"
+    )
+    if not cfg.download and not where.is_dir():
+        raise UserError(hint)
+    try:
+        ds = getattr(torchvision.datasets, cls_name)(root=cfg.root, train=train, download=cfg.download)
+    except Exception as exc:  # missing/corrupt files, no internet: never a torchvision traceback
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"{hint} [{reason}]") from None
+    images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # (N, 3, 32, 32) uint8
+    return ImageSet(images, torch.as_tensor(ds.targets, dtype=torch.int64), info)
+
+
+@DATASETS.register("cifar10")
+def cifar10(cfg: DataConfig, train: bool) -> ImageSet:
+    return _cifar(cfg, train, "CIFAR10", "cifar-10-batches-py", CIFAR10_INFO)
+
+
+@DATASETS.register("cifar100")
+def cifar100(cfg: DataConfig, train: bool) -> ImageSet:
+    return _cifar(cfg, train, "CIFAR100", "cifar-100-python", CIFAR100_INFO)
+
+
+# ---- Fashion-MNIST (idx files) ------------------------------------------------------------------------
+
+FASHION_MNIST_INFO = DatasetInfo("fashion_mnist", 10, 1, 28, (0.2860,), (0.3530,))
+SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # Debian package dataset-fashion-mnist
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Parse an idx file (LeCun's MNIST format) of unsigned bytes, gzipped if its name ends in .gz.
+
+    Format: two zero bytes, a type byte (0x08 = uint8), a byte with the number of dimensions, then each
+    dimension as a big-endian int32, then the data in C order.
+    """
+    raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise UserError(f"{path} is not an idx file of unsigned bytes")
+    ndim = raw[3]
+    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">i4", count=ndim, offset=4))
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise UserError(f"{path} is truncated: header says {dims}, found {data.size} bytes of data")
+    return data.reshape(dims)
+
+
+def _find_idx(directory: Path, stem: str) -> Path | None:
+    for name in (stem, stem + ".gz"):
+        if (directory / name).is_file():
+            return directory / name
+    return None
+
+
+@DATASETS.register("fashion_mnist")
+def fashion_mnist(cfg: DataConfig, train: bool) -> ImageSet:
+    """Fashion-MNIST from idx files in cfg.root, cfg.root/FashionMNIST/raw or the Debian package's folder."""
+    prefix = "train" if train else "t10k"
+    searched = [Path(cfg.root), Path(cfg.root) / "FashionMNIST" / "raw", SYSTEM_FASHION_MNIST]
+    for directory in searched:
+        images_file = _find_idx(directory, f"{prefix}-images-idx3-ubyte")
+        labels_file = _find_idx(directory, f"{prefix}-labels-idx1-ubyte")
+        if images_file and labels_file:
+            images = torch.from_numpy(read_idx(images_file).copy()).unsqueeze(1)  # (N, 1, 28, 28)
+            labels = torch.from_numpy(read_idx(labels_file).astype(np.int64))  # (N,)
+            if images.shape[0] != labels.shape[0] or images.shape[1:] != (1, 28, 28):
+                raise UserError(
+                    f"Fashion-MNIST files in {directory} do not match: {images.shape}, {labels.shape}"
+                )
+            return ImageSet(images.contiguous(), labels, FASHION_MNIST_INFO)
+    raise UserError(
+        f"Fashion-MNIST {prefix} idx files not found in {', '.join(map(str, searched))}; "
+        "install them with `apt-get install dataset-fashion-mnist` or copy the idx(.gz) files there"
+    )
+
+
+# ---- synthetic ----------------------------------------------------------------------------------------
+
+SYNTHETIC_SEED = 0x5EED  # fixed: the synthetic data never depends on the run seed or the global RNG
+
+
+@DATASETS.register("synthetic")
+def synthetic(cfg: DataConfig, train: bool) -> ImageSet:
+    """Class-conditional noisy images: learnable by a small CNN, far from trivially.
+
+    Each class has a fixed smooth template (random 4x4 pattern upsampled). Classes share half of their
+    template, so they differ only in the other half. An image is its class template, cyclically shifted by
+    up to image_size/8 pixels, scaled by a random contrast in [0.5, 1.5], plus strong pixel noise. Train
+    and test share the templates but draw labels, shifts and noise from different seeds. Labels are
+    balanced (counts differ by at most one).
+    """
+    s = cfg.synthetic
+    k, c, size = s.classes, s.channels, s.image_size
+    g = torch.Generator().manual_seed(SYNTHETIC_SEED)
+    coarse = torch.randn(1, c, 4, 4, generator=g) + torch.randn(k, c, 4, 4, generator=g)  # (K, C, 4, 4)
+    templates = F.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
+    templates = (templates - templates.mean()) / templates.std()  # (K, C, S, S), unit scale
+
+    n = s.train_size if train else s.test_size
+    g = torch.Generator().manual_seed(SYNTHETIC_SEED + (1 if train else 2))
+    labels = torch.randperm(n, generator=g) % k  # (N,)
+    shift = torch.randint(-(size // 8), size // 8 + 1, (2, n), generator=g)  # (2, N)
+    contrast = 0.5 + torch.rand(n, 1, 1, 1, generator=g)  # (N, 1, 1, 1)
+    noise = torch.randn(n, c, size, size, generator=g)  # (N, C, S, S)
+
+    ar = torch.arange(size)
+    rows = (ar - shift[0, :, None]) % size  # (N, S)
+    cols = (ar - shift[1, :, None]) % size  # (N, S)
+    ci = torch.arange(c).view(1, c, 1, 1)
+    x = templates[labels.view(n, 1, 1, 1), ci, rows[:, None, :, None], cols[:, None, None, :]]  # (N, C, S, S)
+    x = contrast * x + 1.5 * noise
+    images = (127.5 + 35.0 * x).round().clamp(0, 255).to(torch.uint8).contiguous()
+    info = DatasetInfo("synthetic", k, c, size, (0.5,) * c, (0.25,) * c)
+    return ImageSet(images, labels.to(torch.int64), info)
+
+
+# ---- the loader ---------------------------------------------------------------------------------------
+
+
+def derive_seed(*keys: int) -> int:
+    """An independent seed for each tuple of integers (numpy's SeedSequence hashing)."""
+    return int(np.random.SeedSequence(keys).generate_state(1, dtype=np.uint64)[0])
+
+
+class TensorLoader:
+    """Batches (x, y) of an in-memory image set, cut and augmented on the compute device.
+
+    Each epoch (each `iter()`) a train loader shuffles its indices with its own CPU generator and
+    augments every batch with a second one (`nas.augment.augment`); an eval loader keeps the order and only
+    normalises. `batch_size` is per process. With `world_size > 1` every rank draws the same permutation
+    and takes `perm[rank::world_size]`: disjoint shards, truncated to equal length for train loaders (so
+    ranks run the same number of steps), kept whole for eval loaders (so every sample is evaluated once).
+
+    Args:
+        images: uint8 (N, C, H, W), on any device.
+        labels: int64 (N,).
+        indices: int64 (M,): the samples this loader serves.
+        batch_size: images per batch on this rank.
+        device: where batches are produced.
+        train: shuffle and augment; otherwise fixed order and normalisation only.
+        mean: per-channel mean in [0, 1] pixel units.
+        std: per-channel std in [0, 1] pixel units.
+        crop_padding, flip, cutout: augmentation of train batches, see `nas.augment.augment`.
+        seed: seeds both generators (the augmentation one also mixes in `rank`).
+        drop_last: drop the last incomplete batch.
+        rank: this process's rank.
+        world_size: number of processes.
+        channels_last: return x in channels-last memory format.
+        device_resident: copy the served images to `device` once here (and keep only that uint8 copy);
+            otherwise keep them in host memory and copy each batch (for data larger than the device).
+        num_batches: cap on batches per epoch (None = all).
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        indices: torch.Tensor,
+        batch_size: int,
+        *,
+        device: torch.device | str,
+        train: bool,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        crop_padding: int = 0,
+        flip: bool = False,
+        cutout: int = 0,
+        seed: int = 0,
+        drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+        channels_last: bool = False,
+        device_resident: bool = True,
+        num_batches: int | None = None,
+    ):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world of size {world_size}")
+        self.device = torch.device(device)
+        self.train, self.batch_size, self.drop_last = train, batch_size, drop_last
+        self.rank, self.world_size, self.channels_last = rank, world_size, channels_last
+        self.aug = {"crop_padding": crop_padding, "flip": flip, "cutout": cutout}
+        store = self.device if device_resident else torch.device("cpu")
+        indices = indices.to(images.device)
+        self.images = images.index_select(0, indices).to(store)  # (M, C, H, W) uint8: the only copy
+        self.labels = labels.to(indices.device).index_select(0, indices).to(store)  # (M,)
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device)
+        self.std = torch.tensor(std, dtype=torch.float32, device=self.device)
+        self.shuffle_gen = torch.Generator().manual_seed(derive_seed(seed, 0))
+        self.aug_gen = torch.Generator().manual_seed(derive_seed(seed, 1, rank))
+        self.epoch = 0
+        m = self.images.shape[0]
+        self.per_rank = m // world_size if train else len(range(rank, m, world_size))
+        full = self.per_rank // batch_size if drop_last else -(-self.per_rank // batch_size)
+        self.num_batches = full if num_batches is None else min(full, num_batches)
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        m = self.images.shape[0]
+        order = torch.randperm(m, generator=self.shuffle_gen) if self.train else torch.arange(m)
+        shard = order[self.rank :: self.world_size][: self.per_rank].to(self.images.device)  # (per_rank,)
+        self.epoch += 1
+        for i in range(self.num_batches):
+            idx = shard[i * self.batch_size : (i + 1) * self.batch_size]  # (B,)
+            x = self.images.index_select(0, idx).to(self.device, non_blocking=True)  # (B, C, H, W) uint8
+            y = self.labels.index_select(0, idx).to(self.device, non_blocking=True)  # (B,)
+            if self.train:
+                x = augment(x, self.aug_gen, mean=self.mean, std=self.std, **self.aug)
+            else:
+                x = normalize(x, self.mean, self.std)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, y
+
+    def state_dict(self) -> dict:
+        """Generator states and epoch count. Take it between epochs (a checkpoint at an epoch's end)."""
+        return {
+            "shuffle": self.shuffle_gen.get_state(),
+            "augment": self.aug_gen.get_state(),
+            "epoch": self.epoch,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.shuffle_gen.set_state(state["shuffle"])
+        self.aug_gen.set_state(state["augment"])
+        self.epoch = state["epoch"]
+
+
+# ---- builders -----------------------------------------------------------------------------------------
+
+
+def _augment_kwargs(cfg: DataConfig) -> dict:
+    return {"crop_padding": cfg.crop_padding, "flip": cfg.flip, "cutout": cfg.cutout}
+
+
+def split_indices(n: int, train_portion: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed random split of range(n): the first `floor(n * train_portion)` of a seeded permutation, and
+    the rest. Returns (weight_indices, arch_indices), disjoint, covering range(n)."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(seed, 2)))
+    k = int(n * train_portion)
+    return perm[:k], perm[k:]
+
+
+def search_loaders(
+    cfg: DataConfig,
+    *,
+    device: torch.device | str,
+    seed: int,
+    rank: int = 0,
+    world_size: int = 1,
+    channels_last: bool = False,
+) -> tuple[TensorLoader, TensorLoader, DatasetInfo]:
+    """Loaders for the bilevel search: (weights, architecture, info).
+
+    Only the train split is read (the test set never informs the search). Its first `cfg.subset` images
+    are split by a fixed permutation seeded by `seed` into `train_portion` for the weight step and the rest
+    for the architecture step. Both loaders shuffle and augment, drop the last batch, and are cut to the
+    same number of batches per epoch (the smaller of the two), so one search step takes one batch of each.
+
+    Raises:
+        UserError: missing data, or a batch size larger than what a rank gets from either part.
+    """
+    data = load_dataset(cfg, train=True)
+    w_idx, a_idx = split_indices(len(data), cfg.train_portion, seed)
+    steps = min(len(w_idx), len(a_idx)) // world_size // cfg.batch_size
+    if steps == 0:
+        raise UserError(
+            f"data.batch_size={cfg.batch_size} is too large: the search split has {len(w_idx)} / {len(a_idx)} "
+            f"images (weights / architecture) for {world_size} process(es)"
+        )
+    common = dict(device=device, mean=data.info.mean, std=data.info.std, rank=rank, world_size=world_size,
+                  channels_last=channels_last, device_resident=cfg.device_resident)  # fmt: skip
+    common |= _augment_kwargs(cfg) | {"train": True, "drop_last": True, "num_batches": steps}
+    weights = TensorLoader(
+        data.images, data.labels, w_idx, cfg.batch_size, seed=derive_seed(seed, 3), **common
+    )
+    arch = TensorLoader(data.images, data.labels, a_idx, cfg.batch_size, seed=derive_seed(seed, 4), **common)
+    return weights, arch, data.info
+
+
+def train_loaders(
+    cfg: DataConfig,
+    *,
+    device: torch.device | str,
+    seed: int,
+    rank: int = 0,
+    world_size: int = 1,
+    channels_last: bool = False,
+) -> tuple[TensorLoader, TensorLoader, DatasetInfo]:
+    """Loaders for retraining: (train, test, info).
+
+    The train loader serves the first `cfg.subset` training images, shuffled and augmented, dropping the
+    last batch; the test loader serves the whole test split in order, normalised only, in batches of
+    `cfg.eval_batch_size`.
+
+    Raises:
+        UserError: missing data, or a batch size larger than the training images a rank gets.
+    """
+    train_set, test_set = load_dataset(cfg, train=True), load_dataset(cfg, train=False)
+    if len(train_set) // world_size < cfg.batch_size:
+        raise UserError(
+            f"data.batch_size={cfg.batch_size} is too large for {len(train_set)} training images "
+            f"on {world_size} process(es)"
+        )
+    common = dict(device=device, mean=train_set.info.mean, std=train_set.info.std, rank=rank,
+                  world_size=world_size, channels_last=channels_last, device_resident=cfg.device_resident)  # fmt: skip
+    train = TensorLoader(train_set.images, train_set.labels, torch.arange(len(train_set)), cfg.batch_size,
+                         train=True, drop_last=True, seed=derive_seed(seed, 5), **common, **_augment_kwargs(cfg))  # fmt: skip
+    test = TensorLoader(test_set.images, test_set.labels, torch.arange(len(test_set)), cfg.eval_batch_size,
+                        train=False, drop_last=False, seed=seed, **common)  # fmt: skip
+    return train, test, train_set.info

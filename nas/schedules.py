@@ -1,0 +1,102 @@
+"""Temperature schedules: pure functions of training progress.
+
+Each schedule maps `u`, the number of units (epochs or steps, `tau.per`) elapsed since the end of the
+warm-up, and `span`, the number of units over which it anneals, to tau. `u = span` is the last epoch (or
+step) of the search, which gets exactly `tau.end` for the annealing schedules, as in GDAS
+(tau = tau_max - (tau_max - tau_min) * epoch / (epochs - 1)).
+
+- constant     tau.start throughout
+- linear       start -> end linearly (GDAS, Dong & Yang 2019)
+- exponential  max(end, start * exp(-r u)) (Jang et al. 2017); r = `tau.rate` or ln(start/end) / span
+- cosine       end + (start - end) (1 + cos(pi u / span)) / 2
+- step         max(end, start * factor^floor(u / every)) for decays (min(end, ...) when it grows)
+
+Every schedule stays between tau.start and tau.end, so validating those two (finite, > 0) and the
+schedule's own parameters is enough to guarantee tau is finite and > 0 everywhere.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from nas.config import TauConfig
+from nas.errors import UserError
+from nas.registry import Registry
+from nas.sampling import check_tau
+
+ScheduleFn = Callable[[TauConfig, float, float], float]
+SCHEDULES: Registry[ScheduleFn] = Registry("tau schedule")
+
+
+@SCHEDULES.register("constant")
+def constant(cfg: TauConfig, u: float, span: float) -> float:
+    return cfg.start
+
+
+@SCHEDULES.register("linear")
+def linear(cfg: TauConfig, u: float, span: float) -> float:
+    return cfg.start + (cfg.end - cfg.start) * min(u / span, 1.0)
+
+
+@SCHEDULES.register("exponential")
+def exponential(cfg: TauConfig, u: float, span: float) -> float:
+    rate = cfg.rate if cfg.rate is not None else math.log(cfg.start / cfg.end) / span
+    value = cfg.start * math.exp(-rate * u)
+    return max(cfg.end, value) if rate >= 0 else min(cfg.end, value)
+
+
+@SCHEDULES.register("cosine")
+def cosine(cfg: TauConfig, u: float, span: float) -> float:
+    return cfg.end + (cfg.start - cfg.end) * 0.5 * (1.0 + math.cos(math.pi * min(u / span, 1.0)))
+
+
+@SCHEDULES.register("step")
+def step(cfg: TauConfig, u: float, span: float) -> float:
+    value = cfg.start * cfg.step_factor ** math.floor(u / cfg.step_every)
+    return max(cfg.end, value) if cfg.step_factor <= 1 else min(cfg.end, value)
+
+
+def validate_schedule(cfg: TauConfig) -> None:
+    """Refuse a schedule that could leave (0, inf); raises UserError naming the offending key."""
+    SCHEDULES.get(cfg.schedule)
+    for key in ("start", "end"):
+        value = getattr(cfg, key)
+        if not (math.isfinite(value) and value > 0):
+            raise UserError(f"tau.{key} must be finite and > 0 (tau = 0 is undefined), got {value}")
+    if cfg.per not in ("epoch", "step"):
+        raise UserError(f"tau.per must be 'epoch' or 'step', got {cfg.per!r}")
+    if cfg.warmup_epochs < 0:
+        raise UserError(f"tau.warmup_epochs must be >= 0, got {cfg.warmup_epochs}")
+    if cfg.schedule == "exponential" and cfg.rate is not None:
+        if not math.isfinite(cfg.rate):
+            raise UserError(f"tau.rate must be finite, got {cfg.rate}")
+        if (cfg.rate > 0) != (cfg.start > cfg.end) and cfg.start != cfg.end:
+            raise UserError(
+                f"tau.rate={cfg.rate} moves tau away from tau.end={cfg.end}; it would never reach it"
+            )
+    if cfg.schedule == "step":
+        if cfg.step_every < 1:
+            raise UserError(f"tau.step_every must be >= 1, got {cfg.step_every}")
+        if not (math.isfinite(cfg.step_factor) and cfg.step_factor > 0):
+            raise UserError(
+                f"tau.step_factor must be finite and > 0 (0 would reach tau = 0), got {cfg.step_factor}"
+            )
+
+
+def tau_at(cfg: TauConfig, epoch: int, epochs: int, step: int = 0, steps_per_epoch: int = 1) -> float:
+    """The temperature for `step` (0-based, within `epoch`) of a search of `epochs` epochs.
+
+    With `tau.per = epoch` the step is ignored; with `step` the schedule advances every optimiser step.
+    The first `tau.warmup_epochs` epochs hold `tau.start`.
+    """
+    fn = SCHEDULES.get(cfg.schedule)
+    per_epoch = 1 if cfg.per == "epoch" else max(1, steps_per_epoch)
+    done = epoch * per_epoch + (step if cfg.per == "step" else 0)
+    warm = cfg.warmup_epochs * per_epoch
+    total = epochs * per_epoch
+    u = done - warm
+    if u < 0:
+        return check_tau(cfg.start)
+    span = max(1, total - warm - 1)
+    return check_tau(fn(cfg, float(u), float(span)))

@@ -1,0 +1,55 @@
+"""The search-space contract and its registry.
+
+The engine (`nas.search`, `nas.train`) talks to a space only through this interface; concrete spaces
+live in the `search_spaces` package and register themselves on import.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+import torch.nn as nn
+
+from nas.config import ModelConfig, SpaceConfig
+from nas.genotype import Genotype
+from nas.registry import Registry
+from nas.sampling import ArchSample
+
+
+class Supernet(nn.Module):
+    """Base class for supernets: architecture logits live in `self.alphas`, one (E, K) tensor per cell
+    type; everything else is a weight."""
+
+    alphas: nn.ParameterDict
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return list(self.alphas.values())
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        arch = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    def forward(self, x: torch.Tensor, samples: dict[str, ArchSample]) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+
+class SearchSpace(Protocol):
+    name: str
+    primitives: tuple[str, ...]  # the columns of alpha, in order
+    cell_types: tuple[str, ...]  # the keys of Supernet.alphas and Genotype.cells
+
+    def build_supernet(self, cfg: SpaceConfig, num_classes: int, in_channels: int) -> Supernet: ...
+
+    def derive(self, alphas: dict[str, torch.Tensor]) -> Genotype: ...
+
+    def validate(self, genotype: Genotype) -> None: ...
+
+    def build_network(
+        self, genotype: Genotype, cfg: ModelConfig, num_classes: int, in_channels: int
+    ) -> nn.Module:
+        """The discrete network for retraining. forward(x) -> (logits, aux_logits or None)."""
+        ...
+
+
+SPACES: Registry[SearchSpace] = Registry("search space")

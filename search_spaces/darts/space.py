@@ -1,0 +1,79 @@
+"""The DARTS search space (Liu et al., 2019): registration, derive rule, genotype checks."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from nas.config import ModelConfig, SpaceConfig
+from nas.genotype import Cell, Genotype, check_cell
+from nas.space import SPACES
+from search_spaces.darts.network import NetworkCIFAR
+from search_spaces.darts.ops import PRIMITIVES
+from search_spaces.darts.supernet import DartsSupernet, num_edges
+
+
+def derive_cell(probs: torch.Tensor, primitives: tuple[str, ...], nodes: int) -> Cell:
+    """DARTS derive rule: per node keep the two incoming edges whose strongest non-`none` op has the highest
+    probability; on each, the op is that argmax without `none` (DARTS `_parse`, ties to the lower index).
+
+    Args:
+        probs: (E, K) op probabilities, E = sum_i (i + 2).
+    """
+    probs = probs.detach().double().cpu()
+    if "none" in primitives:
+        probs[:, primitives.index("none")] = -1.0  # never chosen, never ranks an edge
+    node_edges, offset = [], 0
+    for i in range(nodes):
+        rows = probs[offset : offset + i + 2]  # (i + 2, K)
+        best, ops = rows.max(dim=1)
+        order = sorted(range(i + 2), key=lambda j: -best[j].item())[:2]  # stable: ties keep lower j
+        node_edges.append([(primitives[ops[j].item()], j) for j in order])
+        offset += i + 2
+    return Cell.make(node_edges, range(2, 2 + nodes))
+
+
+class DartsSpace:
+    name = "darts"
+    primitives = PRIMITIVES
+    cell_types = ("normal", "reduce")
+
+    def build_supernet(self, cfg: SpaceConfig, num_classes: int, in_channels: int) -> DartsSupernet:
+        return DartsSupernet(cfg, self.primitives, num_classes, in_channels)
+
+    def derive(self, alphas: dict[str, torch.Tensor]) -> Genotype:
+        cells = {}
+        for name in self.cell_types:
+            alpha = alphas[name]
+            nodes = _nodes_for_edges(alpha.shape[0])
+            cells[name] = derive_cell(torch.softmax(alpha.detach().float(), dim=-1), self.primitives, nodes)
+        return Genotype(self.name, cells)
+
+    def validate(self, genotype: Genotype) -> None:
+        from nas.errors import UserError
+
+        if genotype.space != self.name:
+            raise UserError(f"genotype is for space {genotype.space!r}, not {self.name!r}")
+        if set(genotype.cells) != set(self.cell_types):
+            raise UserError(f"DARTS genotype needs cells {list(self.cell_types)}, got {list(genotype.cells)}")
+        ops = [op for op in self.primitives if op != "none"] + ["sep_conv_7x7"]
+        for name, cell in genotype.cells.items():
+            check_cell(name, cell, ops, len(cell.nodes) or 1, 2, lambda i: 2)
+
+    def build_network(
+        self, genotype: Genotype, cfg: ModelConfig, num_classes: int, in_channels: int
+    ) -> nn.Module:
+        self.validate(genotype)
+        return NetworkCIFAR(genotype, cfg.init_channels, num_classes, cfg.layers, cfg.auxiliary, in_channels)
+
+
+def _nodes_for_edges(edges: int) -> int:
+    nodes = 0
+    while num_edges(nodes) < edges:
+        nodes += 1
+    if num_edges(nodes) != edges:
+        raise ValueError(f"{edges} edges do not form a DARTS cell")
+    return nodes
+
+
+SPACE = SPACES.register("darts", DartsSpace())
