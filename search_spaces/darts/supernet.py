@@ -58,7 +58,7 @@ class SearchCell(nn.Module):
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         weights, choices = sample.weights, sample.choices  # (E, K), list of E ints or None
         offset = 0
-        for i in range(self.nodes):
+        for _ in range(self.nodes):
             s = None
             for j, h in enumerate(states):
                 e = offset + j
