@@ -60,7 +60,7 @@ def load_dataset(cfg: DataConfig, train: bool) -> ImageSet:
     """
     data = DATASETS.get(cfg.name)(cfg, train)
     if train and cfg.subset is not None and cfg.subset < len(data):
-        data = ImageSet(data.images[: cfg.subset].contiguous(), data.labels[: cfg.subset].clone(), data.info)
+        data = ImageSet(data.images[: cfg.subset].clone(), data.labels[: cfg.subset].clone(), data.info)
     return data
 
 
@@ -75,17 +75,15 @@ def _cifar(cfg: DataConfig, train: bool, cls_name: str, folder: str, info: Datas
 
     pretty = cls_name.replace("CIFAR", "CIFAR-")
     where = Path(cfg.root) / folder
-    hint = (
-        f"{pretty} not found under {cfg.root}/ (expected {where}); download it with data.download=true "
-        "on a machine with internet, or copy the extracted folder there"
-    )
+    fix = "download it with data.download=true on a machine with internet, or copy the extracted folder there"
     if not cfg.download and not where.is_dir():
-        raise UserError(hint)
+        raise UserError(f"{pretty} not found under {cfg.root}/ (expected {where}); {fix}")
     try:
         ds = getattr(torchvision.datasets, cls_name)(root=cfg.root, train=train, download=cfg.download)
-    except Exception as exc:  # missing/corrupt files, no internet: never a torchvision traceback
+    except Exception as exc:  # corrupt files, no internet: one line, never a torchvision traceback
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UserError(f"{hint} [{reason}]") from None
+        problem = f"could not be downloaded to {cfg.root}/" if cfg.download else f"in {where} is unreadable"
+        raise UserError(f"{pretty} {problem} ({reason}); {fix}") from None
     images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # (N, 3, 32, 32) uint8
     return ImageSet(images, torch.as_tensor(ds.targets, dtype=torch.int64), info)
 
@@ -143,7 +141,7 @@ def fashion_mnist(cfg: DataConfig, train: bool) -> ImageSet:
             labels = torch.from_numpy(read_idx(labels_file).astype(np.int64))  # (N,)
             if images.shape[0] != labels.shape[0] or images.shape[1:] != (1, 28, 28):
                 raise UserError(
-                    f"Fashion-MNIST files in {directory} do not match: {images.shape}, {labels.shape}"
+                    f"Fashion-MNIST files in {directory} disagree: {images.shape}, {labels.shape}"
                 )
             return ImageSet(images.contiguous(), labels, FASHION_MNIST_INFO)
     raise UserError(
@@ -254,7 +252,7 @@ class TensorLoader:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside world of size {world_size}")
         self.device = torch.device(device)
-        self.train, self.batch_size, self.drop_last = train, batch_size, drop_last
+        self.train, self.batch_size = train, batch_size
         self.rank, self.world_size, self.channels_last = rank, world_size, channels_last
         self.aug = {"crop_padding": crop_padding, "flip": flip, "cutout": cutout}
         store = self.device if device_resident else torch.device("cpu")
@@ -293,11 +291,8 @@ class TensorLoader:
 
     def state_dict(self) -> dict:
         """Generator states and epoch count. Take it between epochs (a checkpoint at an epoch's end)."""
-        return {
-            "shuffle": self.shuffle_gen.get_state(),
-            "augment": self.aug_gen.get_state(),
-            "epoch": self.epoch,
-        }
+        gens = {"shuffle": self.shuffle_gen.get_state(), "augment": self.aug_gen.get_state()}
+        return gens | {"epoch": self.epoch}
 
     def load_state_dict(self, state: dict) -> None:
         self.shuffle_gen.set_state(state["shuffle"])
@@ -308,8 +303,16 @@ class TensorLoader:
 # ---- builders -----------------------------------------------------------------------------------------
 
 
-def _augment_kwargs(cfg: DataConfig) -> dict:
-    return {"crop_padding": cfg.crop_padding, "flip": cfg.flip, "cutout": cfg.cutout}
+def _loader(
+    cfg: DataConfig, data: ImageSet, indices: torch.Tensor, *, train: bool, seed: int, **kw
+) -> TensorLoader:
+    """A train loader (shuffled, augmented as cfg says, last batch dropped) or an eval loader over `indices`."""
+    aug = {"crop_padding": cfg.crop_padding, "flip": cfg.flip, "cutout": cfg.cutout} if train else {}
+    batch_size = cfg.batch_size if train else cfg.eval_batch_size
+    return TensorLoader(
+        data.images, data.labels, indices, batch_size, train=train, drop_last=train, seed=seed,
+        mean=data.info.mean, std=data.info.std, device_resident=cfg.device_resident, **aug, **kw,
+    )  # fmt: skip
 
 
 def split_indices(n: int, train_portion: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -344,16 +347,12 @@ def search_loaders(
     steps = min(len(w_idx), len(a_idx)) // world_size // cfg.batch_size
     if steps == 0:
         raise UserError(
-            f"data.batch_size={cfg.batch_size} is too large: the search split has {len(w_idx)} / {len(a_idx)} "
-            f"images (weights / architecture) for {world_size} process(es)"
+            f"data.batch_size={cfg.batch_size} is too large: the search split has {len(w_idx)} / "
+            f"{len(a_idx)} images (weights / architecture) for {world_size} process(es)"
         )
-    common = dict(device=device, mean=data.info.mean, std=data.info.std, rank=rank, world_size=world_size,
-                  channels_last=channels_last, device_resident=cfg.device_resident)  # fmt: skip
-    common |= _augment_kwargs(cfg) | {"train": True, "drop_last": True, "num_batches": steps}
-    weights = TensorLoader(
-        data.images, data.labels, w_idx, cfg.batch_size, seed=derive_seed(seed, 3), **common
-    )
-    arch = TensorLoader(data.images, data.labels, a_idx, cfg.batch_size, seed=derive_seed(seed, 4), **common)
+    kw = {"device": device, "rank": rank, "world_size": world_size, "channels_last": channels_last}
+    weights = _loader(cfg, data, w_idx, train=True, seed=derive_seed(seed, 3), num_batches=steps, **kw)
+    arch = _loader(cfg, data, a_idx, train=True, seed=derive_seed(seed, 4), num_batches=steps, **kw)
     return weights, arch, data.info
 
 
@@ -370,7 +369,7 @@ def train_loaders(
 
     The train loader serves the first `cfg.subset` training images, shuffled and augmented, dropping the
     last batch; the test loader serves the whole test split in order, normalised only, in batches of
-    `cfg.eval_batch_size`.
+    `cfg.eval_batch_size` (with several processes each rank evaluates its own disjoint part).
 
     Raises:
         UserError: missing data, or a batch size larger than the training images a rank gets.
@@ -381,10 +380,7 @@ def train_loaders(
             f"data.batch_size={cfg.batch_size} is too large for {len(train_set)} training images "
             f"on {world_size} process(es)"
         )
-    common = dict(device=device, mean=train_set.info.mean, std=train_set.info.std, rank=rank,
-                  world_size=world_size, channels_last=channels_last, device_resident=cfg.device_resident)  # fmt: skip
-    train = TensorLoader(train_set.images, train_set.labels, torch.arange(len(train_set)), cfg.batch_size,
-                         train=True, drop_last=True, seed=derive_seed(seed, 5), **common, **_augment_kwargs(cfg))  # fmt: skip
-    test = TensorLoader(test_set.images, test_set.labels, torch.arange(len(test_set)), cfg.eval_batch_size,
-                        train=False, drop_last=False, seed=seed, **common)  # fmt: skip
+    kw = {"device": device, "rank": rank, "world_size": world_size, "channels_last": channels_last}
+    train = _loader(cfg, train_set, torch.arange(len(train_set)), train=True, seed=derive_seed(seed, 5), **kw)
+    test = _loader(cfg, test_set, torch.arange(len(test_set)), train=False, seed=seed, **kw)
     return train, test, train_set.info
