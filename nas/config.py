@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from nas.errors import UserError
@@ -168,6 +168,13 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+def _merge(base: DictConfig, other: DictConfig, where: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(base, other)
+    except OmegaConfBaseException as exc:
+        raise UserError(f"bad {where}: {_first_line(exc)}") from None
+
+
 def load_config(schema: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
     """Merge schema defaults, a YAML file and `key=value` overrides into a validated dataclass.
 
@@ -175,26 +182,30 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: list
         UserError: unknown key, wrong type, unreadable file, or a value the checks below refuse.
     """
     cfg = OmegaConf.structured(schema)
-    try:
-        if path is not None:
-            path = Path(path)
-            if not path.is_file():
-                raise UserError(f"config file not found: {path}")
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"config file not found: {path}")
+        try:
             loaded = OmegaConf.load(path)
-            loaded.pop("_meta", None)  # provenance block of a saved run config
-            cfg = OmegaConf.merge(cfg, loaded)
-        bad = [o for o in overrides or [] if "=" not in o]
-        if bad:
-            raise UserError(f"override {bad[0]!r} is not of the form key=value")
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides or [])))
+        except Exception as exc:  # YAML syntax errors and the like
+            raise UserError(f"cannot read config {path}: {_first_line(exc)}") from None
+        if not isinstance(loaded, DictConfig):
+            raise UserError(f"config {path} must be a YAML mapping of keys to values")
+        loaded.pop("_meta", None)  # provenance block of a saved run config
+        cfg = _merge(cfg, loaded, f"config {path}")
+    bad = [o for o in overrides or [] if "=" not in o]
+    if bad:
+        raise UserError(f"override {bad[0]!r} is not of the form key=value")
+    try:
+        dotlist = OmegaConf.from_dotlist(list(overrides or []))
+    except OmegaConfBaseException as exc:
+        raise UserError(f"bad override: {_first_line(exc)}") from None
+    cfg = _merge(cfg, dotlist, "overrides")
+    try:
         obj = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as exc:
-        where = f" in {path}" if path is not None else ""
-        raise UserError(f"bad config{where}: {_first_line(exc)}") from None
-    except Exception as exc:  # YAML syntax errors and the like
-        if isinstance(exc, UserError):
-            raise
-        raise UserError(f"cannot read config {path}: {_first_line(exc)}") from None
+        raise UserError(f"bad config: {_first_line(exc)}") from None
     validate(obj)
     return obj
 

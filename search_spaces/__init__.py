@@ -1,3 +1,6 @@
 """Concrete search spaces. Importing this package registers each one in `nas.space.SPACES`."""
 
-from search_spaces import darts  # noqa: F401
+from search_spaces import (
+    darts,  # noqa: F401
+    nb201,  # noqa: F401
+)

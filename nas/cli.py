@@ -1,0 +1,235 @@
+"""The `nas` command line: search | derive | train | genotype.
+
+Every command that runs takes `--config FILE` plus `key=value` overrides (OmegaConf dotlist). User
+errors print one line and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import search_spaces  # noqa: F401  (registers the search spaces)
+from nas.errors import UserError
+from nas.genotype import (
+    Genotype,
+    describe,
+    load_genotype_file,
+    save_genotype,
+    to_darts_string,
+    to_nb201_string,
+)
+from nas.space import SPACES
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage mistake in one line (exit code 2), without the usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def resolve_genotype(spec: str) -> Genotype:
+    """A genotype from `zoo:NAME`, a run directory (its genotype.json) or a file in any supported format."""
+    if spec.startswith("zoo:"):
+        from search_spaces import zoo
+
+        return zoo.get(spec[4:])
+    path = Path(spec)
+    if path.is_dir():
+        path = path / "genotype.json"
+    genotype = load_genotype_file(path)
+    SPACES.get(genotype.space).validate(genotype)
+    return genotype
+
+
+# --- search / derive -----------------------------------------------------------------------------------
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from nas.config import SearchRunConfig, load_config
+    from nas.runtime import prepare_out_dir
+    from nas.search.runner import CHECKPOINT, SearchRunner
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        cfg = load_config(SearchRunConfig, run_dir / "config.yaml", args.overrides + [f"out_dir={run_dir}"])
+        if not (run_dir / CHECKPOINT).is_file():
+            raise UserError(f"cannot resume {run_dir}: no {CHECKPOINT} (the run did not finish an epoch)")
+    elif args.config is None:
+        raise UserError("nas search needs --config FILE (or --resume RUN_DIR)")
+    else:
+        cfg = load_config(SearchRunConfig, args.config, args.overrides)
+    space = SPACES.get(cfg.space.name)
+    with prepare_out_dir(cfg.out_dir, resume=bool(args.resume)) as out_dir:
+        runner = SearchRunner(cfg, space, out_dir, resume=bool(args.resume))
+    runner.run()
+    print(f"search finished: {out_dir / 'genotype.json'}")
+    return 0
+
+
+def cmd_derive(args: argparse.Namespace) -> int:
+    import torch
+
+    from nas.checkpoint import load_checkpoint
+    from nas.config import SearchRunConfig, load_config, to_dict
+    from nas.diagnostics import probabilities
+    from nas.search.runner import CHECKPOINT, write_alphas
+
+    run_dir = Path(args.run_dir)
+    cfg = load_config(SearchRunConfig, run_dir / "config.yaml")
+    space = SPACES.get(cfg.space.name)
+    state = load_checkpoint(run_dir / CHECKPOINT)
+    alphas = {k[len("alphas.") :]: v for k, v in state["model"].items() if k.startswith("alphas.")}
+    if not alphas:
+        raise UserError(f"{run_dir / CHECKPOINT} holds no architecture parameters")
+    genotype = space.derive({k: torch.as_tensor(v) for k, v in alphas.items()})
+    prov = {"run": cfg.name, "epoch": state["epoch"] - 1, "seed": cfg.seed, "sampler": cfg.sampler.name,
+            "probabilities": probabilities(alphas, space.primitives), "config": to_dict(cfg)}  # fmt: skip
+    genotype = Genotype(genotype.space, genotype.cells, prov)
+    save_genotype(run_dir / "genotype.json", genotype)
+    write_alphas(run_dir / "alphas.json", alphas, space.primitives)
+    print(describe(genotype))
+    return 0
+
+
+# --- train ---------------------------------------------------------------------------------------------
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from nas.config import TrainRunConfig, load_config
+    from nas.runtime import prepare_out_dir
+    from nas.train.trainer import Trainer
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        cfg = load_config(TrainRunConfig, run_dir / "config.yaml", args.overrides + [f"out_dir={run_dir}"])
+        genotype = resolve_genotype(str(run_dir / "genotype.json"))
+    else:
+        if args.genotype is None:
+            raise UserError("nas train needs --genotype FILE|RUN_DIR|zoo:NAME (or --resume RUN_DIR)")
+        cfg = load_config(TrainRunConfig, args.config, args.overrides)
+        genotype = resolve_genotype(args.genotype)
+    space = SPACES.get(genotype.space)
+    with prepare_out_dir(cfg.out_dir, resume=bool(args.resume)) as out_dir:
+        trainer = Trainer(cfg, genotype, space, out_dir, resume=bool(args.resume))
+    result = trainer.run()
+    print(
+        f"test accuracy {result['test_acc']:.2f}%  params {result['params']:,}  -> {out_dir / 'metrics.json'}"
+    )
+    return 0
+
+
+# --- genotype ------------------------------------------------------------------------------------------
+
+
+def cmd_genotype_show(args: argparse.Namespace) -> int:
+    print(describe(resolve_genotype(args.file)))
+    return 0
+
+
+def cmd_genotype_convert(args: argparse.Namespace) -> int:
+    genotype = resolve_genotype(args.file)
+    if args.to == "json":
+        import json
+
+        text = json.dumps(genotype.to_dict(), indent=2)
+    elif args.to == "darts":
+        text = to_darts_string(genotype)
+    else:
+        text = to_nb201_string(genotype)
+    if args.output:
+        if args.to == "json":
+            save_genotype(args.output, genotype)
+        else:
+            from nas.genotype import atomic_write_text
+
+            atomic_write_text(args.output, text + "\n")
+    else:
+        print(text)
+    return 0
+
+
+def cmd_genotype_info(args: argparse.Namespace) -> int:
+    from nas.config import ModelConfig
+    from nas.profile import model_summary
+
+    genotype = resolve_genotype(args.file)
+    space = SPACES.get(genotype.space)
+    cfg = ModelConfig(init_channels=args.init_channels, layers=args.layers, auxiliary=True)
+    net = space.build_network(genotype, cfg, args.classes, args.in_channels)
+    summary = model_summary(net, (args.in_channels, args.image_size, args.image_size))
+    print(f"space {genotype.space}: {args.init_channels} channels, {args.layers} layers, {args.classes} classes, "
+          f"{args.in_channels}x{args.image_size}x{args.image_size} input")  # fmt: skip
+    print(f"parameters (without auxiliary head): {summary['params']:,}")
+    print(f"parameters (with auxiliary head):    {summary['params_with_auxiliary']:,}")
+    print(f"FLOPs (batch 1): {summary['flops']:,}  ({summary['macs'] / 1e6:.1f} M multiply-adds)")
+    return 0
+
+
+# --- parser --------------------------------------------------------------------------------------------
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML config file (see configs/)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (OmegaConf dotlist)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="nas", description="Differentiable architecture search with Gumbel-softmax.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("search", help="search an architecture (supernet + bilevel loop)")
+    _add_run_args(p)
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("derive", help="re-derive genotype.json and alphas.json from a run's last checkpoint")
+    p.add_argument("run_dir")
+    p.set_defaults(func=cmd_derive)
+
+    p = sub.add_parser("train", help="retrain a genotype from scratch")
+    p.add_argument("--genotype", help="genotype file, search run directory, or zoo:NAME")
+    _add_run_args(p)
+    p.set_defaults(func=cmd_train)
+
+    g = sub.add_parser("genotype", help="show, convert and measure genotypes").add_subparsers(
+        dest="genotype_command", required=True, parser_class=_Parser
+    )
+    p = g.add_parser("show", help="text view of every cell")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_genotype_show)
+    p = g.add_parser(
+        "convert", help="convert between JSON, the DARTS Genotype string and the NB201 arch string"
+    )
+    p.add_argument("file")
+    p.add_argument("--to", choices=["json", "darts", "nb201"], required=True)
+    p.add_argument("-o", "--output", help="write here instead of stdout")
+    p.set_defaults(func=cmd_genotype_convert)
+    p = g.add_parser("info", help="parameters and FLOPs of the retrain network")
+    p.add_argument("file")
+    p.add_argument("--init-channels", type=int, default=36)
+    p.add_argument("--layers", type=int, default=20)
+    p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--in-channels", type=int, default=3)
+    p.add_argument("--image-size", type=int, default=32)
+    p.set_defaults(func=cmd_genotype_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"nas: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("nas: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""Run-time plumbing shared by every command: device choice, seeding, autocast, run directories and
+the provenance saved next to every result."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import platform
+import random
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nas.errors import UserError
+
+
+def pick_device(name: str) -> torch.device:
+    """`auto` takes CUDA when present, else the CPU. Asking for CUDA where there is none is a user error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} requested but CUDA is not available on this machine")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def configure_backends(device: torch.device, deterministic: bool) -> None:
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not deterministic
+        torch.backends.cudnn.deterministic = deterministic
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast when asked for (no loss scaling needed for bf16), otherwise a no-op."""
+    if amp == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def rng_state() -> dict:
+    """Every global RNG the run touches: python, numpy, torch CPU and CUDA."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def git_commit() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+        return out + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def provenance() -> dict:
+    """What produced a result: code version, library versions, machine, command line, time."""
+    versions = {}
+    for pkg in ("nas", "torch", "torchvision", "timm", "omegaconf", "numpy"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    return {
+        "git_commit": git_commit(),
+        "versions": versions,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "command": " ".join(sys.argv),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+@contextlib.contextmanager
+def prepare_out_dir(out_dir: str | Path, resume: bool, marker: str = "config.yaml") -> Iterator[Path]:
+    """Context for setting up a run in `out_dir`.
+
+    A new run needs an empty (or absent) directory: refusing protects earlier results. If setup fails
+    inside the context, a directory this call created is removed again, so a rejected command leaves
+    nothing behind.
+    """
+    path = Path(out_dir)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"out_dir {path} exists and is not a directory")
+    if not resume and path.is_dir() and any(path.iterdir()):
+        raise UserError(
+            f"out_dir {path} is not empty; resume it with --resume {path} or choose another out_dir"
+        )
+    if resume and not (path / marker).is_file():
+        raise UserError(f"cannot resume {path}: no {marker} there")
+    created = not path.exists()
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield path
+    except BaseException:
+        if created:
+            shutil.rmtree(path, ignore_errors=True)
+        raise

@@ -1,0 +1,260 @@
+"""SearchRunner: the bilevel search loop, per-epoch derive/log/checkpoint, and resume.
+
+Per step: an architecture step on a batch of the alpha split (alpha only), then a weight step on a batch
+of the weight split (w only). Per epoch: tau from the schedule, metrics, TensorBoard, the derived
+genotype, an atomic checkpoint. A run killed at any point resumes from its last checkpoint and ends
+bitwise equal (on CPU) to an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from timm.scheduler import CosineLRScheduler
+from tqdm import tqdm
+
+from nas import diagnostics
+from nas.checkpoint import load_checkpoint, save_checkpoint
+from nas.config import SearchRunConfig, to_dict, to_yaml
+from nas.data import search_loaders
+from nas.genotype import atomic_write_text, save_genotype
+from nas.logging import RunLogger
+from nas.runtime import (
+    autocast,
+    configure_backends,
+    pick_device,
+    provenance,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+)
+from nas.sampling import SAMPLERS, sample_architecture
+from nas.schedules import tau_at, validate_schedule
+from nas.search.architect import Architect
+from nas.space import SearchSpace
+
+CHECKPOINT = "checkpoints/last.pt"
+
+
+class SearchRunner:
+    """Builds everything a search needs from a config and runs (or resumes) it.
+
+    Args:
+        dist: optional `nas.distributed` context (rank, world size, gradient all-reduce); None = one process.
+    """
+
+    def __init__(
+        self, cfg: SearchRunConfig, space: SearchSpace, out_dir: str | Path, resume: bool = False, dist=None
+    ):
+        SAMPLERS.get(cfg.sampler.name)
+        validate_schedule(cfg.tau)
+        self.cfg, self.space, self.out_dir, self.dist = cfg, space, Path(out_dir), dist
+        self.rank = dist.rank if dist else 0
+        self.world_size = dist.world_size if dist else 1
+        self.device = dist.device if dist else pick_device(cfg.device)
+        configure_backends(self.device, cfg.deterministic)
+        seed_everything(cfg.seed)
+        self.train_loader, self.val_loader, self.info = search_loaders(
+            cfg.data, device=self.device, seed=cfg.seed, rank=self.rank, world_size=self.world_size,
+            channels_last=cfg.channels_last,
+        )  # fmt: skip
+        self.model = space.build_supernet(cfg.space, self.info.num_classes, self.info.in_channels).to(
+            self.device
+        )
+        if cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.criterion = nn.CrossEntropyLoss()
+        self.autocast = functools.partial(autocast, self.device, cfg.amp)
+        self._build_optimizers()
+        self.generator = torch.Generator().manual_seed(cfg.seed + 1)  # the sampler's noise stream
+        self.architect = Architect(
+            self.model, self.a_opt, self.criterion, cfg.sampler.name, self.generator, self.autocast,
+            bilevel=cfg.search.bilevel, grad_hook=dist.all_reduce_grads if dist else None,
+        )  # fmt: skip
+        self.start_epoch = 0
+        self.tau = cfg.tau.start
+        if resume:
+            self._restore()
+        self.logger = RunLogger(
+            self.out_dir, enabled=self.rank == 0, resume_epoch=self.start_epoch if resume else None
+        )
+        if not resume and self.rank == 0:
+            atomic_write_text(self.out_dir / "config.yaml", to_yaml(cfg, meta=provenance()))
+
+    def _build_optimizers(self) -> None:
+        w, a = self.cfg.search.weights, self.cfg.search.arch
+        fused = {"foreach": True} if self.device.type == "cuda" else {}
+        self.w_opt = torch.optim.SGD(
+            self.model.weight_parameters(), lr=w.lr, momentum=w.momentum, nesterov=w.nesterov,
+            weight_decay=w.weight_decay, **fused,
+        )  # fmt: skip
+        self.a_opt = torch.optim.Adam(
+            self.model.arch_parameters(), lr=a.lr, betas=tuple(a.betas), weight_decay=a.weight_decay
+        )
+        # timm's cosine schedule is a pure function of the epoch: exact on resume
+        self.w_sched = CosineLRScheduler(
+            self.w_opt, t_initial=self.cfg.search.epochs, lr_min=w.lr_min, warmup_t=w.warmup_epochs,
+            warmup_lr_init=w.lr_min, warmup_prefix=True,
+        )  # fmt: skip
+
+    # --- checkpoint ---------------------------------------------------------------------------------
+
+    def state_dict(self, next_epoch: int) -> dict[str, Any]:
+        return {
+            "epoch": next_epoch,
+            "tau": self.tau,
+            "model": self.model.state_dict(),
+            "w_opt": self.w_opt.state_dict(),
+            "a_opt": self.a_opt.state_dict(),
+            "w_sched": self.w_sched.state_dict(),
+            "sampler_generator": self.generator.get_state(),
+            "data": {"train": self.train_loader.state_dict(), "val": self.val_loader.state_dict()},
+            "rng": rng_state(),
+            "world_size": self.world_size,
+        }
+
+    def _restore(self) -> None:
+        state = load_checkpoint(self.out_dir / CHECKPOINT, map_location=self.device)
+        self.model.load_state_dict(state["model"])
+        self.w_opt.load_state_dict(state["w_opt"])
+        self.a_opt.load_state_dict(state["a_opt"])
+        self.w_sched.load_state_dict(state["w_sched"])
+        self.generator.set_state(state["sampler_generator"].cpu())
+        self.train_loader.load_state_dict(state["data"]["train"])
+        self.val_loader.load_state_dict(state["data"]["val"])
+        set_rng_state(state["rng"])
+        self.start_epoch, self.tau = state["epoch"], state["tau"]
+
+    # --- the loop -----------------------------------------------------------------------------------
+
+    def tau_for(self, epoch: int, step: int = 0) -> float:
+        return tau_at(self.cfg.tau, epoch, self.cfg.search.epochs, step, len(self.train_loader))
+
+    def run(self) -> dict[str, Any]:
+        """Run the remaining epochs; returns the last epoch's metrics (empty if nothing was left to do)."""
+        record: dict[str, Any] = {}
+        try:
+            for epoch in range(self.start_epoch, self.cfg.search.epochs):
+                record = self.run_epoch(epoch)
+                self.end_epoch(epoch, record)
+            if self.rank == 0:
+                self.finish()
+        finally:
+            self.logger.close()
+        return record
+
+    def run_epoch(self, epoch: int) -> dict[str, Any]:
+        self.w_sched.step(epoch)
+        self.model.train()
+        lr = self.w_opt.param_groups[0]["lr"]
+        update_alpha = epoch >= self.cfg.search.arch_start_epoch
+        sums = torch.zeros(
+            4, device=self.device, dtype=torch.float64
+        )  # train loss, correct, val loss, correct
+        seen = torch.zeros(2, device=self.device, dtype=torch.float64)
+        steps = len(self.train_loader)
+        bar = tqdm(
+            total=steps,
+            desc=f"epoch {epoch}",
+            disable=not (self.cfg.progress and self.rank == 0),
+            leave=False,
+        )
+        start = time.perf_counter()
+        for step, (train, val) in enumerate(zip(self.train_loader, self.val_loader)):
+            self.tau = self.tau_for(epoch, step)
+            if update_alpha:
+                out = self.architect.step(val, train, self.tau, lr, self.w_opt)
+                sums[2:] += torch.stack([out["loss"].double() * len(val[1]), out["correct"].double()])
+                seen[1] += len(val[1])
+            out = self.weight_step(*train)
+            sums[:2] += torch.stack([out["loss"].double() * len(train[1]), out["correct"].double()])
+            seen[0] += len(train[1])
+            bar.update(1)
+            if (step + 1) % self.cfg.log_every == 0:
+                bar.set_postfix(loss=f"{(sums[0] / seen[0]).item():.3f}", tau=f"{self.tau:.3g}")
+        bar.close()
+        if self.dist:
+            self.dist.all_reduce_sum(sums)
+            self.dist.all_reduce_sum(seen)
+        sums, seen = sums.tolist(), seen.tolist()
+        return {
+            "epoch": epoch,
+            "tau": self.tau,
+            "lr": lr,
+            "train_loss": sums[0] / seen[0],
+            "train_acc": 100.0 * sums[1] / seen[0],
+            "val_loss": sums[2] / seen[1] if seen[1] else None,
+            "val_acc": 100.0 * sums[3] / seen[1] if seen[1] else None,
+            "epoch_time": time.perf_counter() - start,
+            "images_per_s": (seen[0] + seen[1]) / (time.perf_counter() - start),
+        }
+
+    def weight_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One SGD step on the weights; the architecture is sampled from detached alphas, so no alpha
+        gradient is computed or accumulated."""
+        alphas = {k: a.detach() for k, a in self.model.alphas.items()}
+        samples = sample_architecture(alphas, self.cfg.sampler.name, self.tau, self.generator)
+        with self.autocast():
+            logits = self.model(x, samples)
+            loss = self.criterion(logits, y)
+        self.w_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        params = self.model.weight_parameters()
+        if self.dist:
+            self.dist.all_reduce_grads([p.grad for p in params if p.grad is not None])
+        if self.cfg.search.weights.grad_clip > 0:
+            nn.utils.clip_grad_norm_(params, self.cfg.search.weights.grad_clip)
+        self.w_opt.step()
+        return {"loss": loss.detach(), "correct": (logits.detach().argmax(1) == y).sum()}
+
+    # --- per-epoch outputs --------------------------------------------------------------------------
+
+    def genotype(self, epoch: int):
+        """The derived genotype with its provenance (config, seed, epoch, op probabilities)."""
+        genotype = self.space.derive(dict(self.model.alphas))
+        prov = {
+            "run": self.cfg.name,
+            "epoch": epoch,
+            "seed": self.cfg.seed,
+            "sampler": self.cfg.sampler.name,
+            "tau": self.tau,
+            "probabilities": diagnostics.probabilities(self.model.alphas, self.space.primitives),
+            "config": to_dict(self.cfg),
+        }
+        return type(genotype)(genotype.space, genotype.cells, prov)
+
+    def end_epoch(self, epoch: int, record: dict[str, Any]) -> None:
+        if self.rank == 0:
+            genotype = self.genotype(epoch)
+            save_genotype(self.out_dir / "genotype.json", genotype)
+            record.update(diagnostics.epoch_diagnostics(self.model.alphas, genotype, self.space))
+            self.logger.epoch(record)
+            self.logger.scalars({k: v for k, v in record.items() if k != "epoch"}, epoch, prefix="search/")
+            diagnostics.log_alphas(self.logger, self.model.alphas, self.space.primitives, epoch)
+            self.logger.text("genotype", diagnostics.genotype_text(genotype), epoch)
+            self.logger.console(
+                f"epoch {epoch}: tau {record['tau']:.3g} lr {record['lr']:.4g} train_acc {record['train_acc']:.2f} "
+                f"val_acc {record['val_acc'] if record['val_acc'] is None else round(record['val_acc'], 2)} "
+                f"({record['epoch_time']:.1f}s)"
+            )
+            save_checkpoint(self.out_dir / CHECKPOINT, self.state_dict(epoch + 1))
+        if self.dist:
+            self.dist.barrier()
+
+    def finish(self) -> None:
+        write_alphas(self.out_dir / "alphas.json", self.model.alphas, self.space.primitives)
+
+
+def write_alphas(path: Path, alphas: nn.ParameterDict | dict[str, torch.Tensor], primitives) -> None:
+    """Final logits per cell type at full precision (Python floats round-trip float32 exactly)."""
+    data = {
+        "primitives": list(primitives),
+        "alphas": {name: a.detach().double().cpu().tolist() for name, a in alphas.items()},
+    }
+    atomic_write_text(path, json.dumps(data, indent=1) + "\n")

@@ -1,0 +1,1 @@
+"""Retraining a discrete architecture from scratch."""

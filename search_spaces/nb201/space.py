@@ -1,0 +1,75 @@
+"""The NAS-Bench-201 search space (Dong & Yang, "NAS-Bench-201: Extending the Scope of Reproducible
+Neural Architecture Search", ICLR 2020): registration, derive rule, genotype checks.
+
+A cell has 4 nodes; node 0 is the input and node i (1..3) sums one op from every earlier node, so a cell
+is 6 (edge, op) choices over 5 primitives: 5^6 = 15,625 architectures. One cell genotype is shared by
+every cell of the network. Edge order (rows of alpha) is that of the NB201 arch string:
+(1<-0), (2<-0), (2<-1), (3<-0), (3<-1), (3<-2).
+
+Config conventions for this space: `space.layers` / `model.layers` is the number of cells per stage
+(NAS-Bench-201 uses 5, with init_channels 16); `model.auxiliary` is ignored (no auxiliary head).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from nas.config import ModelConfig, SpaceConfig
+from nas.errors import UserError
+from nas.genotype import Cell, Genotype, check_cell
+from nas.space import SPACES
+from search_spaces.nb201.network import TinyNetwork
+from search_spaces.nb201.ops import PRIMITIVES
+from search_spaces.nb201.supernet import EDGES, NODES, NB201Supernet
+
+OUTPUT = NODES - 1  # the cell's output state; matches the concat that nas.genotype.from_nb201_string makes
+
+
+def derive_cell(probs: torch.Tensor, primitives: tuple[str, ...]) -> Cell:
+    """NB201 derive rule: on every edge keep the argmax op, `none` included (ties to the lower index).
+
+    Args:
+        probs: (6, K) op probabilities, rows in EDGES order.
+    """
+    best = probs.detach().double().cpu().argmax(dim=1).tolist()  # (6,)
+    nodes = [[(primitives[best[EDGES.index((i, j))]], j) for j in range(i)] for i in range(1, NODES)]
+    return Cell.make(nodes, [OUTPUT])
+
+
+class NB201Space:
+    name = "nb201"
+    primitives = PRIMITIVES
+    cell_types = ("cell",)
+
+    def build_supernet(self, cfg: SpaceConfig, num_classes: int, in_channels: int) -> NB201Supernet:
+        return NB201Supernet(cfg, self.primitives, num_classes, in_channels)
+
+    def derive(self, alphas: dict[str, torch.Tensor]) -> Genotype:
+        alpha = alphas["cell"]
+        if tuple(alpha.shape) != (len(EDGES), len(self.primitives)):
+            raise ValueError(
+                f"NB201 alpha must be {(len(EDGES), len(self.primitives))}, got {tuple(alpha.shape)}"
+            )
+        probs = torch.softmax(alpha.detach().float(), dim=-1)
+        return Genotype(self.name, {"cell": derive_cell(probs, self.primitives)})
+
+    def validate(self, genotype: Genotype) -> None:
+        if genotype.space != self.name:
+            raise UserError(f"genotype is for space {genotype.space!r}, not {self.name!r}")
+        if set(genotype.cells) != set(self.cell_types):
+            raise UserError(f"NB201 genotype needs cells {list(self.cell_types)}, got {list(genotype.cells)}")
+        cell = genotype.cells["cell"]
+        check_cell("cell", cell, self.primitives, NODES - 1, 1, lambda i: i + 1, concat=[OUTPUT])
+        for i, node in enumerate(cell.nodes):
+            if sorted(j for _, j in node) != list(range(i + 1)):
+                raise UserError(f"cell 'cell' node {i + 1} must read each of nodes 0..{i} exactly once")
+
+    def build_network(
+        self, genotype: Genotype, cfg: ModelConfig, num_classes: int, in_channels: int
+    ) -> nn.Module:
+        self.validate(genotype)
+        return TinyNetwork(genotype, cfg.init_channels, cfg.layers, num_classes, in_channels)
+
+
+SPACE = SPACES.register("nb201", NB201Space())
