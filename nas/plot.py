@@ -17,10 +17,12 @@ import math
 import shutil
 import subprocess
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.patches import FancyArrowPatch
+from matplotlib.patches import Circle, FancyArrowPatch
 
 from nas.errors import UserError
 from nas.genotype import Cell, Genotype, atomic_write_text
@@ -59,6 +61,10 @@ def _edges(cell: Cell, num_inputs: int) -> list[tuple[int, int, str]]:
     return [(j, num_inputs + i, op) for i, node in enumerate(cell.nodes) for op, j in node if op != "none"]
 
 
+def _title(name: str) -> str:
+    return name if name.endswith("cell") else f"{name} cell"
+
+
 def _q(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -67,7 +73,7 @@ def cell_to_dot(genotype: Genotype) -> str:
     """Graphviz DOT source for every cell of `genotype`, each as a `cluster_<name>` subgraph."""
     lines = [
         "digraph genotype {",
-        "  rankdir=LR;",
+        '  graph [rankdir=LR, fontname="Helvetica", fontsize=16];',
         '  node [shape=rect, style="rounded,filled", fontname="Helvetica", fontsize=16, penwidth=2];',
         '  edge [fontname="Helvetica", fontsize=14, penwidth=1.5];',
     ]
@@ -76,7 +82,7 @@ def cell_to_dot(genotype: Genotype) -> str:
         num_inputs = len(_layout(genotype)[0])
         node_id = [_q(f"{name}/{label}") for label in labels]
         out_id = _q(f"{name}/c_{{k}}")
-        lines += [f"  subgraph {_q('cluster_' + name)} {{", f"    label={_q(name + ' cell')};"]
+        lines += [f"  subgraph {_q('cluster_' + name)} {{", f"    label={_q(_title(name))};"]
         for k, (nid, label) in enumerate(zip(node_id, labels)):
             color = INPUT_COLOR if k < num_inputs else NODE_COLOR
             lines.append(f"    {nid} [label={_q(label)}, fillcolor={_q(color)}];")
@@ -93,63 +99,158 @@ def cell_to_dot(genotype: Genotype) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _positions(num_inputs: int, num_nodes: int) -> list[tuple[float, float]]:
-    """Layered layout: inputs in column 0, node i in column i + 1 (zig-zag so that long edges pass between
-    nodes, not through them), the output in the last column."""
-    inputs = [(0.0, 1.0 - 2.0 * k / max(num_inputs - 1, 1)) for k in range(num_inputs)]
-    if num_inputs == 1:
-        inputs = [(0.0, 0.0)]
-    nodes = [(1.0 + i, 0.55 if i % 2 == 0 else -0.55) for i in range(num_nodes)]
-    return inputs + nodes + [(num_nodes + 1.0, 0.0)]
+# --- matplotlib drawing: a small layered layout (inches, drawn at equal aspect) ---------------------
+
+XSEP, YSEP, RADIUS = 2.3, 1.2, 0.3  # least rank spacing, spacing within a rank, node radius
+LABEL_PT = 9.0  # edge-label font size
+MARGIN, TITLE = 0.15, 0.45  # around a panel, and above it for the title
+RADS = (0.0, 0.18, -0.18, 0.32, -0.32, 0.5, -0.5)  # candidate edge curvatures (matplotlib arc3)
+LABEL_TS = (0.5, 0.4, 0.6, 0.3, 0.7, 0.22, 0.78, 0.15, 0.85)  # candidate label spots along an edge
 
 
-def _draw_edge(ax, p, q, color: str, label: str | None, rad: float, shrink: float) -> None:
-    arrow = FancyArrowPatch(
-        p, q, connectionstyle=f"arc3,rad={rad}", arrowstyle="-|>", mutation_scale=14,
-        shrinkA=shrink, shrinkB=shrink, color=color, lw=1.6, zorder=1,
-    )  # fmt: skip
-    ax.add_patch(arrow)
-    if label:
-        # midpoint of matplotlib's arc3 Bezier: chord midpoint + rad / 2 * (dy, -dx)
-        (x1, y1), (x2, y2) = p, q
-        mx, my = (x1 + x2) / 2 + rad / 2 * (y2 - y1), (y1 + y2) / 2 - rad / 2 * (x2 - x1)
-        ax.text(
-            mx, my, label, ha="center", va="center", fontsize=8.5, color=color, zorder=3,
-            bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.9},
-        )  # fmt: skip
+def _positions(cell: Cell, num_inputs: int) -> np.ndarray:
+    """(S + 1, 2) centres of the states and the output, layered as Graphviz's `dot` does: each node one
+    rank right of its deepest non-`none` input (longest path), the members of a rank stacked by the mean
+    height of their inputs (barycentre order, fewer crossings; ties in index order), then centred."""
+    sources = [[] for _ in range(num_inputs)] + [[j for op, j in node if op != "none"] for node in cell.nodes]
+    ranks = [0] * num_inputs
+    for srcs in sources[num_inputs:]:
+        ranks.append(1 + max((ranks[j] for j in srcs), default=0))
+    sources.append(list(cell.concat))
+    ranks.append(max(ranks) + 1)  # the output, rightmost
+    pos, x = np.zeros((len(ranks), 2)), 0.0
+    for r in sorted(set(ranks)):
+        members = [k for k, rank in enumerate(ranks) if rank == r]
+        members.sort(key=lambda k: -np.mean([pos[j, 1] for j in sources[k]]) if sources[k] else 0.0)
+        if r:  # wider gaps before ranks that many edges enter, so their labels have room
+            x += max(XSEP, 0.45 * sum(len(sources[k]) for k in members))
+        for m, k in enumerate(members):
+            pos[k] = (x, ((len(members) - 1) / 2 - m) * YSEP)
+    return pos
 
 
-def _draw_cell(ax, genotype: Genotype, name: str, cell: Cell) -> None:
-    labels = _state_labels(genotype, cell)
+def _curve(p: np.ndarray, q: np.ndarray, rad: float, n: int = 41) -> np.ndarray:
+    """(n, 2) points of matplotlib's `arc3,rad=rad` quadratic Bezier from p to q (equal aspect)."""
+    control = (p + q) / 2 + rad * np.array([q[1] - p[1], p[0] - q[0]])
+    t = np.linspace(0.0, 1.0, n)[:, None]
+    return (1 - t) ** 2 * p + 2 * (1 - t) * t * control + t**2 * q
+
+
+def _gap(points: np.ndarray, others: np.ndarray) -> float:
+    if len(others) == 0:
+        return math.inf
+    return float(np.min(np.linalg.norm(points[:, None, :] - others[None, :, :], axis=-1)))
+
+
+def _edge_score(pos: np.ndarray, a: int, b: int, rad: float, routed: list) -> tuple[bool, float, float]:
+    """How good curvature `rad` is for the edge a -> b, given the `routed` ((from, to), rad) edges."""
+    curve = _curve(pos[a], pos[b], rad)
+    clear = _gap(curve[4:-4], np.delete(pos, [a, b], axis=0)) > RADIUS + 0.12
+    gap = 0.15  # enough separation; beyond it, the straighter curve wins
+    for (c, d), other in routed:
+        shared = bool({a, b} & {c, d})  # edges sharing an end meet there: compare their middles only
+        mine, cut = (curve[10:-10], 10) if shared else (curve[4:-4], 8)
+        gap = min(gap, _gap(mine, _curve(pos[c], pos[d], other)[cut:-cut]))
+    return clear, gap, -abs(rad)
+
+
+def _route(edges: list[tuple[int, int]], pos: np.ndarray) -> list[float]:
+    """A curvature per edge, shortest edges first: clear every node it does not touch, then keep away
+    from the edges already routed, then bend as little as possible."""
+    rads: dict[int, float] = {}
+    for e in sorted(range(len(edges)), key=lambda e: pos[edges[e][1], 0] - pos[edges[e][0], 0]):
+        routed = [(edges[f], rad) for f, rad in rads.items()]
+        scores = [_edge_score(pos, *edges[e], rad, routed) for rad in RADS]
+        rads[e] = RADS[scores.index(max(scores))]
+    return [rads[e] for e in range(len(edges))]
+
+
+def _label_box(curve: np.ndarray, text: str, pos: np.ndarray, boxes: list) -> np.ndarray:
+    """The label's box (x0, y0, x1, y1): the first point along the edge (in LABEL_TS order) where it covers
+    no node and no earlier label (`boxes`), else the point where it overlaps them least."""
+    half = np.array([(0.62 * len(text) + 0.8), 1.6]) * LABEL_PT / 72 / 2  # half width, half height
+    best, best_cost = None, (True, math.inf)
+    for t in LABEL_TS:
+        centre = curve[round(t * (len(curve) - 1))]
+        box = np.concatenate([centre - half, centre + half])
+        near = np.clip(pos, box[:2], box[2:])  # the point of the box closest to each node centre
+        hits_node = bool(np.any(np.linalg.norm(near - pos, axis=1) < RADIUS))
+        overlap = sum(
+            np.prod(np.clip(np.minimum(box[2:], o[2:]) - np.maximum(box[:2], o[:2]), 0, None)) for o in boxes
+        )
+        if (hits_node, overlap) < best_cost:
+            best, best_cost = box, (hits_node, overlap)
+        if best_cost == (False, 0):
+            break
+    boxes.append(best)
+    return best
+
+
+@dataclass
+class _CellLayout:
+    pos: np.ndarray  # (S + 1, 2) node centres, the output last
+    texts: list[str]  # node labels (mathtext)
+    colors: list[str]  # node fill colours
+    edges: list[tuple[int, int, str, float, np.ndarray | None]]  # (from, to, op or "", rad, label box)
+    bounds: np.ndarray  # (x0, y0, x1, y1) of everything drawn, title excluded
+
+
+def _cell_layout(genotype: Genotype, cell: Cell) -> _CellLayout:
     num_inputs = len(_layout(genotype)[0])
-    pos = _positions(num_inputs, len(cell.nodes))
-    size = 1500.0  # marker area in pt^2
-    shrink = math.sqrt(size) / 2 + 2  # stop arrows at the node's rim (points)
-    for j, t, op in _edges(cell, num_inputs):
-        span = pos[t][0] - pos[j][0]
-        rad = 0.0 if span <= 1 else (0.18 if pos[t][1] >= pos[j][1] else -0.18) * min(span - 1, 2)
-        _draw_edge(ax, pos[j], pos[t], OP_COLORS.get(op, "#000000"), op, rad, shrink)
-    for c in cell.concat:
-        _draw_edge(ax, pos[c], pos[-1], "#999999", None, 0.0, shrink)
+    pos = _positions(cell, num_inputs)
+    edges = _edges(cell, num_inputs) + [(c, len(pos) - 1, "") for c in cell.concat]
+    rads = _route([(a, b) for a, b, _ in edges], pos)
+    boxes: list[np.ndarray] = []
+    placed, points = [], [pos - RADIUS, pos + RADIUS]
+    for (a, b, op), rad in zip(edges, rads):
+        curve = _curve(pos[a], pos[b], rad)
+        box = _label_box(curve, op, pos, boxes) if op else None
+        placed.append((a, b, op, rad, box))
+        points += [curve] + ([box.reshape(2, 2)] if box is not None else [])
+    points = np.concatenate(points)
+    labels = [f"${label}$" if "_" in label else label for label in _state_labels(genotype, cell)]
     colors = [INPUT_COLOR] * num_inputs + [NODE_COLOR] * len(cell.nodes) + [OUTPUT_COLOR]
-    texts = [f"${label}$" if "_" in label else label for label in labels] + ["$c_{k}$"]
-    for (x, y), color, text in zip(pos, colors, texts):
-        ax.scatter([x], [y], s=size, c=color, edgecolors="black", linewidths=1.5, zorder=2)
-        ax.text(x, y, text, ha="center", va="center", fontsize=12, zorder=4)
-    ax.set_title(f"{name} cell", fontsize=13)
-    ax.set_xlim(-0.6, pos[-1][0] + 0.6)
-    ax.set_ylim(-1.45, 1.45)
+    return _CellLayout(
+        pos, labels + ["$c_{k}$"], colors, placed, np.concatenate([points.min(0), points.max(0)])
+    )
+
+
+def _draw_cell(ax, name: str, layout: _CellLayout) -> None:
+    pos = layout.pos
+    shrink = RADIUS * 72 + 2  # points: stop arrows at the node rim (1 unit = 1 inch, see cell_figure)
+    for a, b, op, rad, box in layout.edges:
+        color = OP_COLORS.get(op, "#000000") if op else "#9a9a9a"
+        arrow = FancyArrowPatch(
+            tuple(pos[a]), tuple(pos[b]), connectionstyle=f"arc3,rad={rad}", arrowstyle="-|>",
+            mutation_scale=13, shrinkA=shrink, shrinkB=shrink, color=color, lw=1.5, zorder=1,
+        )  # fmt: skip
+        ax.add_patch(arrow)
+        if box is not None:
+            x, y = (box[:2] + box[2:]) / 2
+            style = {"boxstyle": "round,pad=0.12", "fc": "white", "ec": "none", "alpha": 0.85}
+            ax.text(x, y, op, ha="center", va="center", fontsize=LABEL_PT, color=color, bbox=style, zorder=3)
+    for (x, y), color, text in zip(pos, layout.colors, layout.texts):
+        ax.add_patch(Circle((x, y), RADIUS, fc=color, ec="black", lw=1.4, zorder=2))
+        ax.text(x, y, text, ha="center", va="center", fontsize=13, zorder=4)
+    x0, y0, x1, y1 = layout.bounds + np.array([-MARGIN, -MARGIN, MARGIN, MARGIN + TITLE])
+    ax.text((x0 + x1) / 2, y1 - 0.1, _title(name), ha="center", va="top", fontsize=12, fontweight="bold")
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
     ax.set_aspect("equal")
     ax.axis("off")
 
 
 def cell_figure(genotype: Genotype) -> Figure:
-    """A matplotlib Figure with one panel per cell (no pyplot: safe off the main thread and headless)."""
-    cells = list(genotype.cells.items())
-    width = max(2.0 + 1.6 * max(len(c.nodes) + 2 for _, c in cells), 6.0)
-    fig = Figure(figsize=(width, 3.0 * len(cells)), layout="constrained")
-    for ax, (name, cell) in zip(fig.subplots(len(cells), 1, squeeze=False)[:, 0], cells):
-        _draw_cell(ax, genotype, name, cell)
+    """A matplotlib Figure with one panel per cell, drawn at 1 inch per layout unit (no pyplot: safe
+    headless and off the main thread)."""
+    layouts = {name: _cell_layout(genotype, cell) for name, cell in genotype.cells.items()}
+    sizes = np.array([lay.bounds[2:] - lay.bounds[:2] for lay in layouts.values()])  # (cells, 2) inches
+    width = sizes[:, 0].max() + 2 * MARGIN
+    heights = sizes[:, 1] + 2 * MARGIN + TITLE
+    fig = Figure(figsize=(width, heights.sum()))
+    grid = fig.add_gridspec(len(layouts), 1, height_ratios=heights, left=0, right=1, bottom=0, top=1)
+    for k, (name, layout) in enumerate(layouts.items()):
+        _draw_cell(fig.add_subplot(grid[k, 0]), name, layout)
     return fig
 
 

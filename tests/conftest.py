@@ -1,0 +1,41 @@
+"""Shared fixtures: tiny configs that make a search or a retrain take seconds on a CPU."""
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_SEARCH = [
+    "progress=false",
+    "data.name=synthetic",
+    "data.batch_size=16",
+    "data.synthetic.train_size=128",
+    "data.synthetic.test_size=64",
+    "data.synthetic.image_size=16",
+    "data.synthetic.classes=4",
+    "space.init_channels=4",
+    "space.layers=3",
+    "search.epochs=2",
+]
+TINY_TRAIN = [
+    "progress=false",
+    "data.name=synthetic",
+    "data.batch_size=16",
+    "data.synthetic.train_size=64",
+    "data.synthetic.test_size=64",
+    "data.synthetic.image_size=16",
+    "data.synthetic.classes=4",
+    "model.init_channels=4",
+    "model.layers=3",
+    "train.epochs=1",
+]
+
+
+@pytest.fixture
+def tiny_search():
+    return list(TINY_SEARCH)
+
+
+@pytest.fixture
+def tiny_train():
+    return list(TINY_TRAIN)

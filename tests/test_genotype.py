@@ -1,0 +1,109 @@
+"""Genotype data: JSON and string round-trips, and one clear error for every kind of bad file."""
+
+import json
+
+import pytest
+
+from nas.errors import UserError
+from nas.genotype import (
+    Cell,
+    Genotype,
+    from_darts_string,
+    from_nb201_string,
+    load_genotype_file,
+    parse_genotype_text,
+    save_genotype,
+    to_darts_string,
+    to_nb201_string,
+)
+from nas.space import SPACES
+import search_spaces  # noqa: F401
+
+# printed by the DARTS code (`logging.info('genotype = %s', genotype)`) for DARTS_V2
+DARTS_V2 = (
+    "Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('sep_conv_3x3', 1), "
+    "('sep_conv_3x3', 1), ('skip_connect', 0), ('skip_connect', 0), ('dil_conv_3x3', 2)], normal_concat=range(2, 6), "
+    "reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1), ('skip_connect', 2), ('max_pool_3x3', 1), ('max_pool_3x3', 0), "
+    "('skip_connect', 2), ('skip_connect', 2), ('max_pool_3x3', 1)], reduce_concat=range(2, 6))"
+)
+
+
+def test_darts_string_round_trips_exactly():
+    g = from_darts_string(DARTS_V2)
+    assert to_darts_string(g) == DARTS_V2
+    assert g.cells["normal"].nodes[3] == (("skip_connect", 0), ("dil_conv_3x3", 2))
+
+
+def test_darts_string_with_list_concat_reads_the_same():
+    listed = DARTS_V2.replace("range(2, 6)", "[2, 3, 4, 5]")
+    assert from_darts_string(listed) == from_darts_string(DARTS_V2)
+
+
+def test_json_round_trip_keeps_cells_and_provenance(tmp_path):
+    g = from_darts_string(DARTS_V2)
+    g = Genotype(g.space, g.cells, {"seed": 3, "epoch": 49})
+    save_genotype(tmp_path / "g.json", g)
+    back = load_genotype_file(tmp_path / "g.json")
+    assert back == g and back.provenance == {"seed": 3, "epoch": 49}
+    data = json.loads((tmp_path / "g.json").read_text())
+    assert data["format"] == "nas.genotype" and data["version"] == 1
+
+
+def test_nb201_string_round_trip():
+    s = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
+    g = from_nb201_string(s)
+    assert to_nb201_string(g) == s
+    assert parse_genotype_text(s) == g
+
+
+def test_parse_detects_each_format():
+    g = from_darts_string(DARTS_V2)
+    assert parse_genotype_text(DARTS_V2) == g
+    assert parse_genotype_text(json.dumps(g.to_dict())) == g
+
+
+def test_no_eval_of_strings():
+    with pytest.raises(UserError):
+        from_darts_string("Genotype(normal=__import__('os').system('true'), normal_concat=[2], reduce=[], reduce_concat=[2])")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "empty"),
+        ("{not json", "not valid JSON"),
+        ('{"a": 1}', "not a genotype file"),
+        ('{"format": "nas.genotype", "version": 9, "space": "darts", "cells": {}}', "version"),
+        ('{"format": "nas.genotype", "version": 1, "space": "darts", "cells": {"normal": {"nodes": 3}}}', "cell 'normal'"),
+        ("hello", "neither"),
+        ("Genotype(normal=[('sep_conv_3x3', 0)], normal_concat=[2], reduce=[], reduce_concat=[2])", "2 per node"),
+        ("|nor_conv_3x3|", "bad edge"),
+    ],
+)
+def test_bad_text_gives_one_clear_line(text, message):
+    with pytest.raises(UserError, match=message) as info:
+        parse_genotype_text(text)
+    assert "\n" not in str(info.value)
+
+
+def _darts(normal_nodes):
+    reduce = from_darts_string(DARTS_V2).cells["reduce"]
+    return Genotype("darts", {"normal": Cell.make(normal_nodes, range(2, 2 + len(normal_nodes))), "reduce": reduce})
+
+
+@pytest.mark.parametrize(
+    "nodes, message",
+    [
+        ([[("sep_conv_3x3", 0), ("conv_9x9", 1)]] * 4, "unknown op 'conv_9x9'"),
+        ([[("sep_conv_3x3", 0), ("sep_conv_3x3", 1)], [("sep_conv_3x3", 0), ("sep_conv_3x3", 3)]] + [[("skip_connect", 0)] * 2] * 2, "input index 3 out of range"),
+        ([[("sep_conv_3x3", 0), ("sep_conv_3x3", 1), ("skip_connect", 0)]] * 4, "3 inputs"),
+    ],
+)
+def test_space_validation_names_the_problem(nodes, message):
+    with pytest.raises(UserError, match=message):
+        SPACES.get("darts").validate(_darts(nodes))
+
+
+def test_missing_file_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        load_genotype_file(tmp_path / "nope.json")

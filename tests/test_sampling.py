@@ -1,0 +1,148 @@
+"""Property tests of the Gumbel noise and the four samplers."""
+
+import math
+
+import pytest
+import torch
+
+from nas.errors import UserError
+from nas.mixed_op import MixedOp
+from nas.sampling import SAMPLERS, check_tau, gumbel_noise, gumbel_softmax, sample_architecture, straight_through
+
+CHI2_CRITICAL_P001 = {4: 18.467, 7: 24.322}  # chi-square critical values at p = 0.001
+
+
+def _gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def test_every_sampler_registered():
+    assert SAMPLERS.names() == ["gdas", "gumbel", "gumbel_st", "softmax"]
+
+
+@pytest.mark.parametrize("logits", [[0.0, 0.0, 0.0, 0.0, 0.0], [2.0, 1.0, 0.0, -1.0, 0.5], [4.0, 0.0, 0.0, 1.0, -3.0]])
+def test_gumbel_max_frequencies_match_softmax(logits):
+    """argmax(logits + g) is an exact sample of Categorical(softmax(logits)) (Gumbel-max trick)."""
+    logits = torch.tensor(logits)
+    n = 40_000
+    g = gumbel_noise((n, len(logits)), _gen(1))
+    counts = torch.bincount((logits + g).argmax(1), minlength=len(logits)).double()
+    expected = n * torch.softmax(logits.double(), 0)
+    keep = expected > 5  # chi-square needs expected counts of at least 5
+    chi2 = (((counts - expected) ** 2) / expected)[keep].sum().item()
+    dof = int(keep.sum()) - 1
+    assert chi2 < CHI2_CRITICAL_P001.get(dof, 30.0), (chi2, counts, expected)
+
+
+def test_noise_is_float32_finite_and_seeded():
+    a = gumbel_noise((1000, 8), _gen(3))
+    b = gumbel_noise((1000, 8), _gen(3))
+    assert a.dtype == torch.float32 and torch.isfinite(a).all()
+    assert torch.equal(a, b)
+    assert not torch.equal(a, gumbel_noise((1000, 8), _gen(4)))
+    # Gumbel(0, 1) has mean Euler-Mascheroni ~0.5772 and variance pi^2 / 6
+    big = gumbel_noise((200_000,), _gen(5)).double()
+    assert abs(big.mean().item() - 0.5772) < 0.01
+    assert abs(big.var().item() - math.pi**2 / 6) < 0.03
+
+
+def test_noise_stays_float32_under_autocast():
+    alpha = torch.zeros(3, 4, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        w = SAMPLERS.get("gumbel")(alpha, 1.0, _gen())
+    assert w.dtype == torch.float32
+
+
+@pytest.mark.parametrize("name", ["softmax", "gumbel", "gumbel_st", "gdas"])
+@pytest.mark.parametrize("tau", [0.01, 0.1, 1.0, 10.0, 100.0])
+@pytest.mark.parametrize("scale", [1.0, 1e4])
+def test_weights_are_finite_and_sum_to_one(name, tau, scale):
+    alpha = (torch.randn(14, 8, generator=_gen(7)) * scale).requires_grad_()
+    w = SAMPLERS.get(name)(alpha, tau, _gen())
+    assert w.shape == alpha.shape
+    assert torch.isfinite(w).all()
+    assert torch.allclose(w.sum(-1), torch.ones(14), atol=1e-5)
+    w.pow(2).sum().backward()
+    assert torch.isfinite(alpha.grad).all()
+
+
+@pytest.mark.parametrize("name", ["gumbel_st", "gdas"])
+def test_hard_weights_are_exactly_one_hot(name):
+    alpha = torch.randn(14, 8, generator=_gen(2), requires_grad=True)
+    w = SAMPLERS.get(name)(alpha, 0.5, _gen())
+    assert set(w.detach().unique().tolist()) <= {0.0, 1.0}
+    assert torch.equal(w.detach().sum(-1), torch.ones(14))
+
+
+def test_straight_through_gradient_equals_soft_gradient():
+    alpha = torch.randn(6, 5, generator=_gen(4), requires_grad=True)
+    noise = gumbel_noise(alpha.shape, _gen(9))
+    upstream = torch.randn(6, 5, generator=_gen(10))
+    soft = gumbel_softmax(alpha, 0.7, noise)
+    (grad_soft,) = torch.autograd.grad((soft * upstream).sum(), alpha)
+    hard = straight_through(gumbel_softmax(alpha, 0.7, noise))
+    (grad_hard,) = torch.autograd.grad((hard * upstream).sum(), alpha)
+    assert torch.equal(grad_soft, grad_hard)
+    assert torch.equal(hard.argmax(-1), soft.argmax(-1))
+
+
+@pytest.mark.parametrize("tau", [0.0, -1.0, float("nan"), float("inf")])
+def test_bad_tau_is_refused(tau):
+    with pytest.raises(UserError, match="tau"):
+        check_tau(tau)
+    with pytest.raises(UserError):
+        SAMPLERS.get("gumbel")(torch.zeros(2, 3), tau, _gen())
+
+
+def test_unknown_sampler_is_a_user_error():
+    with pytest.raises(UserError, match="unknown sampler"):
+        sample_architecture({"a": torch.zeros(2, 3)}, "bogus", 1.0, _gen())
+
+
+def test_gdas_choices_match_weights_and_reach_host_as_ints():
+    alphas = {"normal": torch.randn(14, 8), "reduce": torch.randn(14, 8)}
+    out = sample_architecture(alphas, "gdas", 1.0, _gen())
+    for name, s in out.items():
+        assert s.choices == s.weights.argmax(-1).tolist()
+        assert all(isinstance(c, int) for c in s.choices)
+    assert sample_architecture(alphas, "gumbel_st", 1.0, _gen())["normal"].choices is None
+
+
+def test_same_seed_same_architecture():
+    alphas = {"normal": torch.randn(14, 8)}
+    a = sample_architecture(alphas, "gumbel", 1.0, _gen(11))["normal"].weights
+    b = sample_architecture(alphas, "gumbel", 1.0, _gen(11))["normal"].weights
+    assert torch.equal(a, b)
+
+
+class _Counting(torch.nn.Module):
+    def __init__(self, scale):
+        super().__init__()
+        self.scale = scale
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return x * self.scale
+
+
+def test_gdas_mixed_op_runs_only_the_chosen_op():
+    ops = [_Counting(float(k + 1)) for k in range(5)]
+    mixed = MixedOp(ops)
+    alpha = torch.randn(1, 5, generator=_gen(5), requires_grad=True)
+    s = sample_architecture({"e": alpha}, "gdas", 1.0, _gen(6))["e"]
+    k = s.choices[0]
+    x = torch.randn(2, 3)
+    out = mixed(x, s.weights[0], k)
+    assert [op.calls for op in ops] == [int(i == k) for i in range(5)]
+    assert torch.equal(out, ops[k](x) * s.weights[0, k])
+    out.sum().backward()
+    assert alpha.grad is not None and alpha.grad.abs().sum() > 0
+
+
+def test_soft_mixed_op_is_the_weighted_sum():
+    ops = [_Counting(float(k + 1)) for k in range(4)]
+    w = torch.softmax(torch.randn(4, generator=_gen(8)), 0)
+    x = torch.randn(3)
+    expected = sum(w[k] * (k + 1) * x for k in range(4))
+    assert torch.allclose(MixedOp(ops)(x, w), expected)
