@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from nas.errors import UserError
+from nas.genotype import _umask
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
@@ -22,6 +23,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

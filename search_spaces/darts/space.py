@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 
 from nas.config import ModelConfig, SpaceConfig
+from nas.errors import UserError
 from nas.genotype import Cell, Genotype, check_cell
 from nas.space import SPACES
 from search_spaces.darts.network import NetworkCIFAR
@@ -33,6 +34,9 @@ def derive_cell(probs: torch.Tensor, primitives: tuple[str, ...], nodes: int) ->
     return Cell.make(node_edges, range(2, 2 + nodes))
 
 
+DEFAULT_NODES = 4
+
+
 class DartsSpace:
     name = "darts"
     primitives = PRIMITIVES
@@ -50,15 +54,16 @@ class DartsSpace:
         return Genotype(self.name, cells)
 
     def validate(self, genotype: Genotype) -> None:
-        from nas.errors import UserError
-
+        """Op names, two inputs per node, input indices, and the node count: 4 (the DARTS space) unless
+        the genotype's own provenance records a search with another `space.nodes`."""
         if genotype.space != self.name:
             raise UserError(f"genotype is for space {genotype.space!r}, not {self.name!r}")
         if set(genotype.cells) != set(self.cell_types):
             raise UserError(f"DARTS genotype needs cells {list(self.cell_types)}, got {list(genotype.cells)}")
+        nodes = genotype.provenance.get("config", {}).get("space", {}).get("nodes", DEFAULT_NODES)
         ops = [op for op in self.primitives if op != "none"] + ["sep_conv_7x7"]
         for name, cell in genotype.cells.items():
-            check_cell(name, cell, ops, len(cell.nodes) or 1, 2, lambda i: 2)
+            check_cell(name, cell, ops, nodes, 2, lambda i: 2)
 
     def build_network(
         self, genotype: Genotype, cfg: ModelConfig, num_classes: int, in_channels: int

@@ -1,0 +1,129 @@
+"""The command line end to end, as a user runs it, and the one-line errors for bad input."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from nas.cli import main
+from tests.conftest import ROOT, TINY_SEARCH, TINY_TRAIN
+
+
+def nas(*args, check=True):
+    proc = subprocess.run([sys.executable, "-m", "nas", *map(str, args)], capture_output=True, text=True, cwd=ROOT)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_search_genotype_train_end_to_end(tmp_path):
+    run = tmp_path / "search"
+    nas("search", "--config", "configs/search/tiny_synthetic.yaml", *TINY_SEARCH, f"out_dir={run}")
+    genotype = json.loads((run / "genotype.json").read_text())
+    assert genotype["space"] == "darts" and set(genotype["cells"]) == {"normal", "reduce"}
+
+    shown = nas("genotype", "show", run / "genotype.json").stdout
+    assert "normal cell" in shown and "node 5" in shown
+    darts = nas("genotype", "convert", run / "genotype.json", "--to", "darts").stdout.strip()
+    assert darts.startswith("Genotype(normal=[") and darts.endswith("reduce_concat=range(2, 6))")
+    (tmp_path / "g.txt").write_text(darts)
+    back = json.loads(nas("genotype", "convert", tmp_path / "g.txt", "--to", "json").stdout)
+    assert back["cells"] == genotype["cells"]
+
+    rederived = nas("derive", run).stdout
+    assert "reduce cell" in rederived
+    assert json.loads((run / "genotype.json").read_text())["cells"] == genotype["cells"]
+
+    train = tmp_path / "train"
+    nas("train", "--genotype", run / "genotype.json", *TINY_TRAIN, f"out_dir={train}")
+    metrics = json.loads((train / "metrics.json").read_text())
+    assert 0 <= metrics["test_acc"] <= 100
+    assert metrics["params"] > 0 and metrics["params_with_auxiliary"] > metrics["params"] and metrics["flops"] > 0
+
+
+def test_genotype_info_counts_darts_v2_exactly():
+    out = nas("genotype", "info", "zoo:DARTS_V2", "--init-channels", "36", "--layers", "20").stdout
+    assert "parameters (without auxiliary head): 3,349,342" in out
+
+
+def test_train_resume_continues_to_the_end(tmp_path, tiny_train):
+    out = tmp_path / "t"
+    nas("train", "--genotype", "zoo:DARTS_V1", *tiny_train, f"out_dir={out}")
+    nas("train", "--resume", out, "train.epochs=2")
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [0, 1]
+
+
+def _error(capsys, *argv):
+    code = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["bogus.key=1"], "Key 'bogus'"),
+        (["tau.start=0"], "tau.start must be finite and > 0"),
+        (["tau.end=-1"], "tau.end must be finite and > 0"),
+        (["tau.start=nan"], "tau.start must be finite"),
+        (["data.batch_size=many"], "could not be converted"),
+        (["sampler.name=argmax"], "unknown sampler"),
+        (["data.name=cifar10", "data.root=/nonexistent"], "CIFAR-10 not found"),
+        (["space.name=nope"], "unknown search space"),
+    ],
+)
+def test_bad_search_input_is_one_line_and_exit_2(tmp_path, capsys, overrides, message):
+    out = tmp_path / "run"
+    err = _error(capsys, "search", "--config", ROOT / "configs/search/tiny_synthetic.yaml", f"out_dir={out}", *overrides)
+    assert message in err
+    assert not out.exists()  # nothing was created
+
+
+def test_existing_run_is_never_overwritten(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep")
+    err = _error(capsys, "search", "--config", ROOT / "configs/search/tiny_synthetic.yaml", f"out_dir={out}")
+    assert "not empty" in err
+    assert (out / "precious.txt").read_text() == "keep"
+
+
+def _genotype_json(normal_first_node, nodes=4):
+    ok = [["sep_conv_3x3", 0], ["sep_conv_3x3", 1]]
+    normal = [normal_first_node] + [ok] * (nodes - 1)
+    cells = {"normal": {"nodes": normal, "concat": list(range(2, 2 + nodes))},
+             "reduce": {"nodes": [ok] * nodes, "concat": list(range(2, 2 + nodes))}}  # fmt: skip
+    return json.dumps({"format": "nas.genotype", "version": 1, "space": "darts", "cells": cells})
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("not a genotype", "neither"),
+        ("{broken", "not valid JSON"),
+        (_genotype_json([["sep_conv_3x3", 0], ["warp_drive", 1]]), "unknown op 'warp_drive'"),
+        (_genotype_json([["sep_conv_3x3", 0], ["sep_conv_3x3", 7]]), "input index 7 out of range"),
+        (_genotype_json([["sep_conv_3x3", 0], ["sep_conv_3x3", 1]], nodes=2), "has 2 nodes, this space needs 4"),
+        (_genotype_json([["sep_conv_3x3", 0]]), "has 1 inputs"),
+    ],
+)
+def test_bad_genotype_file_is_one_line_and_exit_2(tmp_path, capsys, content, message):
+    path = tmp_path / "g.json"
+    path.write_text(content)
+    for argv in (["genotype", "show", path], ["train", "--genotype", path, f"out_dir={tmp_path / 't'}"]):
+        assert message in _error(capsys, *argv)
+    assert not (tmp_path / "t").exists()
+
+
+def test_missing_files_and_bad_usage(tmp_path, capsys):
+    assert "config file not found" in _error(capsys, "search", "--config", tmp_path / "nope.yaml")
+    assert "genotype file not found" in _error(capsys, "genotype", "show", tmp_path / "nope.json")
+    assert "unknown zoo genotype" in _error(capsys, "genotype", "show", "zoo:NOPE")
+    assert "not a run directory" in _error(capsys, "search", "--resume", tmp_path)
+    with pytest.raises(SystemExit) as info:
+        main(["frobnicate"])
+    assert info.value.code == 2
