@@ -4,6 +4,7 @@ Skipped with a reason when the idx files are absent (Debian: `apt-get install da
 """
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ def test_search_then_retrain_on_fashion_mnist(tmp_path):
                  "data.subset=1200", "space.init_channels=4", "space.layers=3", "search.epochs=2"])  # fmt: skip
     assert code == 0
     rows = [json.loads(line) for line in (search / "metrics.jsonl").read_text().splitlines()]
-    assert rows[-1]["train_acc"] > 30.0  # the supernet learns on real images
+    assert rows[-1]["val_loss"] < math.log(10) < rows[0]["val_loss"] + 0.5  # better than a uniform guess
 
     train = tmp_path / "train"
     code = main(["train", "--genotype", str(search), "--config", str(ROOT / "configs/train/fashion_mnist_quick.yaml"), *COMMON,

@@ -3,7 +3,7 @@
 First order (DARTS eq. 6 with xi = 0): alpha <- alpha - lr_alpha * grad_alpha L_val(w, alpha), where
 the gradient reaches alpha through the sampler's op weights. Only alpha is touched: the weight gradients
 are never computed (`torch.autograd.grad` w.r.t. alpha only), so this costs one forward and one
-activation-only backward.
+activation-only backward. Second order (DARTS eq. 7-8) lives in `nas.search.unrolled`.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ class Architect:
             on `forward_model`, parameters are read from `model`).
         grad_hook: called with the list of alpha gradients before the optimiser step (e.g. an
             all-reduce across ranks).
+        xi: virtual step size of the second-order step (`nas.search.unrolled`); None = the weight lr.
     """
 
     def __init__(
@@ -41,6 +42,7 @@ class Architect:
         bilevel: str = "first_order",
         forward_model: nn.Module | None = None,
         grad_hook: Callable[[list[torch.Tensor]], None] | None = None,
+        xi: float | None = None,
     ):
         self.model = model
         self.forward_model = forward_model or model
@@ -51,6 +53,7 @@ class Architect:
         self.autocast = autocast
         self.bilevel = bilevel
         self.grad_hook = grad_hook
+        self.xi = xi
 
     def sample(self, tau: float) -> dict[str, ArchSample]:
         return sample_architecture(dict(self.model.alphas), self.sampler, tau, self.generator)
