@@ -127,3 +127,26 @@ def test_missing_files_and_bad_usage(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         main(["frobnicate"])
     assert info.value.code == 2
+
+
+def test_nb201_search_round_trips_through_the_arch_string(tmp_path, tiny_train):
+    run = tmp_path / "nb201"
+    nas("search", "--config", "configs/search/tiny_synthetic.yaml", *TINY_SEARCH, "space.name=nb201",
+        "space.layers=1", "search.epochs=1", f"out_dir={run}")  # fmt: skip
+    arch = nas("genotype", "convert", run / "genotype.json", "--to", "nb201").stdout.strip()
+    assert arch.count("+") == 2 and arch.count("~") == 6
+    (tmp_path / "arch.txt").write_text(arch)
+    back = json.loads(nas("genotype", "convert", tmp_path / "arch.txt", "--to", "json").stdout)
+    assert back["cells"] == json.loads((run / "genotype.json").read_text())["cells"]
+    nas("train", "--genotype", tmp_path / "arch.txt", *tiny_train, "model.layers=1", f"out_dir={tmp_path / 't'}")
+    assert json.loads((tmp_path / "t" / "metrics.json").read_text())["params"] > 0
+
+
+def test_genotype_list_and_plot(tmp_path):
+    listed = nas("genotype", "list").stdout
+    for name in ("DARTS_V1", "DARTS_V2", "GDAS_V1", "PC_DARTS", "SNAS", "NB201_BEST_CIFAR10", "NB201_RESNET"):
+        assert f"zoo:{name}" in listed
+    nas("genotype", "plot", "zoo:GDAS_V1", "-o", tmp_path / "cell.png")
+    assert (tmp_path / "cell.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    nas("genotype", "plot", "zoo:NB201_BEST_CIFAR10", "-o", tmp_path / "cell.dot")
+    assert "nor_conv_3x3" in (tmp_path / "cell.dot").read_text()
