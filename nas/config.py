@@ -114,6 +114,7 @@ class SearchRunConfig:
     deterministic: bool = False  # cudnn deterministic algorithms (CPU runs are deterministic anyway)
     log_every: int = 50  # steps between TensorBoard scalars inside an epoch
     progress: bool = True  # tqdm bar
+    lr_scaling: str = "none"  # under torchrun: none | linear | sqrt in the number of processes (weight lr)
     data: DataConfig = field(default_factory=lambda: DataConfig(batch_size=64))
     space: SpaceConfig = field(default_factory=SpaceConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
@@ -143,6 +144,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     ema: bool = False  # also evaluate an exponential moving average of the weights (timm ModelEmaV3)
     ema_decay: float = 0.9998
+    sync_bn: bool = False  # under torchrun on GPUs: BatchNorm statistics over the global batch
 
 
 @dataclass
@@ -158,6 +160,7 @@ class TrainRunConfig:
     deterministic: bool = False
     log_every: int = 50
     progress: bool = True
+    lr_scaling: str = "none"  # under torchrun: none | linear | sqrt in the number of processes
     data: DataConfig = field(default_factory=lambda: DataConfig(batch_size=96, cutout=16))
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -234,6 +237,10 @@ def _positive_finite(value: float, name: str) -> None:
 def validate(cfg: Any) -> None:
     """Value checks the type system cannot express. Raises UserError on the first problem."""
     _check(cfg.amp in ("none", "bf16"), f"amp must be 'none' or 'bf16', got {cfg.amp!r}")
+    _check(
+        cfg.lr_scaling in ("none", "linear", "sqrt"),
+        f"lr_scaling must be none, linear or sqrt, got {cfg.lr_scaling!r}",
+    )
     data = cfg.data
     _check(data.batch_size > 0, f"data.batch_size must be > 0, got {data.batch_size}")
     _check(data.subset is None or data.subset > 0, f"data.subset must be > 0 or null, got {data.subset}")

@@ -20,7 +20,8 @@ from tqdm import tqdm
 
 from nas.checkpoint import load_checkpoint, save_checkpoint
 from nas.config import TrainRunConfig, to_yaml
-from nas.data import train_loaders
+from nas.data import derive_seed, train_loaders
+from nas.distributed import gather_rank_states, lr_scale, own_rank_state
 from nas.genotype import Genotype, atomic_write_text, save_genotype
 from nas.logging import RunLogger
 from nas.profile import model_summary
@@ -58,18 +59,21 @@ class Trainer:
         self.model = model.to(self.device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.forward_model = dist.wrap(self.model) if dist else self.model
+        self.forward_model = dist.wrap(self.model, sync_bn=cfg.train.sync_bn) if dist else self.model
+        if dist:  # drop-path masks come from the global RNG: a different stream on each rank
+            torch.manual_seed(derive_seed(cfg.seed, 6, self.rank))
         t = cfg.train
+        scale = lr_scale(cfg.lr_scaling, dist.world_size if dist else 1)
         self.optimizer = torch.optim.SGD(
             self.model.parameters(),
-            lr=t.lr,
+            lr=t.lr * scale,
             momentum=t.momentum,
             nesterov=t.nesterov,
             weight_decay=t.weight_decay,
         )
         self.scheduler = CosineLRScheduler(
-            self.optimizer, t_initial=t.epochs, lr_min=t.lr_min, warmup_t=t.warmup_epochs,
-            warmup_lr_init=t.lr * 0.01, warmup_prefix=True,
+            self.optimizer, t_initial=t.epochs, lr_min=t.lr_min * scale, warmup_t=t.warmup_epochs,
+            warmup_lr_init=t.lr * scale * 0.01, warmup_prefix=True,
         )  # fmt: skip
         self.ema = ModelEmaV3(self.model, decay=t.ema_decay) if t.ema else None
         self.autocast = functools.partial(autocast, self.device, cfg.amp)
@@ -83,7 +87,8 @@ class Trainer:
             atomic_write_text(self.out_dir / "config.yaml", to_yaml(cfg, meta=provenance()))
             save_genotype(self.out_dir / "genotype.json", genotype)
 
-    def state_dict(self, next_epoch: int) -> dict[str, Any]:
+    def state_dict(self, next_epoch: int, ranks: list[dict] | None = None) -> dict[str, Any]:
+        """Everything a resume needs; `ranks`: every rank's loader and RNG states (`gather_rank_states`)."""
         return {
             "epoch": next_epoch,
             "model": self.model.state_dict(),
@@ -92,6 +97,7 @@ class Trainer:
             "ema": self.ema.state_dict() if self.ema else None,
             "data": {"train": self.train_loader.state_dict()},
             "rng": rng_state(),
+            "ranks": ranks,
         }
 
     def _restore(self) -> None:
@@ -101,8 +107,9 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         if self.ema is not None and state["ema"] is not None:
             self.ema.load_state_dict(state["ema"])
-        self.train_loader.load_state_dict(state["data"]["train"])
-        set_rng_state(state["rng"])
+        own = own_rank_state(state, self.rank, self.dist.world_size if self.dist else 1)
+        self.train_loader.load_state_dict(own["data"]["train"])
+        set_rng_state(own["rng"])
         self.start_epoch = state["epoch"]
 
     def run(self) -> dict[str, Any]:
@@ -168,6 +175,8 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> dict[str, float]:
+        if self.dist:  # BatchNorm running statistics differ per rank: evaluate (and save) rank 0's
+            self.dist.broadcast_module(model, buffers_only=True)
         model.eval()
         sums = torch.zeros(4, device=self.device, dtype=torch.float64)  # loss * n, top1, top5, n
         for x, y in self.test_loader:
@@ -187,6 +196,9 @@ class Trainer:
         return {"test_loss": loss_sum / n, "test_acc": 100.0 * top1 / n, "test_acc_top5": 100.0 * top5 / n}
 
     def end_epoch(self, epoch: int, record: dict[str, Any]) -> None:
+        ranks = gather_rank_states(self.dist, {"train": self.train_loader.state_dict()})
+        if self.dist:
+            self.dist.check_identical(list(self.model.parameters()), "weights")
         if self.rank == 0:
             self.logger.epoch(record)
             self.logger.scalars({k: v for k, v in record.items() if k != "epoch"}, epoch, prefix="train/")
@@ -194,7 +206,7 @@ class Trainer:
                 f"epoch {epoch}: lr {record['lr']:.4g} train_acc {record['train_acc']:.2f} "
                 f"test_acc {record['test_acc']:.2f} ({record['epoch_time']:.1f}s)"
             )
-            save_checkpoint(self.out_dir / CHECKPOINT, self.state_dict(epoch + 1))
+            save_checkpoint(self.out_dir / CHECKPOINT, self.state_dict(epoch + 1, ranks))
         if self.dist:
             self.dist.barrier()
 
