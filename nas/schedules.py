@@ -1,8 +1,10 @@
 """Temperature schedules: pure functions of training progress.
 
-Each schedule maps `u`, the number of units (epochs or steps, `tau.per`) elapsed since the end of the
-warm-up, and `span`, the number of units over which it anneals, to tau. `u = span` is the last epoch (or
-step) of the search, which gets exactly `tau.end` for the annealing schedules, as in GDAS
+Each schedule maps `u`, the epochs elapsed since the end of the warm-up, and `span`, the epochs over which
+it anneals, to tau. With `tau.per = step`, u advances by 1/steps_per_epoch every optimiser step, so the same
+curve is followed more finely (the step schedule still changes only every `step_every` whole epochs, and
+`tau.rate` is per epoch either way). `u = span` is the last epoch (or step) of the search, which gets
+exactly `tau.end` for the annealing schedules, as in GDAS
 (tau = tau_max - (tau_max - tau_min) * epoch / (epochs - 1)).
 
 - constant     tau.start throughout
@@ -99,4 +101,4 @@ def tau_at(cfg: TauConfig, epoch: int, epochs: int, step: int = 0, steps_per_epo
     if u < 0:
         return check_tau(cfg.start)
     span = max(1, total - warm - 1)
-    return check_tau(fn(cfg, float(u), float(span)))
+    return check_tau(fn(cfg, u / per_epoch, span / per_epoch))  # in epochs: exact at epoch boundaries

@@ -1,0 +1,131 @@
+"""Running an ablation's stages (`nas ablate`): one subprocess per stage, `jobs` grid points at once.
+
+Each grid point runs `python -m nas search`, then `python -m nas train --genotype` (the proxy retrain), in
+`out_dir/runs/<id>` and `out_dir/proxy/<id>`. A stage that finished (its last file exists) is skipped,
+one with a checkpoint resumes with `--resume`, and one killed before its first checkpoint starts over, so
+an interrupted ablation loses at most one epoch per run. Where CUDA GPUs exist each job gets its own
+(round robin over CUDA_VISIBLE_DEVICES or all devices); on a CPU the cores are shared between the jobs.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from nas.ablate import BASE_SEARCH, BASE_TRAIN, CHECKPOINT, DONE, AblationConfig, Run, proxy_args
+from nas.config import SearchRunConfig, load_config
+
+
+def stage_command(spec: AblationConfig, run: Run, stage: str, out: Path) -> tuple[str, list[str]] | None:
+    """(what happens, `nas` arguments) for the next step of a stage; None when it has finished already.
+
+    A directory without a checkpoint belongs to a run killed in its first epoch: it is removed.
+    """
+    run_dir = out / ("runs" if stage == "search" else "proxy") / run.id
+    if (run_dir / DONE[stage]).is_file():
+        return None
+    if (run_dir / CHECKPOINT).is_file():
+        return "resumed", [stage if stage == "search" else "train", "--resume", str(run_dir)]
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    if stage == "search":
+        return "started", [
+            "search",
+            "--config",
+            str(out / BASE_SEARCH),
+            *run.search_args,
+            f"out_dir={run_dir}",
+        ]
+    search_cfg = load_config(SearchRunConfig, out / "runs" / run.id / "config.yaml")
+    args = [*proxy_args(spec, search_cfg), f"out_dir={run_dir}"]
+    return "started", [
+        "train",
+        "--genotype",
+        str(out / "runs" / run.id),
+        "--config",
+        str(out / BASE_TRAIN),
+        *args,
+    ]
+
+
+class _Launcher:
+    """Runs each run's stages as subprocesses, `jobs` at once, one GPU per job where GPUs exist."""
+
+    def __init__(self, spec: AblationConfig, out: Path, total: int):
+        import torch
+
+        self.spec, self.out, self.total = spec, out, total
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        gpus = [g for g in visible.split(",") if g] if visible is not None else []
+        if visible is None and torch.cuda.is_available():
+            gpus = [str(i) for i in range(torch.cuda.device_count())]
+        self.gpus: queue.Queue[str] = queue.Queue()
+        for i in range(spec.jobs):
+            self.gpus.put(gpus[i % len(gpus)] if gpus else "")
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.threads = str(max(1, (os.cpu_count() or 1) // spec.jobs))
+
+    def say(self, index: int, message: str) -> None:
+        with self.lock:
+            print(f"[{index + 1}/{self.total}] {message}", file=sys.stderr, flush=True)
+
+    def env(self, gpu: str) -> dict[str, str]:
+        env = dict(os.environ)
+        if gpu:
+            env["CUDA_VISIBLE_DEVICES"] = gpu
+        if self.spec.jobs > 1 and "OMP_NUM_THREADS" not in env:  # share the CPU cores between the jobs
+            env["OMP_NUM_THREADS"] = self.threads
+        return env
+
+    def __call__(self, index: int, run: Run) -> str | None:
+        """Runs one grid point's stages; returns a failure message, or None."""
+        gpu = self.gpus.get()
+        try:
+            stages = ["search"] + (["proxy"] if self.spec.proxy_train is not None else [])
+            for stage in stages:
+                if self.stop.is_set():
+                    return f"{run.id}: interrupted"
+                step = stage_command(self.spec, run, stage, self.out)
+                if step is None:
+                    self.say(index, f"{run.id}: {stage} finished before, skipped")
+                    continue
+                what, args = step
+                self.say(index, f"{run.id}: {stage} {what}" + (f" on GPU {gpu}" if gpu else ""))
+                log = self.out / "logs" / f"{run.id}.{stage}.log"
+                log.parent.mkdir(parents=True, exist_ok=True)
+                start = time.perf_counter()
+                with open(log, "a") as f:
+                    cmd = [sys.executable, "-m", "nas", *args]
+                    f.write("$ " + shlex.join(cmd) + "\n")
+                    f.flush()
+                    rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=self.env(gpu)).returncode
+                if rc != 0:
+                    return f"{run.id}: {stage} exited with code {rc}; see {log}"
+                self.say(index, f"{run.id}: {stage} finished in {time.perf_counter() - start:.0f}s")
+            return None
+        finally:
+            self.gpus.put(gpu)
+
+
+def execute(spec: AblationConfig, runs: list[Run], out: Path) -> list[str]:
+    """Run every stage that has not finished; returns the failure messages."""
+    launcher = _Launcher(spec, out, len(runs))
+    pool = ThreadPoolExecutor(max_workers=spec.jobs)
+    futures = [pool.submit(launcher, i, run) for i, run in enumerate(runs)]
+    try:
+        failures = [msg for msg in (f.result() for f in futures) if msg]
+    except KeyboardInterrupt:
+        launcher.stop.set()  # the subprocesses got the same SIGINT; start no new ones
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return failures

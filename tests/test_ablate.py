@@ -1,0 +1,271 @@
+"""`nas ablate`: the grid and run ids, validation before any work, the tiny ablation end to end through the
+CLI, partial aggregation, and a real kill half-way followed by a re-run that redoes no finished work."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nas import ablate, ablate_run
+from nas.cli import main
+from nas.config import SearchRunConfig, load_config
+from nas.errors import UserError
+from tests.conftest import ROOT
+
+TINY = {
+    "name": "tiny",
+    "base": str(ROOT / "configs/search/tiny_synthetic.yaml"),
+    "overrides": {"search.epochs": 1, "data": {"synthetic": {"train_size": 64, "test_size": 32}}},
+    "grid": {"tau.schedule": ["constant", "linear"], "seed": [0, 1]},
+    "jobs": 2,
+    "proxy_train": {
+        "overrides": {
+            "train.epochs": 1,
+            "model": {"init_channels": 4, "layers": 3, "auxiliary": False},
+            "data": {"batch_size": 16, "cutout": 0},
+        },
+    },
+}
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def write_ablation(path: Path, out_dir: Path, **changes) -> Path:
+    spec = {**TINY, "out_dir": str(out_dir), **changes}
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+# one thread per process: on a small shared CPU, torch's spinning worker threads can make a run 10x slower
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def nas(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "nas", *args], capture_output=True, text=True, cwd=ROOT, env=ENV, **kw
+    )
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+# --- the grid ----------------------------------------------------------------------------------------
+
+
+def test_runs_are_the_grid_product_seed_outermost_with_readable_ids(tmp_path):
+    spec = ablate.load_ablation(write_ablation(tmp_path / "a.yaml", tmp_path / "out"))
+    runs = ablate.plan(spec)
+    ids = [
+        "schedule-constant_seed-0",
+        "schedule-linear_seed-0",
+        "schedule-constant_seed-1",
+        "schedule-linear_seed-1",
+    ]
+    assert [r.id for r in runs] == ids
+    assert [r.label for r in runs] == ["constant", "linear", "constant", "linear"]
+    cfg = ablate.search_config(spec, runs[1], tmp_path / "out")
+    assert (cfg.tau.schedule, cfg.seed, cfg.search.epochs, cfg.data.synthetic.train_size) == (
+        "linear",
+        0,
+        1,
+        64,
+    )
+    assert cfg.out_dir == str(tmp_path / "out" / "runs" / "schedule-linear_seed-0")
+
+
+def test_colliding_short_keys_use_the_whole_key_and_duplicate_ids_are_refused(tmp_path):
+    spec = ablate.AblationConfig(grid={"search.weights.lr": [0.1], "search.arch.lr": [0.01, 0.001]})
+    ids = ["search-weights-lr-0.1_search-arch-lr-0.01", "search-weights-lr-0.1_search-arch-lr-0.001"]
+    assert [r.id for r in ablate.plan(spec)] == ids
+    with pytest.raises(UserError, match="share the run id"):
+        ablate.plan(ablate.AblationConfig(grid={"name": ["a/b", "a b"]}))
+    with pytest.raises(UserError, match="grid.seed must be a non-empty list"):
+        ablate.plan(ablate.AblationConfig(grid={"seed": 3}))
+
+
+@pytest.mark.parametrize(
+    "value", [None, True, 3, 0.001, 1e-7, "linear", "1", "true", "a b", [0.5, 0.999], "it's"]
+)
+def test_dotlist_values_read_back_unchanged(value):
+    from omegaconf import OmegaConf
+
+    assert OmegaConf.from_dotlist([f"k={ablate.dotlist_value(value)}"])["k"] == value
+
+
+def test_flatten_merges_nested_and_dotted_keys():
+    assert ablate.flatten({"a.b": 1, "a": {"c": {"d": 2}}, "e": []}) == {"a.b": 1, "a.c.d": 2, "e": []}
+
+
+@pytest.mark.parametrize(
+    "changes,overrides,message",
+    [
+        ({"bogus": 1}, [], "Key 'bogus' not in 'AblationConfig'"),
+        ({}, ["grid.tau.schedul=[linear]"], "Key 'schedul' not in 'TauConfig'"),
+        ({}, ["grid.tau.schedule=[linear,sawtooth]"], "unknown tau schedule 'sawtooth'"),
+        ({}, ["grid.tau.end=[0.0]"], "tau.end must be finite and > 0"),
+        ({}, ["proxy_train.overrides.train.epoch=2"], "Key 'epoch' not in 'TrainConfig'"),
+        ({}, ["jobs=0"], "jobs must be >= 1"),
+        ({"base": "nowhere.yaml"}, [], "config file not found: nowhere.yaml"),
+    ],
+)
+def test_bad_ablation_stops_before_any_work_with_one_line(tmp_path, capsys, changes, overrides, message):
+    path = write_ablation(tmp_path / "a.yaml", tmp_path / "out", **changes)
+    assert main(["ablate", "--config", str(path), *overrides]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and err.startswith("nas: error:")
+    assert not (tmp_path / "out").exists()
+
+
+def test_print_commands_one_self_contained_line_per_run(tmp_path, capsys):
+    path = write_ablation(tmp_path / "a.yaml", tmp_path / "out")
+    assert main(["ablate", "--config", str(path), "--print-commands", "jobs=1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        f"nas ablate --config {path} --run {r.id} jobs=1" for r in ablate.plan(ablate.load_ablation(path))
+    ]
+    assert not (tmp_path / "out").exists()
+
+
+def test_stage_command_skips_finished_resumes_checkpointed_restarts_killed(tmp_path):
+    spec = ablate.load_ablation(write_ablation(tmp_path / "a.yaml", tmp_path))
+    run = ablate.plan(spec)[0]
+    run_dir = tmp_path / "runs" / run.id
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "config.yaml").write_text("name: x\n")  # killed before the first checkpoint
+    what, args = ablate_run.stage_command(spec, run, "search", tmp_path)
+    assert what == "started" and args[:3] == ["search", "--config", str(tmp_path / ablate.BASE_SEARCH)]
+    assert not run_dir.exists()
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "last.pt").write_bytes(b"")
+    assert ablate_run.stage_command(spec, run, "search", tmp_path) == (
+        "resumed",
+        ["search", "--resume", str(run_dir)],
+    )
+    (run_dir / "alphas.json").write_text("{}")
+    assert ablate_run.stage_command(spec, run, "search", tmp_path) is None
+
+
+def test_jobs_get_their_own_gpu_and_share_the_cpu_threads(tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    launcher = ablate_run._Launcher(ablate.AblationConfig(jobs=2), tmp_path, 4)
+    gpus = [launcher.gpus.get(), launcher.gpus.get()]
+    assert sorted(gpus) == ["3", "5"]
+    env = launcher.env(gpus[0])
+    assert env["CUDA_VISIBLE_DEVICES"] == gpus[0]
+    assert env["OMP_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 2))
+
+
+# --- end to end ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_ablation(tmp_path_factory) -> Path:
+    """2 schedules x 2 seeds, 1 search epoch and a 1-epoch proxy retrain each, through the CLI."""
+    tmp = tmp_path_factory.mktemp("ablation")
+    path = write_ablation(tmp / "a.yaml", tmp / "out")
+    result = nas("ablate", "--config", str(path), timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return tmp / "out"
+
+
+def test_tiny_ablation_writes_csv_markdown_plots_and_hparams(tiny_ablation):
+    rows = read_csv(tiny_ablation / "results.csv")
+    assert (
+        len(rows) == 4 and {r["search"] for r in rows} == {"done"} and {r["proxy"] for r in rows} == {"done"}
+    )
+    assert {(r["tau.schedule"], r["seed"]) for r in rows} == {
+        (s, n) for s in ("constant", "linear") for n in "01"
+    }
+    for row in rows:
+        assert 0 <= float(row["val_acc"]) <= 100 and 0 <= float(row["proxy_test_acc"]) <= 100
+        assert int(row["params"]) > 0 and int(row["flops"]) > 0 and 0 <= int(row["param_free_normal"]) <= 8
+        assert 0 < float(row["entropy_normal"]) <= 2.08 and row["genotype"].startswith("Genotype(normal=")
+    table = (tiny_ablation / "results.md").read_text().split("## Derived cells")[0]
+    settings = [line for line in table.splitlines() if line.startswith(("| constant |", "| linear |"))]
+    assert len(settings) == 2 and all("| 2/2 |" in line and " ± " in line for line in settings)
+    for name in ("tau.png", "entropy.png", "accuracy.png"):
+        assert (tiny_ablation / name).read_bytes()[:8] == PNG
+    assert sorted(p.name for p in (tiny_ablation / "tb").iterdir() if p.is_dir()) == sorted(
+        r["run"] for r in rows
+    )
+
+
+def test_aggregate_works_on_partial_results(tiny_ablation, tmp_path, capsys):
+    out = tmp_path / "copy"
+    shutil.copytree(tiny_ablation, out)
+    shutil.rmtree(out / "runs" / "schedule-linear_seed-1")  # never started
+    shutil.rmtree(out / "proxy" / "schedule-linear_seed-1")
+    shutil.rmtree(out / "proxy" / "schedule-constant_seed-1")
+    (out / "results.csv").unlink()
+    assert main(["ablate", "--aggregate", str(out)]) == 0
+    rows = {r["run"]: r for r in read_csv(out / "results.csv")}
+    assert (rows["schedule-linear_seed-1"]["search"], rows["schedule-linear_seed-1"]["val_acc"]) == (
+        "missing",
+        "",
+    )
+    assert (rows["schedule-constant_seed-1"]["search"], rows["schedule-constant_seed-1"]["proxy"]) == (
+        "done",
+        "missing",
+    )
+    text = (out / "results.md").read_text()
+    assert "3/4 searches finished, 2/4 proxy retrains finished" in text
+    assert "| linear | 1/2 |" in text
+    assert str(out / "accuracy.png") in capsys.readouterr().out
+
+
+def test_killed_half_way_the_rerun_redoes_no_finished_work(tmp_path):
+    out = tmp_path / "out"
+    grid = {"tau.schedule": ["linear"], "seed": [0, 1]}
+    path = write_ablation(
+        tmp_path / "a.yaml", out, grid=grid, jobs=1, proxy_train=None, overrides={"search.epochs": 4}
+    )
+    first, second = (out / "runs" / f"schedule-linear_seed-{s}" for s in (0, 1))
+    cmd = [sys.executable, "-m", "nas", "ablate", "--config", str(path)]
+    log = open(tmp_path / "ablate.log", "w")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=log, stderr=log, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (second / "checkpoints" / "last.pt").is_file():  # the second run has finished an epoch
+            assert proc.poll() is None and time.monotonic() < deadline, (
+                "the ablation ended before it was killed"
+            )
+            time.sleep(0.01)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # the whole group: ablate and its search subprocess
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        log.close()
+    assert (first / "alphas.json").is_file() and not (second / "alphas.json").is_file()
+    finished = {p: p.stat().st_mtime_ns for p in first.rglob("*") if p.is_file()}
+    epoch0 = (second / "metrics.jsonl").read_text().splitlines()[0]
+
+    result = nas("ablate", "--config", str(path), timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "schedule-linear_seed-0: search finished before, skipped" in result.stderr
+    assert "schedule-linear_seed-1: search resumed" in result.stderr
+    assert {p: p.stat().st_mtime_ns for p in first.rglob("*") if p.is_file()} == finished
+    lines = (second / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and lines[0] == epoch0  # epoch 0 (its timing included) was kept, not redone
+    assert load_config(SearchRunConfig, second / "config.yaml").search.epochs == 4
+    assert [r["search"] for r in read_csv(out / "results.csv")] == ["done", "done"]
+
+
+@pytest.mark.parametrize("name,runs", [("tau_schedules", 15), ("tau_fashion_mnist", 6)])
+def test_shipped_ablations_are_valid(name, runs, tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)  # their paths are relative to the repository root, like every preset's
+    spec = ablate.load_ablation(ROOT / "configs/ablations" / f"{name}.yaml", [f"out_dir={tmp_path}"])
+    plan = ablate.plan(spec)
+    assert len(plan) == runs and len({r.label for r in plan}) == runs // len(spec.grid["seed"])
+    ablate.check_plan(spec, plan, tmp_path, data=False)  # every run's search and proxy config loads
