@@ -1,4 +1,4 @@
-"""The `nas` command line: search | derive | train | genotype.
+"""The `nas` command line: search | derive | train | genotype | ablate | bench.
 
 Every command that runs takes `--config FILE` plus `key=value` overrides (OmegaConf dotlist). User
 errors print one line and exit with code 2.
@@ -44,16 +44,23 @@ def resolve_genotype(spec: str) -> Genotype:
     return genotype
 
 
+def _run_dir(path: str) -> Path:
+    run_dir = Path(path)
+    if not (run_dir / "config.yaml").is_file():
+        raise UserError(f"{run_dir} is not a run directory (no config.yaml)")
+    return run_dir
+
+
 # --- search / derive -----------------------------------------------------------------------------------
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from nas import distributed
     from nas.config import SearchRunConfig, load_config
-    from nas.runtime import prepare_out_dir
     from nas.search.runner import CHECKPOINT, SearchRunner
 
     if args.resume:
-        run_dir = Path(args.resume)
+        run_dir = _run_dir(args.resume)
         cfg = load_config(SearchRunConfig, run_dir / "config.yaml", args.overrides + [f"out_dir={run_dir}"])
         if not (run_dir / CHECKPOINT).is_file():
             raise UserError(f"cannot resume {run_dir}: no {CHECKPOINT} (the run did not finish an epoch)")
@@ -62,10 +69,14 @@ def cmd_search(args: argparse.Namespace) -> int:
     else:
         cfg = load_config(SearchRunConfig, args.config, args.overrides)
     space = SPACES.get(cfg.space.name)
-    with prepare_out_dir(cfg.out_dir, resume=bool(args.resume)) as out_dir:
-        runner = SearchRunner(cfg, space, out_dir, resume=bool(args.resume))
+    dist = distributed.init_distributed(cfg.device)  # None unless torchrun started several processes
+    resume = bool(args.resume) or distributed.elastic_resume(cfg, CHECKPOINT, dist)
+    with distributed.run_dir(cfg.out_dir, resume, dist) as out_dir:
+        runner = SearchRunner(cfg, space, out_dir, resume=resume, dist=dist)
     runner.run()
-    print(f"search finished: {out_dir / 'genotype.json'}")
+    if dist is None or dist.rank == 0:
+        print(f"search finished: {out_dir / 'genotype.json'}")
+    distributed.destroy(dist)
     return 0
 
 
@@ -77,7 +88,7 @@ def cmd_derive(args: argparse.Namespace) -> int:
     from nas.diagnostics import probabilities
     from nas.search.runner import CHECKPOINT, write_alphas
 
-    run_dir = Path(args.run_dir)
+    run_dir = _run_dir(args.run_dir)
     cfg = load_config(SearchRunConfig, run_dir / "config.yaml")
     space = SPACES.get(cfg.space.name)
     state = load_checkpoint(run_dir / CHECKPOINT)
@@ -98,12 +109,12 @@ def cmd_derive(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from nas import distributed
     from nas.config import TrainRunConfig, load_config
-    from nas.runtime import prepare_out_dir
-    from nas.train.trainer import Trainer
+    from nas.train.trainer import CHECKPOINT, Trainer
 
     if args.resume:
-        run_dir = Path(args.resume)
+        run_dir = _run_dir(args.resume)
         cfg = load_config(TrainRunConfig, run_dir / "config.yaml", args.overrides + [f"out_dir={run_dir}"])
         genotype = resolve_genotype(str(run_dir / "genotype.json"))
     else:
@@ -111,13 +122,19 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise UserError("nas train needs --genotype FILE|RUN_DIR|zoo:NAME (or --resume RUN_DIR)")
         cfg = load_config(TrainRunConfig, args.config, args.overrides)
         genotype = resolve_genotype(args.genotype)
+    dist = distributed.init_distributed(cfg.device)  # None unless torchrun started several processes
+    resume = bool(args.resume) or distributed.elastic_resume(cfg, CHECKPOINT, dist)
+    if resume and not args.resume:  # elastic restart: the genotype the run started with
+        genotype = resolve_genotype(str(Path(cfg.out_dir) / "genotype.json"))
     space = SPACES.get(genotype.space)
-    with prepare_out_dir(cfg.out_dir, resume=bool(args.resume)) as out_dir:
-        trainer = Trainer(cfg, genotype, space, out_dir, resume=bool(args.resume))
+    with distributed.run_dir(cfg.out_dir, resume, dist) as out_dir:
+        trainer = Trainer(cfg, genotype, space, out_dir, resume=resume, dist=dist)
     result = trainer.run()
-    print(
-        f"test accuracy {result['test_acc']:.2f}%  params {result['params']:,}  -> {out_dir / 'metrics.json'}"
-    )
+    if dist is None or dist.rank == 0:
+        print(
+            f"test accuracy {result['test_acc']:.2f}%  params {result['params']:,}  -> {out_dir / 'metrics.json'}"
+        )
+    distributed.destroy(dist)
     return 0
 
 
@@ -168,6 +185,52 @@ def cmd_genotype_info(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- ablate --------------------------------------------------------------------------------------------
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from nas.ablate import main as ablate_main
+
+    return ablate_main(args.config, args.overrides, commands=args.print_commands, aggregate=args.aggregate,
+                       only=args.run)  # fmt: skip
+
+
+def cmd_genotype_list(args: argparse.Namespace) -> int:
+    from search_spaces import zoo
+
+    print(f"{'name':<20} {'space':<6} {'error %':>8}  source")
+    for name in zoo.names():
+        g = zoo.get(name)
+        err = g.provenance.get("reported_test_error")
+        print(f"{'zoo:' + name:<20} {g.space:<6} {err if err is not None else '-':>8}  {g.provenance.get('source', '')}")
+    return 0
+
+
+def cmd_genotype_plot(args: argparse.Namespace) -> int:
+    from nas.plot import plot_genotype
+
+    written = plot_genotype(resolve_genotype(args.file), args.output)
+    print(f"wrote {written}")
+    return 0
+
+
+# --- bench ---------------------------------------------------------------------------------------------
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from nas.bench import bench
+    from nas.bench_report import format_table, write_report
+
+    if args.train != (args.genotype is not None):
+        raise UserError("nas bench: --train and --genotype FILE|RUN_DIR|zoo:NAME go together")
+    genotype = resolve_genotype(args.genotype) if args.train else None
+    report = bench(config=args.config, overrides=args.overrides, compare=args.compare or [], steps=args.steps,
+                   warmup=args.warmup, rounds=args.rounds, genotype=genotype)  # fmt: skip
+    print(format_table(report))
+    print(f"-> {write_report(report, args.output)}")
+    return 0
+
+
 # --- parser --------------------------------------------------------------------------------------------
 
 
@@ -215,6 +278,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--in-channels", type=int, default=3)
     p.add_argument("--image-size", type=int, default=32)
     p.set_defaults(func=cmd_genotype_info)
+    p = g.add_parser("list", help="published genotypes usable as zoo:NAME")
+    p.set_defaults(func=cmd_genotype_list)
+    p = g.add_parser("plot", help="draw the cells (.dot always; .png/.svg with Graphviz or matplotlib)")
+    p.add_argument("file")
+    p.add_argument("-o", "--output", required=True, help="cell.svg, cell.png, cell.pdf or cell.dot")
+    p.set_defaults(func=cmd_genotype_plot)
+
+    p = sub.add_parser("ablate", help="search a grid of settings x seeds, retrain each result, compare")
+    p.add_argument("--config", help="ablation YAML file (see configs/ablations/)")
+    p.add_argument("--print-commands", action="store_true", help="print one command per run, run nothing")
+    p.add_argument("--aggregate", metavar="OUT_DIR", help="only build the tables and plots of OUT_DIR")
+    p.add_argument("--run", action="append", metavar="RUN_ID", help="run only this grid point (repeatable)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="ablation overrides (OmegaConf dotlist)")
+    p.set_defaults(func=cmd_ablate)
+
+    p = sub.add_parser("bench", help="images/s, ms per phase and peak memory of the search (or retrain) loop")
+    p.add_argument("--config", help="search (or, with --train, retrain) YAML config")
+    p.add_argument("--compare", action="append", metavar="KEY=A,B",
+                   help="run each value side by side in one process (repeatable: every combination)")  # fmt: skip
+    p.add_argument("--steps", type=int, default=10, help="timed steps per setting (default 10)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps per setting first (default 3)")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds the steps are split into")
+    p.add_argument("--train", action="store_true", help="benchmark retraining --genotype instead of search")
+    p.add_argument("--genotype", help="genotype file, search run directory, or zoo:NAME (with --train)")
+    p.add_argument("-o", "--output", help="JSON report path (default runs/bench/<kind>-<time>.json)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (OmegaConf dotlist)")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

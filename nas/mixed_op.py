@@ -4,6 +4,40 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+from torch.autograd.function import once_differentiable
+
+
+class _TimesOne(torch.autograd.Function):
+    """`out * w` for a 0-dim weight `w` that is exactly 1.0, without computing the product.
+
+    Forward: `out` itself (x * 1.0 == x bitwise). Backward, bitwise what autograd gives for `out * w`:
+    the gradient reaches `out` unchanged (grad * 1.0 == grad), except that a gradient in neither standard
+    memory layout (e.g. a channel slice of a concatenation's gradient) is materialised by that very
+    multiplication, as the product's backward would, so the op's own backward gets the same strides.
+    `w` gets sum(grad * out), reduced as the engine reduces a broadcast operand (sum over all dims in the
+    product's dtype; the engine then casts to w's dtype).
+    """
+
+    @staticmethod
+    def forward(ctx, out: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        if ctx.needs_input_grad[1]:
+            ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        dense = grad.is_contiguous() or grad.is_contiguous(memory_format=torch.channels_last)
+        grad_out = grad if dense else grad * 1.0
+        if not ctx.needs_input_grad[1]:
+            return grad_out, None
+        (out,) = ctx.saved_tensors
+        return grad_out, (grad * out).sum(dim=tuple(range(out.dim())), keepdim=True).view(())
+
+
+def times_one(out: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """`out * w` for a 0-dim `w` equal to 1.0 (a hard sampler's chosen op); see `_TimesOne`."""
+    return _TimesOne.apply(out, w)
 
 
 class MixedOp(nn.Module):
@@ -21,8 +55,8 @@ class MixedOp(nn.Module):
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor, choice: int | None = None) -> torch.Tensor:
         # weights: (K,)
-        if choice is not None:
-            return self.ops[choice](x) * weights[choice].to(x.dtype)
+        if choice is not None:  # weights[choice] is exactly 1.0 in the forward pass
+            return times_one(self.ops[choice](x), weights[choice])
         w = weights.to(x.dtype)
         out = None
         for i in self._live:

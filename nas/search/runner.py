@@ -8,9 +8,11 @@ bitwise equal (on CPU) to an uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +25,10 @@ from nas import diagnostics
 from nas.checkpoint import load_checkpoint, save_checkpoint
 from nas.config import SearchRunConfig, to_dict, to_yaml
 from nas.data import search_loaders
+from nas.distributed import gather_rank_states, lr_scale, own_rank_state
 from nas.genotype import atomic_write_text, save_genotype
 from nas.logging import RunLogger
+from nas.plot import cell_figure, plot_genotype
 from nas.runtime import (
     autocast,
     configure_backends,
@@ -49,6 +53,10 @@ class SearchRunner:
         dist: optional `nas.distributed` context (rank, world size, gradient all-reduce); None = one process.
     """
 
+    # `nas bench` sets this to a callable phase name -> context manager that times the phases of a step
+    # ("data", "arch", "weights"); None (the default) costs nothing.
+    timer: Callable[[str], contextlib.AbstractContextManager] | None = None
+
     def __init__(
         self, cfg: SearchRunConfig, space: SearchSpace, out_dir: str | Path, resume: bool = False, dist=None
     ):
@@ -69,6 +77,8 @@ class SearchRunner:
         )
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        if dist:  # identical by seeding already; rank 0's copy makes it so by construction
+            dist.broadcast_module(self.model)
         self.criterion = nn.CrossEntropyLoss()
         self.autocast = functools.partial(autocast, self.device, cfg.amp)
         self._build_optimizers()
@@ -76,6 +86,7 @@ class SearchRunner:
         self.architect = Architect(
             self.model, self.a_opt, self.criterion, cfg.sampler.name, self.generator, self.autocast,
             bilevel=cfg.search.bilevel, grad_hook=dist.all_reduce_grads if dist else None,
+            xi=cfg.search.unrolled_xi,
         )  # fmt: skip
         self.start_epoch = 0
         self.tau = cfg.tau.start
@@ -89,9 +100,10 @@ class SearchRunner:
 
     def _build_optimizers(self) -> None:
         w, a = self.cfg.search.weights, self.cfg.search.arch
+        scale = lr_scale(self.cfg.lr_scaling, self.world_size)  # weights only: Adam's alpha lr is not scaled
         fused = {"foreach": True} if self.device.type == "cuda" else {}
         self.w_opt = torch.optim.SGD(
-            self.model.weight_parameters(), lr=w.lr, momentum=w.momentum, nesterov=w.nesterov,
+            self.model.weight_parameters(), lr=w.lr * scale, momentum=w.momentum, nesterov=w.nesterov,
             weight_decay=w.weight_decay, **fused,
         )  # fmt: skip
         self.a_opt = torch.optim.Adam(
@@ -99,13 +111,14 @@ class SearchRunner:
         )
         # timm's cosine schedule is a pure function of the epoch: exact on resume
         self.w_sched = CosineLRScheduler(
-            self.w_opt, t_initial=self.cfg.search.epochs, lr_min=w.lr_min, warmup_t=w.warmup_epochs,
-            warmup_lr_init=w.lr_min, warmup_prefix=True,
+            self.w_opt, t_initial=self.cfg.search.epochs, lr_min=w.lr_min * scale, warmup_t=w.warmup_epochs,
+            warmup_lr_init=w.lr_min * scale, warmup_prefix=True,
         )  # fmt: skip
 
     # --- checkpoint ---------------------------------------------------------------------------------
 
-    def state_dict(self, next_epoch: int) -> dict[str, Any]:
+    def state_dict(self, next_epoch: int, ranks: list[dict] | None = None) -> dict[str, Any]:
+        """Everything a resume needs; `ranks`: every rank's loader and RNG states (`gather_rank_states`)."""
         return {
             "epoch": next_epoch,
             "tau": self.tau,
@@ -117,6 +130,7 @@ class SearchRunner:
             "data": {"train": self.train_loader.state_dict(), "val": self.val_loader.state_dict()},
             "rng": rng_state(),
             "world_size": self.world_size,
+            "ranks": ranks,
         }
 
     def _restore(self) -> None:
@@ -126,9 +140,10 @@ class SearchRunner:
         self.a_opt.load_state_dict(state["a_opt"])
         self.w_sched.load_state_dict(state["w_sched"])
         self.generator.set_state(state["sampler_generator"].cpu())
-        self.train_loader.load_state_dict(state["data"]["train"])
-        self.val_loader.load_state_dict(state["data"]["val"])
-        set_rng_state(state["rng"])
+        own = own_rank_state(state, self.rank, self.world_size)  # augmentation streams differ per rank
+        self.train_loader.load_state_dict(own["data"]["train"])
+        self.val_loader.load_state_dict(own["data"]["val"])
+        set_rng_state(own["rng"])
         self.start_epoch, self.tau = state["epoch"], state["tau"]
 
     # --- the loop -----------------------------------------------------------------------------------
@@ -149,7 +164,11 @@ class SearchRunner:
             self.logger.close()
         return record
 
-    def run_epoch(self, epoch: int) -> dict[str, Any]:
+    def _phase(self, name: str) -> contextlib.AbstractContextManager:
+        return self.timer(name) if self.timer is not None else contextlib.nullcontext()
+
+    def run_epoch(self, epoch: int, max_steps: int | None = None) -> dict[str, Any]:
+        """One epoch of search steps (only the first `max_steps` of them if given: `nas bench`)."""
         self.w_sched.step(epoch)
         self.model.train()
         lr = self.w_opt.param_groups[0]["lr"]
@@ -166,13 +185,18 @@ class SearchRunner:
             leave=False,
         )
         start = time.perf_counter()
-        for step, (train, val) in enumerate(zip(self.train_loader, self.val_loader)):
+        batches = zip(self.train_loader, self.val_loader)
+        for step in range(steps if max_steps is None else min(steps, max_steps)):
+            with self._phase("data"):
+                train, val = next(batches)
             self.tau = self.tau_for(epoch, step)
             if update_alpha:
-                out = self.architect.step(val, train, self.tau, lr, self.w_opt)
+                with self._phase("arch"):
+                    out = self.architect.step(val, train, self.tau, lr, self.w_opt)
                 sums[2:] += torch.stack([out["loss"].double() * len(val[1]), out["correct"].double()])
                 seen[1] += len(val[1])
-            out = self.weight_step(*train)
+            with self._phase("weights"):
+                out = self.weight_step(*train)
             sums[:2] += torch.stack([out["loss"].double() * len(train[1]), out["correct"].double()])
             seen[0] += len(train[1])
             bar.update(1)
@@ -205,7 +229,7 @@ class SearchRunner:
             loss = self.criterion(logits, y)
         self.w_opt.zero_grad(set_to_none=True)
         loss.backward()
-        params = self.model.weight_parameters()
+        params = self.w_opt.param_groups[0]["params"]  # weight_parameters(), without rebuilding it per step
         if self.dist:
             self.dist.all_reduce_grads([p.grad for p in params if p.grad is not None])
         if self.cfg.search.weights.grad_clip > 0:
@@ -230,6 +254,10 @@ class SearchRunner:
         return type(genotype)(genotype.space, genotype.cells, prov)
 
     def end_epoch(self, epoch: int, record: dict[str, Any]) -> None:
+        data = {"train": self.train_loader.state_dict(), "val": self.val_loader.state_dict()}
+        ranks = gather_rank_states(self.dist, data)
+        if self.dist:
+            self.dist.check_identical(self.model.arch_parameters(), "alphas")
         if self.rank == 0:
             genotype = self.genotype(epoch)
             save_genotype(self.out_dir / "genotype.json", genotype)
@@ -238,17 +266,19 @@ class SearchRunner:
             self.logger.scalars({k: v for k, v in record.items() if k != "epoch"}, epoch, prefix="search/")
             diagnostics.log_alphas(self.logger, self.model.alphas, self.space.primitives, epoch)
             self.logger.text("genotype", diagnostics.genotype_text(genotype), epoch)
+            self.logger.figure("genotype/cells", cell_figure(genotype), epoch)
             self.logger.console(
                 f"epoch {epoch}: tau {record['tau']:.3g} lr {record['lr']:.4g} train_acc {record['train_acc']:.2f} "
                 f"val_acc {record['val_acc'] if record['val_acc'] is None else round(record['val_acc'], 2)} "
                 f"({record['epoch_time']:.1f}s)"
             )
-            save_checkpoint(self.out_dir / CHECKPOINT, self.state_dict(epoch + 1))
+            save_checkpoint(self.out_dir / CHECKPOINT, self.state_dict(epoch + 1, ranks))
         if self.dist:
             self.dist.barrier()
 
     def finish(self) -> None:
         write_alphas(self.out_dir / "alphas.json", self.model.alphas, self.space.primitives)
+        plot_genotype(self.genotype(self.cfg.search.epochs - 1), self.out_dir / "genotype.png")
 
 
 def write_alphas(path: Path, alphas: nn.ParameterDict | dict[str, torch.Tensor], primitives) -> None:

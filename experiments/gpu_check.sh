@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# The one prepared script for a lent GPU (issue #5): GPU tests, then the GPU benchmark tables, in < 5 min.
+#
+#   bash experiments/gpu_check.sh            # results in $OUT if set, else runs/gpu_check/
+#
+# Works on a fresh machine that has the repository working tree but not its .venv: it uses a Python whose
+# torch sees CUDA, and makes a venv on top of it (--system-site-packages) only if packages are missing.
+# No CIFAR files and no internet are assumed: the benchmarks use synthetic CIFAR-sized data (50k 3x32x32
+# images, so the 25k/25k search split and 390 steps per epoch of CIFAR-10), which costs the same per step.
+# Every step has its own time limit; the script always ends and says which steps failed.
+set -uo pipefail
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+cd "$REPO"
+OUT=${OUT:-$REPO/runs/gpu_check}
+mkdir -p "$OUT"
+exec > >(tee -a "$OUT/gpu_check.log") 2>&1
+START=$SECONDS
+FAILED=()
+log() { printf '[gpu_check %4ds] %s\n' $((SECONDS - START)) "$*"; }
+step() {  # step NAME SECONDS CMD...: run with a time limit, remember failures
+  local name=$1 limit=$2
+  shift 2
+  log "$name"
+  timeout --signal=INT --kill-after=10 "$limit" "$@" || { log "FAILED: $name (exit $?)"; FAILED+=("$name"); }
+}
+
+# --- Python -----------------------------------------------------------------------------------------------
+has_cuda_torch() { "$1" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; }
+PY=
+for candidate in "$REPO/.venv/bin/python" python3 python; do
+  if command -v "$candidate" >/dev/null 2>&1 && has_cuda_torch "$candidate"; then PY=$(command -v "$candidate"); break; fi
+done
+if [ -z "$PY" ]; then
+  log "no Python with a CUDA-enabled torch found"; nvidia-smi || true; exit 1
+fi
+export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"  # nas and search_spaces import from the tree as they are
+NEEDED="torch torchvision timm omegaconf tensorboard numpy tqdm matplotlib pytest"
+missing() { "$1" - $NEEDED <<'EOF'
+import importlib.util, sys
+print(" ".join(m for m in sys.argv[1:] if importlib.util.find_spec(m) is None))
+EOF
+}
+MISSING=$(missing "$PY")
+if [ -n "$MISSING" ]; then
+  log "missing in $PY: $MISSING; making a venv on top of it"
+  VENV=${TMPDIR:-/tmp}/nas-gpu-venv
+  "$PY" -m venv --system-site-packages "$VENV" && PY=$VENV/bin/python
+  PIP=("$PY" -m pip install -q --retries 0 --timeout 10)  # fail fast where there is no package index
+  timeout 60 "${PIP[@]}" --no-build-isolation --no-deps -e "$REPO[dev]" || log "editable install failed; using PYTHONPATH"
+  MISSING=$(missing "$PY")
+  # shellcheck disable=SC2086
+  [ -n "$MISSING" ] && { timeout 60 "${PIP[@]}" $MISSING || log "could not install: $MISSING"; }
+fi
+log "python: $PY"
+"$PY" - <<'EOF' | tee "$OUT/environment.txt"
+import platform, torch
+print(f"gpu: {torch.cuda.get_device_name(0)}  ({torch.cuda.get_device_properties(0).total_memory / 2**30:.0f} GiB)")
+print(f"torch {torch.__version__}, cuda {torch.version.cuda}, cudnn {torch.backends.cudnn.version()}, "
+      f"bf16 {torch.cuda.is_bf16_supported()}, python {platform.python_version()}")
+EOF
+nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true
+
+# --- tests -----------------------------------------------------------------------------------------------
+step "GPU tests" 80 "$PY" -m pytest -q -rs -s -p no:cacheprovider tests/test_gpu.py --junitxml="$OUT/test_gpu.xml"
+
+# --- benchmarks ------------------------------------------------------------------------------------------
+SEARCH=(--config configs/search/gdas_cifar10.yaml data.name=synthetic data.synthetic.image_size=32
+        data.synthetic.train_size=50000 data.synthetic.classes=10)
+TRAIN=(--config configs/train/darts_cifar10.yaml data.name=synthetic data.synthetic.image_size=32
+       data.synthetic.train_size=50000 data.synthetic.test_size=1000 data.synthetic.classes=10)
+bench() {  # bench NAME SECONDS ARGS...
+  local name=$1 limit=$2
+  shift 2
+  step "bench: $name" "$limit" "$PY" -m nas bench "$@" -o "$OUT/bench_$name.json"
+}
+# the targets: softmax vs gdas, and the static alternative to gdas's one-op path (every op, masked: gumbel_st)
+bench samplers 60 "${SEARCH[@]}" amp=bf16 channels_last=true --compare sampler.name=gdas,softmax,gumbel_st \
+  --steps 30 --warmup 8 --rounds 3
+# what each GPU knob is worth to gdas
+bench gdas_knobs 50 "${SEARCH[@]}" --compare amp=none,bf16 --compare channels_last=false,true \
+  --steps 40 --warmup 8 --rounds 4
+# GPU-resident uint8 data vs a host copy per batch; cudnn.benchmark (deterministic=false) vs deterministic
+bench gdas_data_cudnn 40 "${SEARCH[@]}" amp=bf16 channels_last=true \
+  --compare data.device_resident=true,false --compare deterministic=false,true --steps 30 --warmup 8 --rounds 3
+bench train 40 --train --genotype zoo:GDAS_V1 "${TRAIN[@]}" channels_last=true --compare amp=none,bf16 \
+  --steps 20 --warmup 5 --rounds 2
+
+# --- a record for experiments/benchmarks.md ---------------------------------------------------------------
+"$PY" - "$OUT" <<'EOF' > "$OUT/benchmarks_gpu.md" || true
+import json, pathlib, sys
+from nas.bench_report import format_table
+out = pathlib.Path(sys.argv[1])
+for path in sorted(out.glob("bench_*.json"), key=lambda p: p.stat().st_mtime):  # in the order run
+    report = json.loads(path.read_text())
+    m = report["machine"]
+    print(f"### {path.stem[6:]} ({m['created'][:10]}, {m['gpu']}, torch {m['torch']}, cuda {m['cuda']})\n")
+    print(f"`nas {m['command'].split(' ', 1)[1]}`\n\n```\n{format_table(report)}\n```\n")
+EOF
+log "done in $((SECONDS - START)) s; record: $OUT/benchmarks_gpu.md"
+if [ ${#FAILED[@]} -gt 0 ]; then log "failed steps: ${FAILED[*]}"; exit 1; fi
