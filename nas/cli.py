@@ -202,7 +202,9 @@ def cmd_genotype_list(args: argparse.Namespace) -> int:
     for name in zoo.names():
         g = zoo.get(name)
         err = g.provenance.get("reported_test_error")
-        print(f"{'zoo:' + name:<20} {g.space:<6} {err if err is not None else '-':>8}  {g.provenance.get('source', '')}")
+        print(
+            f"{'zoo:' + name:<20} {g.space:<6} {err if err is not None else '-':>8}  {g.provenance.get('source', '')}"
+        )
     return 0
 
 

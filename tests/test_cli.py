@@ -11,7 +11,9 @@ from tests.conftest import ROOT, TINY_SEARCH, TINY_TRAIN
 
 
 def nas(*args, check=True):
-    proc = subprocess.run([sys.executable, "-m", "nas", *map(str, args)], capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "nas", *map(str, args)], capture_output=True, text=True, cwd=ROOT
+    )
     if check:
         assert proc.returncode == 0, proc.stderr
     return proc
@@ -39,7 +41,11 @@ def test_search_genotype_train_end_to_end(tmp_path):
     nas("train", "--genotype", run / "genotype.json", *TINY_TRAIN, f"out_dir={train}")
     metrics = json.loads((train / "metrics.json").read_text())
     assert 0 <= metrics["test_acc"] <= 100
-    assert metrics["params"] > 0 and metrics["params_with_auxiliary"] > metrics["params"] and metrics["flops"] > 0
+    assert (
+        metrics["params"] > 0
+        and metrics["params_with_auxiliary"] > metrics["params"]
+        and metrics["flops"] > 0
+    )
 
 
 def test_genotype_info_counts_darts_v2_exactly():
@@ -78,7 +84,14 @@ def _error(capsys, *argv):
 )
 def test_bad_search_input_is_one_line_and_exit_2(tmp_path, capsys, overrides, message):
     out = tmp_path / "run"
-    err = _error(capsys, "search", "--config", ROOT / "configs/search/tiny_synthetic.yaml", f"out_dir={out}", *overrides)
+    err = _error(
+        capsys,
+        "search",
+        "--config",
+        ROOT / "configs/search/tiny_synthetic.yaml",
+        f"out_dir={out}",
+        *overrides,
+    )
     assert message in err
     assert not out.exists()  # nothing was created
 
@@ -107,7 +120,10 @@ def _genotype_json(normal_first_node, nodes=4):
         ("{broken", "not valid JSON"),
         (_genotype_json([["sep_conv_3x3", 0], ["warp_drive", 1]]), "unknown op 'warp_drive'"),
         (_genotype_json([["sep_conv_3x3", 0], ["sep_conv_3x3", 7]]), "input index 7 out of range"),
-        (_genotype_json([["sep_conv_3x3", 0], ["sep_conv_3x3", 1]], nodes=2), "has 2 nodes, this space needs 4"),
+        (
+            _genotype_json([["sep_conv_3x3", 0], ["sep_conv_3x3", 1]], nodes=2),
+            "has 2 nodes, this space needs 4",
+        ),
         (_genotype_json([["sep_conv_3x3", 0]]), "has 1 inputs"),
     ],
 )
@@ -138,7 +154,14 @@ def test_nb201_search_round_trips_through_the_arch_string(tmp_path, tiny_train):
     (tmp_path / "arch.txt").write_text(arch)
     back = json.loads(nas("genotype", "convert", tmp_path / "arch.txt", "--to", "json").stdout)
     assert back["cells"] == json.loads((run / "genotype.json").read_text())["cells"]
-    nas("train", "--genotype", tmp_path / "arch.txt", *tiny_train, "model.layers=1", f"out_dir={tmp_path / 't'}")
+    nas(
+        "train",
+        "--genotype",
+        tmp_path / "arch.txt",
+        *tiny_train,
+        "model.layers=1",
+        f"out_dir={tmp_path / 't'}",
+    )
     assert json.loads((tmp_path / "t" / "metrics.json").read_text())["params"] > 0
 
 

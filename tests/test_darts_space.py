@@ -39,7 +39,11 @@ def test_ops_take_the_uniform_signature_and_refuse_unknown_keywords(name):
 
 def test_affine_free_batchnorm_in_the_supernet():
     net = SPACE.build_supernet(SpaceConfig(init_channels=4, layers=3), 10, 3)
-    bns = [m for name, m in net.named_modules() if isinstance(m, torch.nn.BatchNorm2d) and name.startswith("cells")]
+    bns = [
+        m
+        for name, m in net.named_modules()
+        if isinstance(m, torch.nn.BatchNorm2d) and name.startswith("cells")
+    ]
     assert bns and all(not bn.affine for bn in bns)
 
 
@@ -66,7 +70,11 @@ def test_supernet_forward_backward_reaches_alpha(sampler):
 def test_derive_rule_on_hand_made_probabilities():
     K = len(PRIMITIVES)
     probs = torch.full((num_edges(4), K), 0.01)
-    none, sep3, skip = PRIMITIVES.index("none"), PRIMITIVES.index("sep_conv_3x3"), PRIMITIVES.index("skip_connect")
+    none, sep3, skip = (
+        PRIMITIVES.index("none"),
+        PRIMITIVES.index("sep_conv_3x3"),
+        PRIMITIVES.index("skip_connect"),
+    )
     probs[:, none] = 0.9  # `none` is never chosen and never ranks an edge
     probs[0, sep3] = 0.5  # node 2: edges 0 and 1
     probs[1, skip] = 0.3

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+import search_spaces  # noqa: F401
 from nas.errors import UserError
 from nas.genotype import (
     Cell,
@@ -17,7 +18,6 @@ from nas.genotype import (
     to_nb201_string,
 )
 from nas.space import SPACES
-import search_spaces  # noqa: F401
 
 # printed by the DARTS code (`logging.info('genotype = %s', genotype)`) for DARTS_V2
 DARTS_V2 = (
@@ -64,7 +64,9 @@ def test_parse_detects_each_format():
 
 def test_no_eval_of_strings():
     with pytest.raises(UserError):
-        from_darts_string("Genotype(normal=__import__('os').system('true'), normal_concat=[2], reduce=[], reduce_concat=[2])")
+        from_darts_string(
+            "Genotype(normal=__import__('os').system('true'), normal_concat=[2], reduce=[], reduce_concat=[2])"
+        )
 
 
 @pytest.mark.parametrize(
@@ -74,9 +76,15 @@ def test_no_eval_of_strings():
         ("{not json", "not valid JSON"),
         ('{"a": 1}', "not a genotype file"),
         ('{"format": "nas.genotype", "version": 9, "space": "darts", "cells": {}}', "version"),
-        ('{"format": "nas.genotype", "version": 1, "space": "darts", "cells": {"normal": {"nodes": 3}}}', "cell 'normal'"),
+        (
+            '{"format": "nas.genotype", "version": 1, "space": "darts", "cells": {"normal": {"nodes": 3}}}',
+            "cell 'normal'",
+        ),
         ("hello", "neither"),
-        ("Genotype(normal=[('sep_conv_3x3', 0)], normal_concat=[2], reduce=[], reduce_concat=[2])", "2 per node"),
+        (
+            "Genotype(normal=[('sep_conv_3x3', 0)], normal_concat=[2], reduce=[], reduce_concat=[2])",
+            "2 per node",
+        ),
         ("|nor_conv_3x3|", "bad edge"),
     ],
 )
@@ -88,14 +96,20 @@ def test_bad_text_gives_one_clear_line(text, message):
 
 def _darts(normal_nodes):
     reduce = from_darts_string(DARTS_V2).cells["reduce"]
-    return Genotype("darts", {"normal": Cell.make(normal_nodes, range(2, 2 + len(normal_nodes))), "reduce": reduce})
+    return Genotype(
+        "darts", {"normal": Cell.make(normal_nodes, range(2, 2 + len(normal_nodes))), "reduce": reduce}
+    )
 
 
 @pytest.mark.parametrize(
     "nodes, message",
     [
         ([[("sep_conv_3x3", 0), ("conv_9x9", 1)]] * 4, "unknown op 'conv_9x9'"),
-        ([[("sep_conv_3x3", 0), ("sep_conv_3x3", 1)], [("sep_conv_3x3", 0), ("sep_conv_3x3", 3)]] + [[("skip_connect", 0)] * 2] * 2, "input index 3 out of range"),
+        (
+            [[("sep_conv_3x3", 0), ("sep_conv_3x3", 1)], [("sep_conv_3x3", 0), ("sep_conv_3x3", 3)]]
+            + [[("skip_connect", 0)] * 2] * 2,
+            "input index 3 out of range",
+        ),
         ([[("sep_conv_3x3", 0), ("sep_conv_3x3", 1), ("skip_connect", 0)]] * 4, "3 inputs"),
     ],
 )

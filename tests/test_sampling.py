@@ -7,7 +7,14 @@ import torch
 
 from nas.errors import UserError
 from nas.mixed_op import MixedOp
-from nas.sampling import SAMPLERS, check_tau, gumbel_noise, gumbel_softmax, sample_architecture, straight_through
+from nas.sampling import (
+    SAMPLERS,
+    check_tau,
+    gumbel_noise,
+    gumbel_softmax,
+    sample_architecture,
+    straight_through,
+)
 
 CHI2_CRITICAL_P001 = {4: 18.467, 7: 24.322}  # chi-square critical values at p = 0.001
 
@@ -20,7 +27,9 @@ def test_every_sampler_registered():
     assert SAMPLERS.names() == ["gdas", "gumbel", "gumbel_st", "softmax"]
 
 
-@pytest.mark.parametrize("logits", [[0.0, 0.0, 0.0, 0.0, 0.0], [2.0, 1.0, 0.0, -1.0, 0.5], [4.0, 0.0, 0.0, 1.0, -3.0]])
+@pytest.mark.parametrize(
+    "logits", [[0.0, 0.0, 0.0, 0.0, 0.0], [2.0, 1.0, 0.0, -1.0, 0.5], [4.0, 0.0, 0.0, 1.0, -3.0]]
+)
 def test_gumbel_max_frequencies_match_softmax(logits):
     """argmax(logits + g) is an exact sample of Categorical(softmax(logits)) (Gumbel-max trick)."""
     logits = torch.tensor(logits)
@@ -102,7 +111,7 @@ def test_unknown_sampler_is_a_user_error():
 def test_gdas_choices_match_weights_and_reach_host_as_ints():
     alphas = {"normal": torch.randn(14, 8), "reduce": torch.randn(14, 8)}
     out = sample_architecture(alphas, "gdas", 1.0, _gen())
-    for name, s in out.items():
+    for s in out.values():
         assert s.choices == s.weights.argmax(-1).tolist()
         assert all(isinstance(c, int) for c in s.choices)
     assert sample_architecture(alphas, "gumbel_st", 1.0, _gen())["normal"].choices is None

@@ -12,8 +12,8 @@ import torch
 
 import search_spaces  # noqa: F401
 from nas.config import SearchRunConfig, load_config
-from nas.space import SPACES
 from nas.search.runner import SearchRunner
+from nas.space import SPACES
 from tests.conftest import ROOT, TINY_SEARCH
 
 
@@ -73,7 +73,14 @@ def test_run_directory_contents(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [row["epoch"] for row in rows] == [0, 1]
     assert rows[0]["tau"] == 10.0 and rows[1]["tau"] == pytest.approx(0.1)  # linear 10 -> 0.1 over 2 epochs
-    assert {"train_loss", "val_acc", "entropy_normal", "entropy_reduce", "param_free_normal", "genotype"} <= set(rows[0])
+    assert {
+        "train_loss",
+        "val_acc",
+        "entropy_normal",
+        "entropy_reduce",
+        "param_free_normal",
+        "genotype",
+    } <= set(rows[0])
     genotype = json.loads((tmp_path / "genotype.json").read_text())
     assert genotype["provenance"]["epoch"] == 1 and genotype["provenance"]["seed"] == 0
     assert len(genotype["provenance"]["probabilities"]["normal"]) == 14
@@ -88,7 +95,9 @@ def test_resume_in_process_equals_uninterrupted(tmp_path):
     full.run()
     part = _runner(tmp_path / "part", "search.epochs=3")
     part.run_epoch(0)
-    part.end_epoch(0, {"epoch": 0, "tau": part.tau, "lr": 0.0, "train_acc": 0.0, "val_acc": 0.0, "epoch_time": 0.0})
+    part.end_epoch(
+        0, {"epoch": 0, "tau": part.tau, "lr": 0.0, "train_acc": 0.0, "val_acc": 0.0, "epoch_time": 0.0}
+    )
     del part
     resumed = _runner(tmp_path / "part", "search.epochs=3", resume=True)
     assert resumed.start_epoch == 1
@@ -109,7 +118,9 @@ def test_sigkill_then_resume_is_bitwise_equal_to_uninterrupted(tmp_path):
     extra = ["search.epochs=4", "data.synthetic.train_size=256"]
     subprocess.run(_search_cmd(tmp_path / "full", *extra), check=True, env=env, capture_output=True)
     out = tmp_path / "killed"
-    proc = subprocess.Popen(_search_cmd(out, *extra), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _search_cmd(out, *extra), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         metrics = out / "metrics.jsonl"
