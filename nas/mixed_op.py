@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from torch.autograd.function import once_differentiable
 
 
 class _TimesOne(torch.autograd.Function):
@@ -15,23 +14,25 @@ class _TimesOne(torch.autograd.Function):
     memory layout (e.g. a channel slice of a concatenation's gradient) is materialised by that very
     multiplication, as the product's backward would, so the op's own backward gets the same strides.
     `w` gets sum(grad * out), reduced as the engine reduces a broadcast operand (sum over all dims in the
-    product's dtype; the engine then casts to w's dtype).
+    product's dtype; the engine then casts to w's dtype). Under double backward (`create_graph=True`, an
+    exact second-order hypergradient) the backward is the product's own, differentiable in `w` too.
     """
 
     @staticmethod
     def forward(ctx, out: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        if ctx.needs_input_grad[1]:
-            ctx.save_for_backward(out)
+        ctx.save_for_backward(out if ctx.needs_input_grad[1] else None, w)
         return out
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        dense = grad.is_contiguous() or grad.is_contiguous(memory_format=torch.channels_last)
-        grad_out = grad if dense else grad * 1.0
-        if not ctx.needs_input_grad[1]:
+        out, w = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: d(grad_out)/dw = grad must stay in the graph
+            grad_out = grad * w
+        else:
+            dense = grad.is_contiguous() or grad.is_contiguous(memory_format=torch.channels_last)
+            grad_out = grad if dense else grad * 1.0
+        if out is None:
             return grad_out, None
-        (out,) = ctx.saved_tensors
         return grad_out, (grad * out).sum(dim=tuple(range(out.dim())), keepdim=True).view(())
 
 

@@ -157,3 +157,17 @@ def test_times_one_is_bitwise_the_product_with_one(layout, dtype):
     (y0, g0, s0, w0), (y1, g1, s1, w1) = results
     assert torch.equal(y0, y1) and torch.equal(g0, g1) and s0 == s1
     assert w0.dtype == w1.dtype == torch.float32 and torch.equal(w0, w1)
+
+
+def test_times_one_keeps_the_products_second_derivatives():
+    """The exact second-order hypergradient differentiates the backward pass itself (double backward)."""
+    p0 = torch.randn(3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    results = []
+    for fn in (lambda o, w: o * w, times_one):
+        p = p0.clone().requires_grad_()
+        w = torch.ones((), dtype=torch.float64, requires_grad=True)
+        loss = fn(p.tanh(), w).pow(2).sum()
+        (grad_p,) = torch.autograd.grad(loss, p, create_graph=True)
+        results.append(torch.autograd.grad(grad_p.sin().sum(), (p, w)))
+    for plain, fast in zip(*results):
+        torch.testing.assert_close(fast, plain, rtol=1e-12, atol=0)

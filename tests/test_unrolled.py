@@ -11,7 +11,6 @@ import torch
 import torch.nn as nn
 from torch.func import functional_call
 
-import nas.mixed_op as mixed_op
 import search_spaces  # noqa: F401  (registers the search spaces)
 from nas.cli import main
 from nas.config import SearchRunConfig, SpaceConfig, load_config
@@ -131,17 +130,15 @@ def rel_err(a, b):
     return ((a - b).norm() / b.norm()).item()
 
 
-def compare(monkeypatch, model, val, train, sampler, momentum, weight_decay, **kw):
+def compare(model, val, train, sampler, momentum, weight_decay, **kw):
     """Relative errors of our hypergradient against the exact one: of its second-order part alone (so a
     wrong Hessian term cannot hide behind the direct gradient) and of the whole."""
     xi = 0.5  # large, so that the second-order term is a sizeable part of the gradient
     w_opt, a_opt = optimizers(model, train[0], momentum, weight_decay)
     _, _, grads = unrolled_step(architect(model, a_opt, sampler), val, train, TAU, xi, w_opt, **kw)
     ours = torch.cat([g.flatten() for g in grads])
-    # The reference needs double backward. MixedOp's hard-choice fast path (`FAST`, a once-differentiable
-    # `out * 1.0`) would silently drop the mixed second derivative there, so the reference uses the plain
-    # product; the step under test keeps the default (it needs first derivatives only).
-    monkeypatch.setattr(mixed_op, "FAST", False, raising=False)
+    # The reference differentiates the backward pass (double backward), through MixedOp's hard-choice
+    # path too (`times_one`): its backward must stay differentiable in the weight.
     full, direct = exact_hypergradient(model, w_opt, sampler, 5, xi, val, train)
     assert (full - direct).norm() > 0.1 * full.norm()  # the comparison is not vacuous
     return rel_err(ours - direct, full - direct), rel_err(ours, full)
@@ -149,22 +146,22 @@ def compare(monkeypatch, model, val, train, sampler, momentum, weight_decay, **k
 
 @pytest.mark.parametrize("sampler", SAMPLERS.names())
 @pytest.mark.parametrize("momentum, weight_decay", [(0.0, 0.0), (0.9, 3e-4)])
-def test_matches_exact_hypergradient_at_darts_radius(monkeypatch, sampler, momentum, weight_decay):
+def test_matches_exact_hypergradient_at_darts_radius(sampler, momentum, weight_decay):
     """At the DARTS radius (eps ||v|| = 0.01) on a smooth float64 model. Central differences err by
     O((eps ||v||)^2) = O(1e-4) times ratios of third to second derivatives; measured 1e-5 to 3e-4, so
     1e-3 holds with margin and still catches a missing factor or a wrong sign (errors >= 1)."""
-    errors = compare(monkeypatch, smooth_net(), *smooth_batches(), sampler, momentum, weight_decay)
+    errors = compare(smooth_net(), *smooth_batches(), sampler, momentum, weight_decay)
     assert max(errors) < 1e-3
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS.names())
-def test_matches_exact_hypergradient_on_darts_supernet(monkeypatch, sampler):
+def test_matches_exact_hypergradient_on_darts_supernet(sampler):
     """The DARTS supernet (ReLU, max-pool) is only piecewise smooth: every kink the step w +- eps v crosses
     adds (gradient jump) / (2 eps) to the quotient, so at the DARTS radius even this tiny float64 net is
     off by O(1) (a property of eq. 8 on ReLU nets, not of this code). Below the distance to the nearest
     kink (~1e-5 here) the quotient converges, so the implementation is checked at radius 1e-7: the error
     floor is then the float32 sampler backward (~1e-7, measured 7e-8 to 1.2e-7); 1e-5 leaves margin."""
-    errors = compare(monkeypatch, supernet(), *batches(), sampler, 0.9, 3e-4, radius=1e-7)
+    errors = compare(supernet(), *batches(), sampler, 0.9, 3e-4, radius=1e-7)
     assert max(errors) < 1e-5
 
 
