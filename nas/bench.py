@@ -15,10 +15,10 @@ Reported per setting, after a warm-up:
   per-step bookkeeping around them). On a GPU the phases are timed with CUDA events, so timing adds no
   synchronisation.
 - peak memory: GPU `torch.cuda.max_memory_allocated`; CPU peak resident set size (Linux: VmHWM, reset per
-  round through /proc/self/clear_refs; elsewhere `resource.getrusage`). Because the settings share one
-  process, the peak of a setting is estimated as what a process running it alone would reach: memory
-  before anything was built + what building and warming up this setting added + the largest rise
-  during one of its rounds.
+  round through /proc/self/clear_refs, with freed heap handed back by glibc's malloc_trim first;
+  elsewhere `resource.getrusage`). Because the settings share one process, the peak of a setting is
+  estimated as what a process running it alone would reach: memory before anything was built + what
+  building and warming up this setting added + the largest rise during one of its rounds.
 - projected: the wall time of the whole configured run at this speed (steps per epoch x epochs).
 """
 
