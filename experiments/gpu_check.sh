@@ -3,6 +3,8 @@
 #
 #   bash experiments/gpu_check.sh            # results in $OUT if set, else runs/gpu_check/
 #
+# On a lent machine (no internet, no omegaconf in its image): run `bash experiments/gpu_wheels.sh` here
+# first, then the device tool's run with command "bash experiments/gpu_check.sh" and carry [".whl"].
 # Works on a fresh machine that has the repository working tree but not its .venv: it uses a Python whose
 # torch sees CUDA, and makes a venv on top of it (--system-site-packages) only if packages are missing.
 # No CIFAR files and no internet are assumed: the benchmarks use synthetic CIFAR-sized data (50k 3x32x32
@@ -35,6 +37,11 @@ if [ -z "$PY" ]; then
   log "no Python with a CUDA-enabled torch found"; nvidia-smi || true; exit 1
 fi
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"  # nas and search_spaces import from the tree as they are
+if compgen -G "$REPO/.whl/*.whl" >/dev/null; then  # carried wheels (experiments/gpu_wheels.sh): no index there
+  SITE=${TMPDIR:-/tmp}/nas-gpu-site
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$SITE" "$REPO"/.whl/*.whl \
+    && export PYTHONPATH="$PYTHONPATH:$SITE" && log "installed carried wheels: $(ls "$REPO/.whl" | tr '\n' ' ')"
+fi
 NEEDED="torch torchvision timm omegaconf tensorboard numpy tqdm matplotlib pytest"
 missing() { "$1" - $NEEDED <<'EOF'
 import importlib.util, sys
