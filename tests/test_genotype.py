@@ -121,3 +121,28 @@ def test_space_validation_names_the_problem(nodes, message):
 def test_missing_file_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="not found"):
         load_genotype_file(tmp_path / "nope.json")
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    """Checkpoints and text files share one mechanism: a write that fails half-way leaves the previous
+    file as it was, no temp file behind, and a new file gets the umask's permissions, not mkstemp's 0600."""
+    import os
+    import pickle
+    import stat
+
+    import torch
+
+    from nas.checkpoint import load_checkpoint, save_checkpoint
+    from nas.genotype import atomic_write_text
+
+    save_checkpoint(tmp_path / "last.pt", {"epoch": 3})
+    with pytest.raises((pickle.PicklingError, AttributeError)):
+        save_checkpoint(tmp_path / "last.pt", {"epoch": 4, "unpicklable": lambda: None})
+    assert load_checkpoint(tmp_path / "last.pt") == {"epoch": 3}
+    atomic_write_text(tmp_path / "note.txt", "tau \u2192 0.1\n")
+    assert (tmp_path / "note.txt").read_text(encoding="utf-8") == "tau \u2192 0.1\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "note.txt"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "note.txt").stat().st_mode) == 0o666 & ~umask
+    assert torch.load(tmp_path / "last.pt", weights_only=True) == {"epoch": 3}
