@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nas.errors import UserError
-from nas.genotype import atomic_write_text, load_genotype_file
+from nas.genotype import atomic_write, atomic_write_text, load_genotype_file
 from nas.logging import read_metrics
 
 if TYPE_CHECKING:
@@ -288,9 +288,7 @@ def plot_accuracy(rows: list[dict[str, Any]], path: Path) -> bool:
 
 def _save(fig: Figure, path: Path) -> bool:
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    tmp.replace(path)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
     return True
 
 

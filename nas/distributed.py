@@ -43,7 +43,6 @@ from nas.errors import UserError
 from nas.runtime import pick_device, prepare_out_dir, rng_state
 
 BUCKET_BYTES = 64 * 2**20  # coalesced all-reduce buffers: few calls, bounded extra memory
-LR_SCALING = ("none", "linear", "sqrt")
 # what a run writes into out_dir; a restart that finds these but no checkpoint clears them and starts over
 RUN_OUTPUTS = (
     "config.yaml",
@@ -53,6 +52,7 @@ RUN_OUTPUTS = (
     "alphas.json",
     "tb",
     "checkpoints",
+    "genotype.png",
 )
 
 
@@ -70,10 +70,9 @@ def lr_scale(rule: str, world_size: int) -> float:
     """Learning-rate multiplier for `world_size` processes, each with `data.batch_size` images.
 
     `none` keeps the configured rate; `linear` multiplies it by world_size (Goyal et al., 2017, for SGD);
-    `sqrt` by sqrt(world_size) (Krizhevsky, 2014), the milder rule for short schedules.
+    `sqrt` by sqrt(world_size) (Krizhevsky, 2014), the milder rule for short schedules. `rule` was
+    checked with the config (`nas.config.validate`).
     """
-    if rule not in LR_SCALING:
-        raise UserError(f"lr_scaling must be one of {', '.join(LR_SCALING)}, got {rule!r}")
     return {"none": 1.0, "linear": float(world_size), "sqrt": math.sqrt(world_size)}[rule]
 
 
@@ -144,11 +143,6 @@ class Distributed:
         tdist.all_reduce(tensor)
         return tensor
 
-    def broadcast(self, tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
-        """Overwrite `tensor` with rank `src`'s, in place."""
-        tdist.broadcast(tensor, src)
-        return tensor
-
     def broadcast_object(self, obj: Any, src: int = 0) -> Any:
         """Rank `src`'s picklable `obj`, on every rank."""
         box = [obj]
@@ -194,8 +188,7 @@ class Distributed:
         if sync_bn:
             if self.device.type != "cuda":
                 raise UserError("train.sync_bn=true needs GPUs: PyTorch's SyncBatchNorm has no CPU kernel")
-            if nn.SyncBatchNorm.convert_sync_batchnorm(model) is not model:
-                raise ValueError("sync_bn cannot convert a model that is itself a BatchNorm layer")
+            nn.SyncBatchNorm.convert_sync_batchnorm(model)  # in place for any model but a bare BatchNorm
         device_ids = [self.device.index] if self.device.type == "cuda" else None
         # static_graph: the same parameters are used every step, which also covers a genotype whose
         # dead-end ops (e.g. an NB201 node that only feeds `none`) never receive a gradient. Buffers are
@@ -335,8 +328,8 @@ def _elastic_decision(cfg: Any, out: Path, checkpoint: str) -> bool:
             f"nas: elastic restart {attempt}: resuming {out} from {checkpoint}", file=sys.stderr, flush=True
         )
         return True
-    for name in RUN_OUTPUTS:
-        path = out / name
+    # the run's files, and the temp files of atomic writes a killed worker left half-written
+    for path in [*(out / name for name in RUN_OUTPUTS), *out.glob(".*.tmp")]:
         if path.is_dir():
             shutil.rmtree(path)
         elif path.exists():

@@ -16,7 +16,7 @@ from __future__ import annotations
 import ast
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -245,28 +245,27 @@ def load_genotype_file(path: str | Path) -> Genotype:
     return parse_genotype_text(text, source=str(path))
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
     """Call `write` on a temp file in the same folder, fsync, then rename it over `path`: a crash leaves
-    the old file or the new one, never a torn one. The file gets the usual permissions (umask applied)."""
+    the old file or the new one, never a torn one. The temp file is created with mode 0o666, so the
+    kernel applies the umask (mkstemp's 0600 would need a chmod and a read of the process-wide umask)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            break
+        except FileExistsError:  # another writer's temp file: draw another name
+            continue
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise
 
 

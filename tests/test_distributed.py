@@ -313,6 +313,7 @@ def test_elastic_restart_resumes_own_run_only(tmp_path, monkeypatch):
 def test_elastic_restart_before_first_checkpoint_starts_afresh(tmp_path, monkeypatch):
     cfg = _run_dir(tmp_path, seed=0)
     (tmp_path / "notes.txt").write_text("not ours")
+    (tmp_path / ".genotype.json.k3j2.tmp").write_text("{")  # a worker killed inside an atomic write
     monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "2")
     assert distributed.elastic_resume(cfg, "checkpoints/last.pt", None) is False
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
