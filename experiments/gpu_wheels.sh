@@ -7,5 +7,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
-python3 -m pip download -q --no-deps --only-binary=:all: -d .whl "omegaconf>=2.3"
+python3 -m pip download -q --no-deps --only-binary=:all: -d .whl "omegaconf>=2.4"  # 2.4 needs only PyYAML (2.3 also antlr4)
 ls -l .whl

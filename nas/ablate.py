@@ -26,17 +26,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from nas.config import SearchRunConfig, TrainRunConfig, load_config, to_dict, to_yaml
+from nas.config import SearchRunConfig, TrainRunConfig, load_config, load_structured, to_dict, to_yaml
 from nas.errors import UserError
 from nas.genotype import atomic_write_text
 
 ABLATION_FILE = "ablation.yaml"  # the resolved ablation, what `--aggregate` reads
 BASE_SEARCH = "base_search.yaml"  # resolved snapshots of the base configs that every run starts from
 BASE_TRAIN = "base_train.yaml"
-CHECKPOINT = "checkpoints/last.pt"  # as in nas.search.runner and nas.train.trainer
 DONE = {"search": "alphas.json", "proxy": "metrics.json"}  # written last, once a stage has finished
 
 
@@ -74,19 +74,7 @@ class Run:
 
 def load_ablation(path: str | Path, overrides: list[str] | None = None) -> AblationConfig:
     """Read an ablation file with `key=value` overrides; raises UserError on an unknown key or wrong type."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"ablation file not found: {path}")
-    bad = [o for o in overrides or [] if "=" not in o]
-    if bad:
-        raise UserError(f"override {bad[0]!r} is not of the form key=value")
-    try:
-        cfg = OmegaConf.merge(OmegaConf.structured(AblationConfig), OmegaConf.load(path))
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides or [])))
-        spec = OmegaConf.to_object(cfg)
-    except (OmegaConfBaseException, ValueError, OSError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UserError(f"bad ablation {path}: {first}") from None
+    spec = load_structured(AblationConfig, path, overrides, kind="ablation")
     if spec.jobs < 1:
         raise UserError(f"jobs must be >= 1, got {spec.jobs}")
     return spec
@@ -116,9 +104,20 @@ def dotlist_value(value: Any) -> str:
     if isinstance(value, dict):
         return "{" + ",".join(f"{k}:{dotlist_value(v)}" for k, v in value.items()) + "}"
     text = str(value)
-    if OmegaConf.from_dotlist([f"k={text}"])["k"] == text:
+    if _reads_back(text, text):
         return text
-    return '"' + text.replace('"', '\\"') + '"' if "'" in text else f"'{text}'"
+    escaped = text.replace("\\", "\\\\").replace("${", "\\${")
+    quoted = '"' + escaped.replace('"', '\\"') + '"' if "'" in text else f"'{escaped}'"
+    if not _reads_back(quoted, text):
+        raise UserError(f"cannot write {text!r} as a key=value override")
+    return quoted
+
+
+def _reads_back(rhs: str, value: str) -> bool:
+    try:
+        return OmegaConf.from_dotlist([f"k={rhs}"])["k"] == value
+    except (OmegaConfBaseException, yaml.YAMLError):  # not override grammar ("{a"), or a dangling "${x}"
+        return False
 
 
 def _slug(value: Any) -> str:
@@ -300,7 +299,7 @@ def main(
     print(f"{len(runs) - len(failures)}/{len(runs)} runs finished in {seconds:.0f}s", file=sys.stderr)
     for message in failures:
         print(f"nas ablate: failed: {message}", file=sys.stderr)
-    if not only:
-        for path in write_report(spec, plan(spec), out):
+    if not only:  # runs is the whole plan
+        for path in write_report(spec, runs, out):
             print(path)
     return 1 if failures else 0

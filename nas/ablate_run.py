@@ -20,7 +20,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from nas.ablate import BASE_SEARCH, BASE_TRAIN, CHECKPOINT, DONE, AblationConfig, Run, proxy_args
+from nas.ablate import BASE_SEARCH, BASE_TRAIN, DONE, AblationConfig, Run, proxy_args
+from nas.checkpoint import CHECKPOINT
 from nas.config import SearchRunConfig, load_config
 
 

@@ -11,6 +11,8 @@ import torch
 from nas.errors import UserError
 from nas.genotype import atomic_write
 
+CHECKPOINT = "checkpoints/last.pt"  # of a run directory: search, retrain, and ablation runs
+
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     atomic_write(path, lambda f: torch.save(state, f))

@@ -56,8 +56,9 @@ def _run_dir(path: str) -> Path:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from nas import distributed
+    from nas.checkpoint import CHECKPOINT
     from nas.config import SearchRunConfig, load_config
-    from nas.search.runner import CHECKPOINT, SearchRunner
+    from nas.search.runner import SearchRunner
 
     if args.resume:
         run_dir = _run_dir(args.resume)
@@ -83,10 +84,10 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_derive(args: argparse.Namespace) -> int:
     import torch
 
-    from nas.checkpoint import load_checkpoint
+    from nas.checkpoint import CHECKPOINT, load_checkpoint
     from nas.config import SearchRunConfig, load_config, to_dict
     from nas.diagnostics import probabilities
-    from nas.search.runner import CHECKPOINT, write_alphas
+    from nas.search.runner import write_alphas
 
     run_dir = _run_dir(args.run_dir)
     cfg = load_config(SearchRunConfig, run_dir / "config.yaml")
@@ -110,8 +111,9 @@ def cmd_derive(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from nas import distributed
+    from nas.checkpoint import CHECKPOINT
     from nas.config import TrainRunConfig, load_config
-    from nas.train.trainer import CHECKPOINT, Trainer
+    from nas.train.trainer import Trainer
 
     if args.resume:
         run_dir = _run_dir(args.resume)

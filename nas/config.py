@@ -184,19 +184,29 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: list
     Raises:
         UserError: unknown key, wrong type, unreadable file, or a value the checks below refuse.
     """
+    obj = load_structured(schema, path, overrides)
+    validate(obj)
+    return obj
+
+
+def load_structured(
+    schema: type[T], path: str | Path | None = None, overrides: list[str] | None = None, kind: str = "config"
+) -> T:
+    """`load_config` without the run-config value checks: for any dataclass schema (e.g. an ablation file,
+    `kind` naming it in messages). Raises UserError on an unknown key, wrong type or unreadable file."""
     cfg = OmegaConf.structured(schema)
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise UserError(f"config file not found: {path}")
+            raise UserError(f"{kind} file not found: {path}")
         try:
             loaded = OmegaConf.load(path)
         except Exception as exc:  # YAML syntax errors and the like
-            raise UserError(f"cannot read config {path}: {_first_line(exc)}") from None
+            raise UserError(f"cannot read {kind} {path}: {_first_line(exc)}") from None
         if not isinstance(loaded, DictConfig):
-            raise UserError(f"config {path} must be a YAML mapping of keys to values")
+            raise UserError(f"{kind} {path} must be a YAML mapping of keys to values")
         loaded.pop("_meta", None)  # provenance block of a saved run config
-        cfg = _merge(cfg, loaded, f"config {path}")
+        cfg = _merge(cfg, loaded, f"{kind} {path}")
     bad = [o for o in overrides or [] if "=" not in o]
     if bad:
         raise UserError(f"override {bad[0]!r} is not of the form key=value")
@@ -206,11 +216,9 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: list
         raise UserError(f"bad override: {_first_line(exc)}") from None
     cfg = _merge(cfg, dotlist, "overrides")
     try:
-        obj = OmegaConf.to_object(cfg)
+        return OmegaConf.to_object(cfg)
     except OmegaConfBaseException as exc:
-        raise UserError(f"bad config: {_first_line(exc)}") from None
-    validate(obj)
-    return obj
+        raise UserError(f"bad {kind}: {_first_line(exc)}") from None
 
 
 def to_yaml(cfg: Any, meta: dict | None = None) -> str:
