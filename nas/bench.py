@@ -28,6 +28,7 @@ import contextlib
 import ctypes
 import os
 import statistics
+import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -130,7 +131,8 @@ class MemoryProbe:
         if kb is None:  # no resettable peak: the process-lifetime maximum (an overestimate)
             import resource
 
-            kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+            kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+            kb //= 1024 if sys.platform == "darwin" else 1
         return kb * 1024
 
 

@@ -22,7 +22,7 @@ from timm.scheduler import CosineLRScheduler
 from tqdm import tqdm
 
 from nas import diagnostics
-from nas.checkpoint import load_checkpoint, save_checkpoint
+from nas.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from nas.config import SearchRunConfig, to_dict, to_yaml
 from nas.data import search_loaders
 from nas.distributed import gather_rank_states, lr_scale, own_rank_state
@@ -42,8 +42,6 @@ from nas.sampling import SAMPLERS, sample_architecture
 from nas.schedules import tau_at, validate_schedule
 from nas.search.architect import Architect
 from nas.space import SearchSpace
-
-CHECKPOINT = "checkpoints/last.pt"
 
 
 class SearchRunner:
@@ -200,7 +198,7 @@ class SearchRunner:
             sums[:2] += torch.stack([out["loss"].double() * len(train[1]), out["correct"].double()])
             seen[0] += len(train[1])
             bar.update(1)
-            if (step + 1) % self.cfg.log_every == 0:
+            if not bar.disable and (step + 1) % self.cfg.log_every == 0:  # .item() waits for the GPU
                 bar.set_postfix(loss=f"{(sums[0] / seen[0]).item():.3f}", tau=f"{self.tau:.3g}")
         bar.close()
         if self.dist:

@@ -59,9 +59,10 @@ Run = Callable[
 FD_RADIUS = 0.01  # DARTS: eps = 0.01 / ||grad_w' L_val||
 
 
-def _grads(loss: torch.Tensor, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
-    """d loss / d inputs; inputs the loss does not reach (ops a hard sample skipped) get zeros."""
-    grads = torch.autograd.grad(loss, inputs, allow_unused=True)
+def _grads(outputs, inputs: list[torch.Tensor], grad_outputs=None) -> list[torch.Tensor]:
+    """d outputs / d inputs (vector-Jacobian product with `grad_outputs` if given); inputs the outputs do
+    not reach (ops a hard sample skipped) get zeros."""
+    grads = torch.autograd.grad(outputs, inputs, grad_outputs=grad_outputs, allow_unused=True)
     return [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, grads)]
 
 
@@ -102,10 +103,10 @@ def virtual_step(
     groups = {id(p): group for group in optimizer.param_groups for p in group["params"]}
     out = []
     for w, g in zip(weights, grads):
-        group = groups.get(id(w), {})
-        d = g + group.get("weight_decay", 0.0) * w
+        group = groups[id(w)]  # every weight is the optimiser's: its decay and momentum apply
+        d = g + group["weight_decay"] * w
         momentum = optimizer.state.get(w, {}).get("momentum_buffer")
-        if momentum is not None and group.get("momentum", 0.0):
+        if momentum is not None and group["momentum"]:
             d = d + group["momentum"] * momentum
         out.append(w - xi * d)
     return out
@@ -150,9 +151,9 @@ def unrolled_step(
     """
     model = architect.model
     xi = weight_lr if architect.xi is None else architect.xi
-    arch = {id(p) for p in model.arch_parameters()}
-    named = [(n, p) for n, p in model.named_parameters() if id(p) not in arch and p.requires_grad]
-    names, weights = [n for n, _ in named], [p for _, p in named]
+    name_of = {id(p): n for n, p in model.named_parameters()}
+    weights = [p for group in weight_optimizer.param_groups for p in group["params"]]  # what the step moves
+    names = [name_of[id(p)] for p in weights]
     buffers = {n: b.clone() for n, b in model.named_buffers()}  # the virtual passes update these copies
     samples = architect.sample(tau)  # one sample, shared by every pass
     cell_types = list(samples)
@@ -171,6 +172,4 @@ def unrolled_step(
     d_leaves = [(d - xi * h).to(samples[c].weights.dtype) for c, d, h in zip(cell_types, direct, hessian)]
     alphas = model.arch_parameters()
     outputs = [samples[c].weights for c in cell_types]
-    grads = torch.autograd.grad(outputs, alphas, grad_outputs=d_leaves, allow_unused=True)
-    grads = [torch.zeros_like(a) if g is None else g for a, g in zip(alphas, grads)]
-    return loss.detach(), logits.detach(), grads
+    return loss.detach(), logits.detach(), _grads(outputs, alphas, grad_outputs=d_leaves)

@@ -18,7 +18,7 @@ from timm.scheduler import CosineLRScheduler
 from timm.utils import ModelEmaV3
 from tqdm import tqdm
 
-from nas.checkpoint import load_checkpoint, save_checkpoint
+from nas.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from nas.config import TrainRunConfig, to_yaml
 from nas.data import derive_seed, train_loaders
 from nas.distributed import gather_rank_states, lr_scale, own_rank_state
@@ -36,8 +36,6 @@ from nas.runtime import (
 )
 from nas.space import SearchSpace
 
-CHECKPOINT = "checkpoints/last.pt"
-
 
 class Trainer:
     def __init__(self, cfg: TrainRunConfig, genotype: Genotype, space: SearchSpace, out_dir: str | Path,
@@ -45,11 +43,12 @@ class Trainer:
         space.validate(genotype)
         self.cfg, self.genotype, self.out_dir, self.dist = cfg, genotype, Path(out_dir), dist
         self.rank = dist.rank if dist else 0
+        self.world_size = dist.world_size if dist else 1
         self.device = dist.device if dist else pick_device(cfg.device)
         configure_backends(self.device, cfg.deterministic)
         seed_everything(cfg.seed)
         self.train_loader, self.test_loader, self.info = train_loaders(
-            cfg.data, device=self.device, seed=cfg.seed, rank=self.rank, world_size=dist.world_size if dist else 1,
+            cfg.data, device=self.device, seed=cfg.seed, rank=self.rank, world_size=self.world_size,
             channels_last=cfg.channels_last,
         )  # fmt: skip
         model = space.build_network(genotype, cfg.model, self.info.num_classes, self.info.in_channels)
@@ -63,7 +62,7 @@ class Trainer:
         if dist:  # drop-path masks come from the global RNG: a different stream on each rank
             torch.manual_seed(derive_seed(cfg.seed, 6, self.rank))
         t = cfg.train
-        scale = lr_scale(cfg.lr_scaling, dist.world_size if dist else 1)
+        scale = lr_scale(cfg.lr_scaling, self.world_size)
         self.optimizer = torch.optim.SGD(
             self.model.parameters(),
             lr=t.lr * scale,
@@ -107,7 +106,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         if self.ema is not None and state["ema"] is not None:
             self.ema.load_state_dict(state["ema"])
-        own = own_rank_state(state, self.rank, self.dist.world_size if self.dist else 1)
+        own = own_rank_state(state, self.rank, self.world_size)
         self.train_loader.load_state_dict(own["data"]["train"])
         set_rng_state(own["rng"])
         self.start_epoch = state["epoch"]

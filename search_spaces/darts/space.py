@@ -34,9 +34,6 @@ def derive_cell(probs: torch.Tensor, primitives: tuple[str, ...], nodes: int) ->
     return Cell.make(node_edges, range(2, 2 + nodes))
 
 
-DEFAULT_NODES = 4
-
-
 class DartsSpace:
     name = "darts"
     primitives = PRIMITIVES
@@ -60,7 +57,7 @@ class DartsSpace:
             raise UserError(f"genotype is for space {genotype.space!r}, not {self.name!r}")
         if set(genotype.cells) != set(self.cell_types):
             raise UserError(f"DARTS genotype needs cells {list(self.cell_types)}, got {list(genotype.cells)}")
-        nodes = genotype.provenance.get("config", {}).get("space", {}).get("nodes", DEFAULT_NODES)
+        nodes = genotype.provenance.get("config", {}).get("space", {}).get("nodes", SpaceConfig.nodes)
         ops = [op for op in self.primitives if op != "none"] + ["sep_conv_7x7"]
         for name, cell in genotype.cells.items():
             check_cell(name, cell, ops, nodes, 2, lambda i: 2)
