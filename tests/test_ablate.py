@@ -95,8 +95,10 @@ def test_colliding_short_keys_use_the_whole_key_and_duplicate_ids_are_refused(tm
 
 
 @pytest.mark.parametrize(
-    "value", [None, True, 3, 0.001, 1e-7, "linear", "1", "true", "a b", [0.5, 0.999], "it's"]
-)
+    "value",
+    [None, True, 3, 0.001, 1e-7, "linear", "1", "true", "a b", [0.5, 0.999], "it's", "{a", "${x}", "[1",
+     "c:\\dir", 'it\'s "both"'],
+)  # fmt: skip
 def test_dotlist_values_read_back_unchanged(value):
     from omegaconf import OmegaConf
 
