@@ -33,13 +33,20 @@ class SyntheticConfig:
 
 @dataclass
 class DataConfig:
-    name: str = "cifar10"  # cifar10 | cifar100 | fashion_mnist | synthetic
-    root: str = "data"
+    name: str = "cifar10"  # cifar10 | cifar100 | fashion_mnist | image_folder | synthetic
+    root: str = "data"  # image_folder: the folder holding train/<class>/* and test/<class>/*
     download: bool = False
     batch_size: int = 64
     eval_batch_size: int = 256
     subset: int | None = None  # use only the first N training images; null = all
     train_portion: float = 0.5  # search: fraction of the training images used for weights, rest for alpha
+    split_seed: int | None = (
+        0  # search: seed of the weight/alpha split; fixed by default; null = the run seed
+    )
+    image_size: int | None = None  # image_folder: resize every image to this square size once; null = keep
+    cache_dir: str | None = (
+        None  # image_folder: decoded-array cache; null = <root>/.nas-cache (or ~/.cache/nas)
+    )
     crop_padding: int = 4  # random crop with this zero padding; 0 = off
     flip: bool = True
     cutout: int = 0  # cutout square side in pixels; 0 = off
@@ -59,6 +66,9 @@ class SpaceConfig:
 @dataclass
 class SamplerConfig:
     name: str = "gdas"  # softmax | gumbel | gumbel_st | gdas
+    # gdas: also give the unchosen ops' weights a gradient (the reference GDAS code's form on NB201);
+    # null = the search space's reference form (NB201: true, DARTS: false)
+    unchosen_grad: bool | None = None
 
 
 @dataclass
@@ -254,6 +264,10 @@ def validate(cfg: Any) -> None:
     _check(data.subset is None or data.subset > 0, f"data.subset must be > 0 or null, got {data.subset}")
     _check(0 < data.train_portion < 1, f"data.train_portion must be in (0, 1), got {data.train_portion}")
     _check(data.cutout >= 0 and data.crop_padding >= 0, "data.cutout and data.crop_padding must be >= 0")
+    _check(
+        data.image_size is None or 1 <= data.image_size <= 4096,
+        f"data.image_size must be in 1..4096 or null, got {data.image_size}",
+    )
     if isinstance(cfg, SearchRunConfig):
         _positive_finite(cfg.tau.start, "tau.start")
         _positive_finite(cfg.tau.end, "tau.end")

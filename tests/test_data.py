@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import nas.data as data
+import nas.datasets as datasets
 from nas.augment import augment, normalize
 from nas.config import DataConfig, SyntheticConfig
 from nas.data import (
@@ -47,7 +48,7 @@ def gen(seed: int = 0) -> torch.Generator:
 
 
 def test_registry_names():
-    assert DATASETS.names() == ["cifar10", "cifar100", "fashion_mnist", "synthetic"]
+    assert DATASETS.names() == ["cifar10", "cifar100", "fashion_mnist", "image_folder", "synthetic"]
 
 
 def test_synthetic_deterministic_balanced_and_split_specific():
@@ -126,7 +127,7 @@ def test_truncated_idx_is_a_user_error(tmp_path):
 
 
 def test_missing_fashion_mnist_names_the_searched_directories(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "SYSTEM_FASHION_MNIST", tmp_path / "absent")
+    monkeypatch.setattr(datasets, "SYSTEM_FASHION_MNIST", tmp_path / "absent")
     with pytest.raises(UserError, match="apt-get install dataset-fashion-mnist") as info:
         load_dataset(DataConfig(name="fashion_mnist", root=str(tmp_path)), train=True)
     assert str(tmp_path / "FashionMNIST" / "raw") in str(info.value)
