@@ -47,6 +47,12 @@ class MixedOp(nn.Module):
     Soft weights: sum_k w_k * op_k(x) over every op (ops flagged `is_zero` are skipped: their output and
     their gradient are both zero). Hard (gdas) choice k: only op_k runs, scaled by w_k, which is 1.0 in
     the forward pass and carries the straight-through gradient to alpha.
+
+    `unchosen_grad` (hard choice only) is the form of the reference GDAS code for NAS-Bench-201
+    (AutoDL-Projects `NAS201SearchCell.forward_gdas`: `sum(w[k] * op_k(x) if k == chosen else w[k])`): the
+    unchosen weights, exactly 0 in the forward pass, are added to the output, so the output is unchanged but
+    every w_j (j != k) receives the sum of the output's gradient, and every alpha of the edge a gradient,
+    even when the chosen op is `none` (whose own weight then gets none).
     """
 
     def __init__(self, ops: list[nn.Module]):
@@ -54,10 +60,15 @@ class MixedOp(nn.Module):
         self.ops = nn.ModuleList(ops)
         self._live = [i for i, op in enumerate(ops) if not getattr(op, "is_zero", False)]
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor, choice: int | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, weights: torch.Tensor, choice: int | None = None, unchosen_grad: bool = False
+    ) -> torch.Tensor:
         # weights: (K,)
         if choice is not None:  # weights[choice] is exactly 1.0 in the forward pass
-            return times_one(self.ops[choice](x), weights[choice])
+            out = times_one(self.ops[choice](x), weights[choice])
+            if unchosen_grad:  # sum of the unchosen weights: 1.0 - 1.0 == 0.0 exactly, d/dw_j = 1 for j != k
+                out = out + (weights.sum() - weights[choice]).to(out.dtype)
+            return out
         w = weights.to(x.dtype)
         out = None
         for i in self._live:

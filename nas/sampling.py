@@ -35,6 +35,11 @@ class ArchSample:
 
     weights: torch.Tensor  # (E, K)
     choices: list[int] | None = None  # host-side chosen op per edge (gdas only)
+    unchosen_grad: bool = False  # gdas: unchosen weights get a gradient too (see nas.mixed_op.MixedOp)
+
+    def edge(self, e: int) -> tuple[torch.Tensor, int | None, bool]:
+        """Arguments of edge e's `MixedOp.forward` after the input: (weights (K,), choice, unchosen_grad)."""
+        return self.weights[e], None if self.choices is None else self.choices[e], self.unchosen_grad
 
 
 def check_tau(tau: float) -> float:
@@ -108,12 +113,16 @@ SAMPLERS.register("gdas", sample_gumbel_st)
 
 
 def sample_architecture(
-    alphas: Mapping[str, torch.Tensor], sampler: str, tau: float, generator: torch.Generator
+    alphas: Mapping[str, torch.Tensor],
+    sampler: str,
+    tau: float,
+    generator: torch.Generator,
+    unchosen_grad: bool = False,
 ) -> dict[str, ArchSample]:
     """Sample op weights for every cell type (in sorted key order, so the noise stream is fixed).
 
     For hard samplers, the chosen indices of all cell types reach the host in a single transfer: one
-    device synchronisation per sample, not one per edge.
+    device synchronisation per sample, not one per edge. `unchosen_grad` is passed on to hard samples.
     """
     fn = SAMPLERS.get(sampler)
     names = sorted(alphas)
@@ -124,6 +133,6 @@ def sample_architecture(
     out, start = {}, 0
     for name in names:
         n = weights[name].shape[0]
-        out[name] = ArchSample(weights[name], flat[start : start + n])
+        out[name] = ArchSample(weights[name], flat[start : start + n], unchosen_grad)
         start += n
     return out

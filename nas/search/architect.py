@@ -29,6 +29,7 @@ class Architect:
         grad_hook: called with the list of alpha gradients before the optimiser step (e.g. an
             all-reduce across ranks).
         xi: virtual step size of the second-order step (`nas.search.unrolled`); None = the weight lr.
+        unchosen_grad: hard samplers only: the unchosen ops' weights get a gradient too (`MixedOp`).
     """
 
     def __init__(
@@ -43,6 +44,7 @@ class Architect:
         forward_model: nn.Module | None = None,
         grad_hook: Callable[[list[torch.Tensor]], None] | None = None,
         xi: float | None = None,
+        unchosen_grad: bool = False,
     ):
         self.model = model
         self.forward_model = forward_model or model
@@ -54,9 +56,12 @@ class Architect:
         self.bilevel = bilevel
         self.grad_hook = grad_hook
         self.xi = xi
+        self.unchosen_grad = unchosen_grad
 
     def sample(self, tau: float) -> dict[str, ArchSample]:
-        return sample_architecture(dict(self.model.alphas), self.sampler, tau, self.generator)
+        return sample_architecture(
+            dict(self.model.alphas), self.sampler, tau, self.generator, self.unchosen_grad
+        )
 
     def step(
         self,

@@ -44,6 +44,14 @@ from nas.search.architect import Architect
 from nas.space import SearchSpace
 
 
+def unchosen_grad(cfg: SearchRunConfig, space: SearchSpace) -> bool:
+    """`sampler.unchosen_grad`, or where it is null the form of the space's reference GDAS code
+    (the space's `hard_unchosen_grad`, False if it does not say)."""
+    if cfg.sampler.unchosen_grad is not None:
+        return cfg.sampler.unchosen_grad
+    return bool(getattr(space, "hard_unchosen_grad", False))
+
+
 class SearchRunner:
     """Builds everything a search needs from a config and runs (or resumes) it.
 
@@ -84,7 +92,7 @@ class SearchRunner:
         self.architect = Architect(
             self.model, self.a_opt, self.criterion, cfg.sampler.name, self.generator, self.autocast,
             bilevel=cfg.search.bilevel, grad_hook=dist.all_reduce_grads if dist else None,
-            xi=cfg.search.unrolled_xi,
+            xi=cfg.search.unrolled_xi, unchosen_grad=unchosen_grad(cfg, space),
         )  # fmt: skip
         self.start_epoch = 0
         self.tau = cfg.tau.start

@@ -56,13 +56,12 @@ class SearchCell(nn.Module):
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, sample: ArchSample) -> torch.Tensor:
         states = [self.preprocess0(s0), self.preprocess1(s1)]
-        weights, choices = sample.weights, sample.choices  # (E, K), list of E ints or None
         offset = 0
         for _ in range(self.nodes):
             s = None
             for j, h in enumerate(states):
                 e = offset + j
-                out = self.edges[e](h, weights[e], None if choices is None else choices[e])
+                out = self.edges[e](h, *sample.edge(e))
                 s = out if s is None else s + out
             offset += len(states)
             states.append(s)

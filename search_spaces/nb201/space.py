@@ -12,6 +12,8 @@ Config conventions for this space: `space.layers` / `model.layers` is the number
 
 from __future__ import annotations
 
+import random
+
 import torch
 import torch.nn as nn
 
@@ -41,6 +43,9 @@ class NB201Space:
     name = "nb201"
     primitives = PRIMITIVES
     cell_types = ("cell",)
+    # GDAS' reference code for NAS-Bench-201 adds the unchosen (zero) op weights to every edge's output,
+    # so every alpha gets a gradient (nas.mixed_op.MixedOp); `sampler.unchosen_grad: null` follows it
+    hard_unchosen_grad = True
 
     def build_supernet(self, cfg: SpaceConfig, num_classes: int, in_channels: int) -> NB201Supernet:
         return NB201Supernet(cfg, self.primitives, num_classes, in_channels)
@@ -53,6 +58,20 @@ class NB201Space:
             )
         probs = torch.softmax(alpha.detach().float(), dim=-1)
         return Genotype(self.name, {"cell": derive_cell(probs, self.primitives)})
+
+    def sample_random(self, rng: random.Random, cfg: SpaceConfig) -> Genotype:
+        """A uniform draw from the 5^6 cells (any op on every edge, `none` included, as derive allows)."""
+        nodes = [[(rng.choice(self.primitives), j) for j in range(i)] for i in range(1, NODES)]
+        return Genotype(self.name, {"cell": Cell.make(nodes, [OUTPUT])})
+
+    def one_hot(self, genotype: Genotype) -> dict[str, torch.Tensor]:
+        """The genotype as supernet op weights: (6, K), one 1 per edge at its op."""
+        self.validate(genotype)
+        weights = torch.zeros(len(EDGES), len(self.primitives))
+        for i, node in enumerate(genotype.cells["cell"].nodes):
+            for op, j in node:
+                weights[EDGES.index((i + 1, j)), self.primitives.index(op)] = 1.0
+        return {"cell": weights}
 
     def validate(self, genotype: Genotype) -> None:
         if genotype.space != self.name:

@@ -31,13 +31,12 @@ class SearchCell(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, sample: ArchSample) -> torch.Tensor:
-        weights, choices = sample.weights, sample.choices  # (6, K), list of 6 ints or None
         nodes = [x]
         for i in range(1, NODES):
             s = None
             for j in range(i):
                 e = EDGES.index((i, j))
-                out = self.edges[e](nodes[j], weights[e], None if choices is None else choices[e])
+                out = self.edges[e](nodes[j], *sample.edge(e))
                 s = out if s is None else s + out
             nodes.append(s)
         return nodes[-1]
