@@ -15,12 +15,11 @@ from nas.errors import UserError
 from nas.genotype import (
     Genotype,
     describe,
-    load_genotype_file,
     save_genotype,
     to_darts_string,
     to_nb201_string,
 )
-from nas.space import SPACES
+from nas.space import SPACES, resolve_genotype
 
 
 class _Parser(argparse.ArgumentParser):
@@ -28,20 +27,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def resolve_genotype(spec: str) -> Genotype:
-    """A genotype from `zoo:NAME`, a run directory (its genotype.json) or a file in any supported format."""
-    if spec.startswith("zoo:"):
-        from search_spaces import zoo
-
-        return zoo.get(spec[4:])
-    path = Path(spec)
-    if path.is_dir():
-        path = path / "genotype.json"
-    genotype = load_genotype_file(path)
-    SPACES.get(genotype.space).validate(genotype)
-    return genotype
 
 
 def _run_dir(path: str) -> Path:
@@ -103,6 +88,23 @@ def cmd_derive(args: argparse.Namespace) -> int:
     save_genotype(run_dir / "genotype.json", genotype)
     write_alphas(run_dir / "alphas.json", alphas, space.primitives)
     print(describe(genotype))
+    return 0
+
+
+def cmd_rank(args: argparse.Namespace) -> int:
+    import json
+
+    from nas.genotype import atomic_write_text
+    from nas.search.rank import supernet_accuracies
+
+    run_dir = _run_dir(args.run_dir)
+    genotypes = [resolve_genotype(spec) for spec in args.genotypes]
+    accuracies = supernet_accuracies(run_dir, genotypes, device=args.device)
+    for spec, acc in zip(args.genotypes, accuracies):
+        print(f"{acc:7.2f}  {spec}")
+    if args.output:
+        rows = [{"genotype": spec, "supernet_acc": acc} for spec, acc in zip(args.genotypes, accuracies)]
+        atomic_write_text(args.output, json.dumps({"run": str(run_dir), "results": rows}, indent=1) + "\n")
     return 0
 
 
@@ -255,6 +257,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("derive", help="re-derive genotype.json and alphas.json from a run's last checkpoint")
     p.add_argument("run_dir")
     p.set_defaults(func=cmd_derive)
+
+    p = sub.add_parser("rank", help="accuracy of genotypes inside a search run's final supernet (one-hot)")
+    p.add_argument("run_dir")
+    p.add_argument(
+        "genotypes", nargs="+", metavar="GENOTYPE", help="genotype file, run directory or zoo:NAME"
+    )
+    p.add_argument("--device", help="default: the run's device setting")
+    p.add_argument("-o", "--output", help="also write the accuracies as JSON here")
+    p.set_defaults(func=cmd_rank)
 
     p = sub.add_parser("train", help="retrain a genotype from scratch")
     p.add_argument("--genotype", help="genotype file, search run directory, or zoo:NAME")

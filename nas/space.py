@@ -6,13 +6,15 @@ live in the `search_spaces` package and register themselves on import.
 
 from __future__ import annotations
 
+import random
+from pathlib import Path
 from typing import Protocol
 
 import torch
 import torch.nn as nn
 
 from nas.config import ModelConfig, SpaceConfig
-from nas.genotype import Genotype
+from nas.genotype import Genotype, load_genotype_file
 from nas.registry import Registry
 from nas.sampling import ArchSample
 
@@ -43,6 +45,14 @@ class SearchSpace(Protocol):
 
     def derive(self, alphas: dict[str, torch.Tensor]) -> Genotype: ...
 
+    def sample_random(self, rng: random.Random, cfg: SpaceConfig) -> Genotype:
+        """A uniform draw under the same constraints as `derive` (the random baseline)."""
+        ...
+
+    def one_hot(self, genotype: Genotype) -> dict[str, torch.Tensor]:
+        """The genotype as supernet op weights per cell type, (E, K) one-hot rows (`nas rank`)."""
+        ...
+
     def validate(self, genotype: Genotype) -> None: ...
 
     def build_network(
@@ -53,3 +63,18 @@ class SearchSpace(Protocol):
 
 
 SPACES: Registry[SearchSpace] = Registry("search space")
+
+
+def resolve_genotype(spec: str) -> Genotype:
+    """A genotype from `zoo:NAME`, a run directory (its genotype.json) or a file in any supported format,
+    checked against its space."""
+    if spec.startswith("zoo:"):
+        from search_spaces import zoo
+
+        return zoo.get(spec[4:])
+    path = Path(spec)
+    if path.is_dir():
+        path = path / "genotype.json"
+    genotype = load_genotype_file(path)
+    SPACES.get(genotype.space).validate(genotype)
+    return genotype

@@ -1,6 +1,8 @@
-"""The DARTS search space (Liu et al., 2019): registration, derive rule, genotype checks."""
+"""The DARTS search space (Liu et al., 2019): registration, derive rule, random draws, genotype checks."""
 
 from __future__ import annotations
+
+import random
 
 import torch
 import torch.nn as nn
@@ -49,6 +51,36 @@ class DartsSpace:
             nodes = _nodes_for_edges(alpha.shape[0])
             cells[name] = derive_cell(torch.softmax(alpha.detach().float(), dim=-1), self.primitives, nodes)
         return Genotype(self.name, cells)
+
+    def sample_random(self, rng: random.Random, cfg: SpaceConfig) -> Genotype:
+        """A uniform draw under the derive rule's constraints, independently per cell type: per node two
+        distinct inputs among the earlier states, each with an op other than `none`."""
+        ops = [op for op in self.primitives if op != "none"]
+        cells = {}
+        for name in self.cell_types:
+            nodes = [[(rng.choice(ops), j) for j in sorted(rng.sample(range(i + 2), 2))] for i in range(cfg.nodes)]
+            cells[name] = Cell.make(nodes, range(2, 2 + cfg.nodes))
+        return Genotype(self.name, cells, {"config": {"space": {"nodes": cfg.nodes}}})
+
+    def one_hot(self, genotype: Genotype) -> dict[str, torch.Tensor]:
+        """The genotype as supernet op weights: per cell type (E, K), one 1 per edge, at the genotype's op on
+        the edges it keeps and at `none` on the others."""
+        self.validate(genotype)
+        out = {}
+        for name in self.cell_types:
+            cell = genotype.cells[name]
+            weights = torch.zeros(num_edges(len(cell.nodes)), len(self.primitives))
+            weights[:, self.primitives.index("none")] = 1.0
+            offset = 0
+            for i, node in enumerate(cell.nodes):
+                for op, j in node:
+                    if op not in self.primitives:
+                        raise UserError(f"op {op!r} of cell {name!r} is not in the DARTS supernet")
+                    weights[offset + j] = 0.0
+                    weights[offset + j, self.primitives.index(op)] = 1.0
+                offset += i + 2
+            out[name] = weights
+        return out
 
     def validate(self, genotype: Genotype) -> None:
         """Op names, two inputs per node, input indices, and the node count: 4 (the DARTS space) unless

@@ -1,0 +1,62 @@
+"""Small-sample statistics against hand-computed values and brute force."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from nas.stats import kendall_tau, mann_whitney_greater, percentile, u_statistic
+
+
+def test_u_counts_pairs_with_ties_as_half():
+    assert u_statistic([3, 5], [1, 3, 4]) == 2 * 3 - 1 - 0.5  # 3 beats 1, ties 3; 5 beats all three
+
+
+def test_exact_p_of_complete_separation_is_one_over_the_number_of_splits():
+    u, p, method = mann_whitney_greater([7, 8, 9], [1, 2, 3, 4, 5, 6])
+    assert (u, method) == (18, "exact") and p == pytest.approx(1 / math.comb(9, 3))
+    assert mann_whitney_greater([1, 2, 3], [4, 5, 6, 7])[1] == 1.0  # the opposite direction
+
+
+def test_exact_p_equals_brute_force_permutation_test_with_ties():
+    a, b = [2.0, 3.0, 3.0, 5.0], [1.0, 2.0, 3.0, 3.0, 4.0]
+    pooled = a + b
+    u = u_statistic(a, b)
+    splits = list(itertools.combinations(range(len(pooled)), len(a)))
+    count = 0
+    for s in splits:
+        x = [pooled[i] for i in s]
+        y = [pooled[i] for i in range(len(pooled)) if i not in s]
+        count += u_statistic(x, y) >= u
+    assert mann_whitney_greater(a, b)[1] == pytest.approx(count / len(splits))
+
+
+def test_normal_approximation_is_close_to_exact_for_moderate_samples():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(0.6, 1, 7).tolist(), rng.normal(0, 1, 11).tolist()
+    exact = mann_whitney_greater(a, b)[1]
+    import nas.stats as stats
+
+    limit, stats.EXACT_LIMIT = stats.EXACT_LIMIT, 0
+    try:
+        u, approx, method = mann_whitney_greater(a, b)
+    finally:
+        stats.EXACT_LIMIT = limit
+    assert method == "normal" and abs(approx - exact) < 0.01
+
+
+def test_kendall_tau_b():
+    assert kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == 1.0
+    assert kendall_tau([1, 2, 3, 4], [4, 3, 2, 1]) == -1.0
+    assert kendall_tau([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx((5 - 1) / 6)
+    # a tie in x: 5 of 6 pairs untied in x, 6 in y; concordant 2, discordant 3 -> (2 - 3) / sqrt(5 * 6)
+    assert kendall_tau([1, 1, 2, 3], [1, 2, 3, 0]) == pytest.approx((2 - 3) / math.sqrt(5 * 6))
+    assert math.isnan(kendall_tau([1, 1, 1], [1, 2, 3])) and math.isnan(kendall_tau([1], [2]))
+
+
+def test_percentile_counts_ties_half():
+    assert percentile(5, [1, 2, 3, 4]) == 100 and percentile(0, [1, 2]) == 0
+    assert percentile(2, [1, 2, 3, 4]) == pytest.approx(37.5)
