@@ -16,10 +16,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nas import ablate, ablate_run
+from nas.ablate import launch as ablate_run
+from nas.ablate import spec as ablate
 from nas.cli import main
 from nas.config import SearchRunConfig, load_config
 from nas.errors import UserError
+from nas.genotype import load_genotype_file
 from tests.conftest import ROOT
 
 TINY = {
@@ -35,6 +37,7 @@ TINY = {
             "data": {"batch_size": 16, "cutout": 0},
         },
     },
+    "baselines": {"random": 3, "seed": 5, "zoo": ["DARTS_V2"]},
 }
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -72,8 +75,17 @@ def test_runs_are_the_grid_product_seed_outermost_with_readable_ids(tmp_path):
         "schedule-constant_seed-1",
         "schedule-linear_seed-1",
     ]
-    assert [r.id for r in runs] == ids
-    assert [r.label for r in runs] == ["constant", "linear", "constant", "linear"]
+    baselines = ["random-0", "random-1", "random-2", "zoo-DARTS_V2"]  # after every grid point
+    assert [r.id for r in runs] == ids + baselines
+    assert [r.label for r in runs] == [
+        "constant",
+        "linear",
+        "constant",
+        "linear",
+        *["random"] * 3,
+        "zoo:DARTS_V2",
+    ]
+    assert [r.is_baseline for r in runs] == [False] * 4 + [True] * 4
     cfg = ablate.search_config(spec, runs[1], tmp_path / "out")
     assert (cfg.tau.schedule, cfg.seed, cfg.search.epochs, cfg.data.synthetic.train_size) == (
         "linear",
@@ -88,7 +100,7 @@ def test_colliding_short_keys_use_the_whole_key_and_duplicate_ids_are_refused(tm
     spec = ablate.AblationConfig(grid={"search.weights.lr": [0.1], "search.arch.lr": [0.01, 0.001]})
     ids = ["search-weights-lr-0.1_search-arch-lr-0.01", "search-weights-lr-0.1_search-arch-lr-0.001"]
     assert [r.id for r in ablate.plan(spec)] == ids
-    with pytest.raises(UserError, match="share the run id"):
+    with pytest.raises(UserError, match="share the id"):
         ablate.plan(ablate.AblationConfig(grid={"name": ["a/b", "a b"]}))
     with pytest.raises(UserError, match="grid.seed must be a non-empty list"):
         ablate.plan(ablate.AblationConfig(grid={"seed": 3}))
@@ -184,24 +196,74 @@ def tiny_ablation(tmp_path_factory) -> Path:
 
 def test_tiny_ablation_writes_csv_markdown_plots_and_hparams(tiny_ablation):
     rows = read_csv(tiny_ablation / "results.csv")
-    assert (
-        len(rows) == 4 and {r["search"] for r in rows} == {"done"} and {r["proxy"] for r in rows} == {"done"}
-    )
-    assert {(r["tau.schedule"], r["seed"]) for r in rows} == {
+    searched = [r for r in rows if r["kind"] == "search"]
+    baselines = [r for r in rows if r["kind"] == "baseline"]
+    assert [r["run"] for r in baselines] == ["random-0", "random-1", "random-2", "zoo-DARTS_V2"]
+    assert {r["search"] for r in searched} == {"done"} and {r["proxy"] for r in rows} == {"done"}
+    assert {(r["tau.schedule"], r["seed"]) for r in searched} == {
         (s, n) for s in ("constant", "linear") for n in "01"
     }
     for row in rows:
-        assert 0 <= float(row["val_acc"]) <= 100 and 0 <= float(row["proxy_test_acc"]) <= 100
-        assert int(row["params"]) > 0 and int(row["flops"]) > 0 and 0 <= int(row["param_free_normal"]) <= 8
-        assert 0 < float(row["entropy_normal"]) <= 2.08 and row["genotype"].startswith("Genotype(normal=")
-    table = (tiny_ablation / "results.md").read_text().split("## Derived cells")[0]
+        assert int(row["params"]) > 0 and int(row["flops"]) > 0
+    for row in searched:
+        assert 0 <= int(row["param_free_normal"]) <= 8 and row["genotype"].startswith("Genotype(normal=")
+        assert 0 < float(row["entropy_normal"]) <= 2.08
+    table = (tiny_ablation / "results.md").read_text().split("## Searched vs random")[0]
     settings = [line for line in table.splitlines() if line.startswith(("| constant |", "| linear |"))]
     assert len(settings) == 2 and all("| 2/2 |" in line and " ± " in line for line in settings)
-    for name in ("tau.png", "entropy.png", "accuracy.png"):
+    for name in ("tau.png", "entropy.png", "accuracy.png", "search_vs_random.png", "ranking.png"):
         assert (tiny_ablation / name).read_bytes()[:8] == PNG
     assert sorted(p.name for p in (tiny_ablation / "tb").iterdir() if p.is_dir()) == sorted(
-        r["run"] for r in rows
+        r["run"] for r in searched
     )
+
+
+def test_tiny_ablation_compares_searched_with_random_cells(tiny_ablation):
+    """The comparison's numbers are those of the retrained runs: percentiles, U test, Kendall tau."""
+    import json
+
+    from nas.space import SPACES
+    from nas.stats import kendall_tau, mann_whitney_greater, percentile
+
+    rows = {r["run"]: r for r in read_csv(tiny_ablation / "results.csv")}
+    random_ids = ["random-0", "random-1", "random-2"]
+    random_acc = [float(rows[i]["proxy_test_acc"]) for i in random_ids]
+    cells = set()
+    for i in random_ids:  # drawn from the searched space (5 intermediate... here 4 nodes), under its rules
+        genotype = load_genotype_file(tiny_ablation / "baselines" / f"{i}.json")
+        SPACES.get("darts").validate(genotype)
+        assert genotype.provenance["seed"] == 5
+        cells.add(genotype.cells["normal"])
+    assert len(cells) == 3
+    comparison = {
+        c["setting"]: c for c in json.loads((tiny_ablation / "comparison.json").read_text())["settings"]
+    }
+    for setting in ("constant", "linear"):
+        searched = [float(r["proxy_test_acc"]) for r in rows.values() if r["setting"] == setting]
+        got = comparison[setting]
+        assert sorted(got["searched"]) == sorted(searched) and sorted(got["random"]) == sorted(random_acc)
+        assert sorted(got["percentiles"]) == sorted(percentile(a, random_acc) for a in searched)
+        assert (
+            got["p"] == pytest.approx(mann_whitney_greater(searched, random_acc)[1])
+            and got["method"] == "exact"
+        )
+    for run in (r for r in rows.values() if r["kind"] == "search"):
+        rank = json.loads((tiny_ablation / "rank" / f"{run['run']}.json").read_text())["results"]
+        assert (
+            len(rank) == 5
+            and rank[0]["genotype"].endswith(run["run"])
+            and rank[4]["genotype"] == "zoo:DARTS_V2"
+        )
+        supernet = [r["supernet_acc"] for r in rank[1:4]]
+        assert float(run["supernet_acc"]) == pytest.approx(rank[0]["supernet_acc"])
+        expected = kendall_tau(supernet, random_acc)
+        assert (
+            (run["kendall_tau"] == "")
+            if expected != expected
+            else float(run["kendall_tau"]) == pytest.approx(expected)
+        )
+    text = (tiny_ablation / "results.md").read_text()
+    assert "## Searched vs random cells" in text and "(n=3)" in text and "zoo-DARTS_V2" in text
 
 
 def test_aggregate_works_on_partial_results(tiny_ablation, tmp_path, capsys):
@@ -231,7 +293,13 @@ def test_killed_half_way_the_rerun_redoes_no_finished_work(tmp_path):
     out = tmp_path / "out"
     grid = {"tau.schedule": ["linear"], "seed": [0, 1]}
     path = write_ablation(
-        tmp_path / "a.yaml", out, grid=grid, jobs=1, proxy_train=None, overrides={"search.epochs": 4}
+        tmp_path / "a.yaml",
+        out,
+        grid=grid,
+        jobs=1,
+        proxy_train=None,
+        baselines=None,
+        overrides={"search.epochs": 4},
     )
     first, second = (out / "runs" / f"schedule-linear_seed-{s}" for s in (0, 1))
     cmd = [sys.executable, "-m", "nas", "ablate", "--config", str(path)]

@@ -1,7 +1,9 @@
-"""Running an ablation's stages (`nas ablate`): one subprocess per stage, `jobs` grid points at once.
+"""Running an ablation's stages (`nas ablate`): one subprocess per stage, `jobs` runs at once.
 
-Each grid point runs `python -m nas search`, then `python -m nas train --genotype` (the proxy retrain), in
-`out_dir/runs/<id>` and `out_dir/proxy/<id>`. A stage that finished (its last file exists) is skipped,
+Each grid point runs `python -m nas search` into `out_dir/runs/<id>`; with baselines,
+`python -m nas rank` (its supernet's accuracy of every baseline and of its own cell) into
+`out_dir/rank/<id>.json`; then `python -m nas train --genotype` (the proxy retrain) into
+`out_dir/proxy/<id>`. A baseline runs the proxy retrain only. A stage that finished (its last file exists) is skipped,
 one with a checkpoint resumes with `--resume`, and one killed before its first checkpoint starts over, so
 an interrupted ablation loses at most one epoch per run. Where CUDA GPUs exist each job gets its own
 (round robin over CUDA_VISIBLE_DEVICES or all devices); on a CPU the cores are shared between the jobs.
@@ -20,9 +22,36 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from nas.ablate import BASE_SEARCH, BASE_TRAIN, DONE, AblationConfig, Run, proxy_args
+from nas.ablate.spec import (
+    BASE_SEARCH,
+    BASE_TRAIN,
+    DONE,
+    AblationConfig,
+    Run,
+    base_search_config,
+    baseline_genotype,
+    baseline_runs,
+    plan,
+    proxy_args,
+)
 from nas.checkpoint import CHECKPOINT
 from nas.config import SearchRunConfig, load_config
+
+
+def stages(spec: AblationConfig, run: Run) -> list[str]:
+    if run.is_baseline:
+        return ["proxy"]
+    return ["search"] + ["rank"] * (spec.baselines is not None) + ["proxy"] * (spec.proxy_train is not None)
+
+
+def rank_file(out: Path, run: Run) -> Path:
+    return out / "rank" / f"{run.id}.json"
+
+
+def rank_genotypes(spec: AblationConfig, run: Run, out: Path) -> dict[str, str]:
+    """What `nas rank` evaluates in `run`'s supernet: its own cell, then every baseline (id -> spec)."""
+    own = {"searched": str(out / "runs" / run.id)}
+    return own | {b.id: baseline_genotype(spec, b, out) for b in baseline_runs(spec)}
 
 
 def stage_command(spec: AblationConfig, run: Run, stage: str, out: Path) -> tuple[str, list[str]] | None:
@@ -30,6 +59,11 @@ def stage_command(spec: AblationConfig, run: Run, stage: str, out: Path) -> tupl
 
     A directory without a checkpoint belongs to a run killed in its first epoch: it is removed.
     """
+    if stage == "rank":
+        if rank_file(out, run).is_file():
+            return None
+        return "started", ["rank", str(out / "runs" / run.id), *rank_genotypes(spec, run, out).values(),
+                           "-o", str(rank_file(out, run))]  # fmt: skip
     run_dir = out / ("runs" if stage == "search" else "proxy") / run.id
     if (run_dir / DONE[stage]).is_file():
         return None
@@ -45,16 +79,14 @@ def stage_command(spec: AblationConfig, run: Run, stage: str, out: Path) -> tupl
             *run.search_args,
             f"out_dir={run_dir}",
         ]
-    search_cfg = load_config(SearchRunConfig, out / "runs" / run.id / "config.yaml")
-    args = [*proxy_args(spec, search_cfg), f"out_dir={run_dir}"]
-    return "started", [
-        "train",
-        "--genotype",
-        str(out / "runs" / run.id),
-        "--config",
-        str(out / BASE_TRAIN),
-        *args,
-    ]
+    if run.is_baseline:
+        search_cfg, seed = base_search_config(spec, plan(spec), out), spec.baselines.seed
+        genotype = baseline_genotype(spec, run, out)
+    else:
+        search_cfg, seed = load_config(SearchRunConfig, out / "runs" / run.id / "config.yaml"), None
+        genotype = str(out / "runs" / run.id)
+    args = [*proxy_args(spec, search_cfg, seed), f"out_dir={run_dir}"]
+    return "started", ["train", "--genotype", genotype, "--config", str(out / BASE_TRAIN), *args]
 
 
 class _Launcher:
@@ -91,8 +123,7 @@ class _Launcher:
         """Runs one grid point's stages; returns a failure message, or None."""
         gpu = self.gpus.get()
         try:
-            stages = ["search"] + (["proxy"] if self.spec.proxy_train is not None else [])
-            for stage in stages:
+            for stage in stages(self.spec, run):
                 if self.stop.is_set():
                     return f"{run.id}: interrupted"
                 step = stage_command(self.spec, run, stage, self.out)

@@ -1,27 +1,21 @@
-"""`nas ablate`: search every point of a grid of settings x seeds, retrain what each finds, compare.
+"""The plan of an ablation (`nas ablate`): its file, its runs, their configs, checked before any work.
 
 An ablation file (schema `AblationConfig`) names a base search config, overrides for every run, a grid
-(config key -> list of values; the runs are the product) and an optional proxy retrain. Each grid point
-becomes its own search run directory `out_dir/runs/<id>` (`tau.schedule=linear, seed=0` ->
-`schedule-linear_seed-0`), searched by a `python -m nas search` subprocess, then retrained by
-`python -m nas train --genotype` into `out_dir/proxy/<id>` (`nas.ablate_run`). `jobs` runs go at once,
-one GPU each (round robin) where GPUs exist.
-
-Every stage is idempotent, so re-running the same command after a kill loses at most one epoch per run:
-a finished stage is skipped, one with a checkpoint resumes (`--resume`), one killed before its first
-checkpoint starts over. A run directory made from a different config is refused rather than mixed in.
-All configs are validated before anything is launched. `nas.ablate_report` builds the tables and plots
-from whatever runs exist, so a sweep split over many machines (`--print-commands`, one `--run` each) is
-aggregated with `--aggregate OUT_DIR`.
+(config key -> list of values; the runs are the product), an optional proxy retrain and optional
+baselines. Each grid point becomes its own search run directory `out_dir/runs/<id>`
+(`tau.schedule=linear, seed=0` -> `schedule-linear_seed-0`), then a proxy retrain `out_dir/proxy/<id>`.
+Each baseline (`random-03`, `zoo-NB201_BEST_CIFAR10`, `file-mycell`) is a proxy retrain only, of a
+genotype written to `out_dir/baselines/<id>.json` (random draws: `space.sample_random`), so searched and
+baseline cells are retrained by exactly the same recipe. With baselines, every finished search is also
+asked how its supernet ranks them (`nas rank` -> `out_dir/rank/<id>.json`).
 """
 
 from __future__ import annotations
 
 import itertools
+import random
 import re
 import shlex
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from nas.config import SearchRunConfig, TrainRunConfig, load_config, load_structured, to_dict, to_yaml
 from nas.errors import UserError
-from nas.genotype import atomic_write_text
+from nas.genotype import Genotype, atomic_write_text, load_genotype_file, save_genotype
 
 ABLATION_FILE = "ablation.yaml"  # the resolved ablation, what `--aggregate` reads
 BASE_SEARCH = "base_search.yaml"  # resolved snapshots of the base configs that every run starts from
@@ -49,6 +43,16 @@ class ProxyTrainSpec:
 
 
 @dataclass
+class BaselineSpec:
+    """Architectures retrained by the same proxy recipe as the searched ones, for comparison."""
+
+    random: int = 0  # M architectures drawn uniformly from the searched space (the derive rule's constraints)
+    seed: int = 0  # draws the random architectures (random-i from (seed, i)); the baselines' retrain seed
+    zoo: list[str] = field(default_factory=list)  # published genotypes, by zoo name
+    genotypes: list[str] = field(default_factory=list)  # genotype files (any format nas reads)
+
+
+@dataclass
 class AblationConfig:
     """What `nas ablate --config FILE` reads."""
 
@@ -59,17 +63,24 @@ class AblationConfig:
     seed_key: str = "seed"  # the grid key whose values are repeats: tables show mean +- std over it
     jobs: int = 1  # runs at once
     proxy_train: ProxyTrainSpec | None = None  # null = no retrain
+    baselines: BaselineSpec | None = None  # null = none; needs proxy_train
     out_dir: str = "runs/ablation"
 
 
 @dataclass
 class Run:
-    """One grid point: its id, its values, its settings (the point without the seed) and overrides."""
+    """One grid point (its values, its setting = the point without the seed, its search overrides), or
+    one baseline architecture (`genotype` set: what `nas train --genotype` gets; no search)."""
 
     id: str
     point: dict[str, Any]
-    label: str  # the setting in words, e.g. "linear" or "schedule=linear, lr=0.1"
+    label: str  # the setting in words, e.g. "linear" or "schedule=linear, lr=0.1"; "random" for random draws
     search_args: list[str]  # dotlist on top of the base search config (out_dir not included)
+    genotype: str | None = None
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.genotype is not None
 
 
 def load_ablation(path: str | Path, overrides: list[str] | None = None) -> AblationConfig:
@@ -77,6 +88,11 @@ def load_ablation(path: str | Path, overrides: list[str] | None = None) -> Ablat
     spec = load_structured(AblationConfig, path, overrides, kind="ablation")
     if spec.jobs < 1:
         raise UserError(f"jobs must be >= 1, got {spec.jobs}")
+    if spec.baselines is not None:
+        if spec.baselines.random < 0:
+            raise UserError(f"baselines.random must be >= 0, got {spec.baselines.random}")
+        if spec.proxy_train is None:
+            raise UserError("baselines are compared by their proxy retrain: set proxy_train too")
     return spec
 
 
@@ -148,7 +164,7 @@ def plan(spec: AblationConfig) -> list[Run]:
     points = grid_points(spec)
     keys = list(flatten(spec.grid))
     short = short_keys(keys)
-    common = [f"{k}={dotlist_value(v)}" for k, v in flatten(spec.overrides).items()]
+    common = _common(spec)
     runs = []
     for point in points:
         rid = "_".join(f"{short[k]}-{_slug(v)}" for k, v in point.items()) or "base"
@@ -159,11 +175,59 @@ def plan(spec: AblationConfig) -> list[Run]:
             label = ", ".join(f"{short[k]}={v}" for k, v in setting.items()) or "base"
         args = ["progress=false", *common, *(f"{k}={dotlist_value(v)}" for k, v in point.items())]
         runs.append(Run(rid, point, label, args))
+    runs += baseline_runs(spec)
     ids = [r.id for r in runs]
     dup = next((i for i in ids if ids.count(i) > 1), None)
     if dup:
-        raise UserError(f"two grid points share the run id {dup!r}; make the grid values distinct")
+        raise UserError(f"two runs share the id {dup!r}; make the grid values (or baseline files) distinct")
     return runs
+
+
+def _common(spec: AblationConfig) -> list[str]:
+    return [f"{k}={dotlist_value(v)}" for k, v in flatten(spec.overrides).items()]
+
+
+def baseline_runs(spec: AblationConfig) -> list[Run]:
+    """random-00.., zoo-NAME.., file-STEM.. (retrained after every grid point)."""
+    b = spec.baselines
+    if b is None:
+        return []
+    width = len(str(max(b.random - 1, 0)))
+    runs = [Run(f"random-{i:0{width}d}", {}, "random", [], f"baselines/random-{i:0{width}d}.json")
+            for i in range(b.random)]  # fmt: skip
+
+    def slug(text: str) -> str:  # underscores kept: baseline ids are not split into key-value pairs
+        return re.sub(r"[^A-Za-z0-9._+-]+", "-", text).strip("-") or "x"
+
+    runs += [Run(f"zoo-{slug(name)}", {}, f"zoo:{name}", [], f"zoo:{name}") for name in b.zoo]
+    runs += [Run(f"file-{slug(Path(f).stem)}", {}, f"file:{Path(f).name}", [], f) for f in b.genotypes]
+    return runs
+
+
+def searches(runs: list[Run]) -> list[Run]:
+    return [r for r in runs if not r.is_baseline]
+
+
+def baseline_genotype(spec: AblationConfig, run: Run, out: Path) -> str:
+    """What `nas train --genotype` and `nas rank` get for a baseline run (random draws live in `out`)."""
+    assert run.genotype is not None
+    return str(out / run.genotype) if run.genotype.startswith("baselines/") else run.genotype
+
+
+def random_genotypes(spec: AblationConfig, base: SearchRunConfig) -> list[Genotype]:
+    """The baseline's random architectures: draw i from its own generator seeded by (seed, i), so adding
+    draws keeps the earlier ones."""
+    from nas.data import derive_seed
+    from nas.space import SPACES
+
+    assert spec.baselines is not None
+    space = SPACES.get(base.space.name)
+    drawn = []
+    for i in range(spec.baselines.random):
+        genotype = space.sample_random(random.Random(derive_seed(spec.baselines.seed, i)), base.space)
+        prov = {**genotype.provenance, "baseline": "random", "index": i, "seed": spec.baselines.seed}
+        drawn.append(Genotype(genotype.space, genotype.cells, prov))
+    return drawn
 
 
 # --- configs of each stage ----------------------------------------------------------------------------
@@ -185,12 +249,29 @@ def search_config(spec: AblationConfig, run: Run, out: Path) -> SearchRunConfig:
     return cfg
 
 
-def proxy_args(spec: AblationConfig, search_cfg: SearchRunConfig) -> list[str]:
-    """Overrides of the proxy retrain: the search's dataset and seed, then the ablation's own overrides."""
+def base_search_config(spec: AblationConfig, runs: list[Run], out: Path) -> SearchRunConfig:
+    """The search config baselines take their space and data from: the first grid point's. Raises
+    UserError when the grid varies the space or the data (a baseline would have no one space to draw from)."""
+    configs = [search_config(spec, run, out) for run in searches(runs)] or [
+        search_config(spec, Run("base", {}, "base", ["progress=false", *_common(spec)]), out)
+    ]
+    for cfg in configs[1:]:
+        for what in ("space", "data"):
+            if to_dict(getattr(cfg, what)) != to_dict(getattr(configs[0], what)):
+                raise UserError(
+                    f"baselines need one {what} for every grid point, but the grid changes {what}.*"
+                )
+    return configs[0]
+
+
+def proxy_args(spec: AblationConfig, search_cfg: SearchRunConfig, seed: int | None = None) -> list[str]:
+    """Overrides of the proxy retrain: the search's dataset and seed (or `seed`), then the ablation's own
+    overrides."""
     assert spec.proxy_train is not None
     data = search_cfg.data
-    same = {"seed": search_cfg.seed, "data.name": data.name, "data.root": data.root}
+    same = {"seed": search_cfg.seed if seed is None else seed, "data.name": data.name, "data.root": data.root}
     same.update(flatten({"data": {"synthetic": to_dict(data.synthetic)}}))
+    same.update({"data.image_size": data.image_size, "data.cache_dir": data.cache_dir})
     same["progress"] = False
     merged = {**same, **flatten(spec.proxy_train.overrides)}
     return [f"{k}={dotlist_value(v)}" for k, v in merged.items()]
@@ -198,7 +279,8 @@ def proxy_args(spec: AblationConfig, search_cfg: SearchRunConfig) -> list[str]:
 
 def proxy_config(spec: AblationConfig, run: Run, out: Path, search_cfg: SearchRunConfig) -> TrainRunConfig:
     assert spec.proxy_train is not None
-    args = [*proxy_args(spec, search_cfg), f"out_dir={out / 'proxy' / run.id}"]
+    seed = spec.baselines.seed if run.is_baseline and spec.baselines else None
+    args = [*proxy_args(spec, search_cfg, seed), f"out_dir={out / 'proxy' / run.id}"]
     try:
         return load_config(TrainRunConfig, spec.proxy_train.config, args)
     except UserError as exc:
@@ -223,13 +305,25 @@ def check_existing(run_dir: Path, schema: type, expected: Any) -> None:
 
 
 def check_plan(spec: AblationConfig, runs: list[Run], out: Path, data: bool = True) -> None:
-    """Validate every run's configs (and, with `data`, that each dataset loads) before any work starts."""
+    """Validate every run's configs, the baseline genotypes and (with `data`) that each dataset loads,
+    before any work starts."""
     from nas.data import load_dataset
+    from nas.space import SPACES, resolve_genotype
 
+    base = base_search_config(spec, plan(spec), out) if any(r.is_baseline for r in runs) else None
     seen_data = set()
     for run in runs:
-        cfg = search_config(spec, run, out)
-        check_existing(out / "runs" / run.id, SearchRunConfig, cfg)
+        if run.is_baseline:
+            cfg = base
+            if not run.genotype.startswith("baselines/"):
+                genotype = resolve_genotype(run.genotype)
+                if genotype.space != cfg.space.name:
+                    raise UserError(f"baseline {run.genotype} is a {genotype.space!r} genotype, the search "
+                                    f"space is {cfg.space.name!r}")  # fmt: skip
+            SPACES.get(cfg.space.name)
+        else:
+            cfg = search_config(spec, run, out)
+            check_existing(out / "runs" / run.id, SearchRunConfig, cfg)
         if spec.proxy_train is not None:
             check_existing(out / "proxy" / run.id, TrainRunConfig, proxy_config(spec, run, out, cfg))
         key = repr(to_dict(cfg.data))
@@ -239,7 +333,8 @@ def check_plan(spec: AblationConfig, runs: list[Run], out: Path, data: bool = Tr
 
 
 def write_snapshots(spec: AblationConfig, out: Path) -> None:
-    """ablation.yaml and the resolved base configs, which every run's command reads."""
+    """ablation.yaml, the resolved base configs, which every run's command reads, and the random baseline
+    genotypes (each file rewritten only if it would change)."""
     files = {ABLATION_FILE: OmegaConf.to_yaml(OmegaConf.structured(spec))}
     files[BASE_SEARCH] = to_yaml(load_config(SearchRunConfig, spec.base))
     if spec.proxy_train is not None:
@@ -248,6 +343,12 @@ def write_snapshots(spec: AblationConfig, out: Path) -> None:
         path = out / name
         if not path.is_file() or path.read_text() != text:
             atomic_write_text(path, text)
+    if spec.baselines is not None and spec.baselines.random:
+        drawn = random_genotypes(spec, base_search_config(spec, plan(spec), out))
+        for run, genotype in zip([r for r in baseline_runs(spec) if r.label == "random"], drawn):
+            path = Path(baseline_genotype(spec, run, out))
+            if not path.is_file() or load_genotype_file(path) != genotype:
+                save_genotype(path, genotype)
 
 
 def select(runs: list[Run], ids: list[str]) -> list[Run]:
@@ -263,43 +364,3 @@ def print_commands(config: str, overrides: list[str], runs: list[Run]) -> None:
     extra = "".join(" " + shlex.quote(o) for o in overrides)
     for run in runs:
         print(f"nas ablate --config {shlex.quote(config)} --run {shlex.quote(run.id)}{extra}")
-
-
-def main(
-    config: str | None,
-    overrides: list[str],
-    commands: bool = False,
-    aggregate: str | None = None,
-    only: list[str] | None = None,
-) -> int:
-    """`nas ablate`: run (or print, or aggregate) an ablation. Returns the exit code."""
-    from nas.ablate_report import write_report
-    from nas.ablate_run import execute
-
-    if aggregate is not None:
-        out = Path(aggregate)
-        spec = load_ablation(out / ABLATION_FILE, overrides)
-        for path in write_report(spec, plan(spec), out):
-            print(path)
-        return 0
-    if config is None:
-        raise UserError("nas ablate needs --config FILE (or --aggregate OUT_DIR)")
-    spec = load_ablation(config, overrides)
-    out = Path(spec.out_dir)
-    runs = select(plan(spec), only) if only else plan(spec)
-    check_plan(spec, runs, out, data=not commands)
-    if commands:
-        print_commands(config, overrides, runs)
-        return 0
-    out.mkdir(parents=True, exist_ok=True)
-    write_snapshots(spec, out)
-    start = time.perf_counter()
-    failures = execute(spec, runs, out)
-    seconds = time.perf_counter() - start
-    print(f"{len(runs) - len(failures)}/{len(runs)} runs finished in {seconds:.0f}s", file=sys.stderr)
-    for message in failures:
-        print(f"nas ablate: failed: {message}", file=sys.stderr)
-    if not only:  # runs is the whole plan
-        for path in write_report(spec, runs, out):
-            print(path)
-    return 1 if failures else 0
