@@ -88,6 +88,9 @@ SamplerFn = Callable[[torch.Tensor, float, torch.Generator], torch.Tensor]
 SAMPLERS: Registry[SamplerFn] = Registry("sampler")
 # samplers whose MixedOp computes only the chosen op
 HARD_SAMPLERS = frozenset({"gdas"})
+# samplers whose forward pass is one-hot: where no alpha gradient is needed (the weight step), running only
+# the chosen op gives the same output and the same weight gradients (the other ops are multiplied by 0)
+HARD_FORWARD = frozenset({"gdas", "gumbel_st"})
 
 
 def _noise_like(alpha: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -118,16 +121,19 @@ def sample_architecture(
     tau: float,
     generator: torch.Generator,
     unchosen_grad: bool = False,
+    chosen_only: bool = False,
 ) -> dict[str, ArchSample]:
     """Sample op weights for every cell type (in sorted key order, so the noise stream is fixed).
 
     For hard samplers, the chosen indices of all cell types reach the host in a single transfer: one
     device synchronisation per sample, not one per edge. `unchosen_grad` is passed on to hard samples.
+    `chosen_only`: a sampler whose forward pass is one-hot (`HARD_FORWARD`) also returns its choices, so
+    only the chosen ops run (for the weight step, which needs no alpha gradient).
     """
     fn = SAMPLERS.get(sampler)
     names = sorted(alphas)
     weights = {name: fn(alphas[name], tau, generator) for name in names}
-    if sampler not in HARD_SAMPLERS:
+    if sampler not in HARD_SAMPLERS and not (chosen_only and sampler in HARD_FORWARD):
         return {name: ArchSample(weights[name]) for name in names}
     flat = torch.cat([weights[name].detach().argmax(-1) for name in names]).tolist()  # one sync
     out, start = {}, 0

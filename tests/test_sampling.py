@@ -155,3 +155,32 @@ def test_soft_mixed_op_is_the_weighted_sum():
     x = torch.randn(3)
     expected = sum(w[k] * (k + 1) * x for k in range(4))
     assert torch.allclose(MixedOp(ops)(x, w), expected)
+
+
+def test_one_hot_forward_with_chosen_only_runs_one_op_and_gives_the_same_weight_gradients():
+    """The weight step of gumbel_st: running only the chosen ops changes no output and no gradient."""
+    import search_spaces  # noqa: F401
+    from nas.config import SpaceConfig
+    from nas.space import SPACES
+
+    torch.manual_seed(0)
+    net = SPACES.get("darts").build_supernet(SpaceConfig(init_channels=4, layers=2), 3, 3)
+    alphas = {k: a.detach() for k, a in net.alphas.items()}
+    x, y = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 0])
+    results = []
+    for chosen_only in (False, True):
+        net.zero_grad(set_to_none=True)
+        samples = sample_architecture(alphas, "gumbel_st", 1.0, _gen(3), chosen_only=chosen_only)
+        assert (samples["normal"].choices is not None) == chosen_only
+        loss = torch.nn.functional.cross_entropy(net(x, samples), y)
+        loss.backward()
+        grads = {n: p.grad for n, p in net.named_parameters() if not n.startswith("alphas")}
+        results.append((loss.detach(), grads))
+    (full_loss, full), (chosen_loss, chosen) = results
+    assert torch.equal(full_loss, chosen_loss)
+    for name, g in full.items():
+        if chosen[name] is None:  # an op that did not run: its gradient in the full pass is exactly 0
+            assert g is None or not g.any(), name
+        else:
+            assert torch.allclose(g, chosen[name], atol=1e-6), name
+    assert sum(g is None for g in chosen.values()) > sum(g is None for g in full.values())

@@ -227,9 +227,11 @@ class SearchRunner:
 
     def weight_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         """One SGD step on the weights; the architecture is sampled from detached alphas, so no alpha
-        gradient is computed or accumulated."""
+        gradient is computed or accumulated, and a one-hot sample runs only its chosen ops."""
         alphas = {k: a.detach() for k, a in self.model.alphas.items()}
-        samples = sample_architecture(alphas, self.cfg.sampler.name, self.tau, self.generator)
+        samples = sample_architecture(
+            alphas, self.cfg.sampler.name, self.tau, self.generator, chosen_only=True
+        )
         with self.autocast():
             logits = self.model(x, samples)
             loss = self.criterion(logits, y)
