@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from nas.config import ModelConfig, SpaceConfig
-from nas.genotype import Genotype, load_genotype_file
+from nas.genotype import Genotype, load_genotype_file, parse_genotype_text
 from nas.registry import Registry
 from nas.sampling import ArchSample
 
@@ -66,12 +66,16 @@ SPACES: Registry[SearchSpace] = Registry("search space")
 
 
 def resolve_genotype(spec: str) -> Genotype:
-    """A genotype from `zoo:NAME`, a run directory (its genotype.json) or a file in any supported format,
-    checked against its space."""
+    """A genotype from `zoo:NAME`, a run directory (its genotype.json), a file in any supported format, or
+    an inline DARTS `Genotype(...)` / NAS-Bench-201 `|op~0|+...` string, checked against its space."""
     if spec.startswith("zoo:"):
         from search_spaces import zoo
 
         return zoo.get(spec[4:])
+    if spec.lstrip().startswith(("|", "Genotype(")):
+        genotype = parse_genotype_text(spec, source="genotype string")
+        SPACES.get(genotype.space).validate(genotype)
+        return genotype
     path = Path(spec)
     if path.is_dir():
         path = path / "genotype.json"

@@ -75,7 +75,7 @@ def test_runs_are_the_grid_product_seed_outermost_with_readable_ids(tmp_path):
         "schedule-constant_seed-1",
         "schedule-linear_seed-1",
     ]
-    baselines = ["random-0", "random-1", "random-2", "zoo-DARTS_V2"]  # after every grid point
+    baselines = ["random-00", "random-01", "random-02", "zoo-DARTS_V2"]  # after every grid point
     assert [r.id for r in runs] == ids + baselines
     assert [r.label for r in runs] == [
         "constant",
@@ -198,7 +198,7 @@ def test_tiny_ablation_writes_csv_markdown_plots_and_hparams(tiny_ablation):
     rows = read_csv(tiny_ablation / "results.csv")
     searched = [r for r in rows if r["kind"] == "search"]
     baselines = [r for r in rows if r["kind"] == "baseline"]
-    assert [r["run"] for r in baselines] == ["random-0", "random-1", "random-2", "zoo-DARTS_V2"]
+    assert [r["run"] for r in baselines] == ["random-00", "random-01", "random-02", "zoo-DARTS_V2"]
     assert {r["search"] for r in searched} == {"done"} and {r["proxy"] for r in rows} == {"done"}
     assert {(r["tau.schedule"], r["seed"]) for r in searched} == {
         (s, n) for s in ("constant", "linear") for n in "01"
@@ -226,7 +226,7 @@ def test_tiny_ablation_compares_searched_with_random_cells(tiny_ablation):
     from nas.stats import kendall_tau, mann_whitney_greater, percentile
 
     rows = {r["run"]: r for r in read_csv(tiny_ablation / "results.csv")}
-    random_ids = ["random-0", "random-1", "random-2"]
+    random_ids = ["random-00", "random-01", "random-02"]
     random_acc = [float(rows[i]["proxy_test_acc"]) for i in random_ids]
     cells = set()
     for i in random_ids:  # drawn from the searched space (5 intermediate... here 4 nodes), under its rules

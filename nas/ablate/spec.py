@@ -192,7 +192,7 @@ def baseline_runs(spec: AblationConfig) -> list[Run]:
     b = spec.baselines
     if b is None:
         return []
-    width = len(str(max(b.random - 1, 0)))
+    width = max(2, len(str(b.random - 1)))  # ids stay the same when more draws are added (up to 100)
     runs = [Run(f"random-{i:0{width}d}", {}, "random", [], f"baselines/random-{i:0{width}d}.json")
             for i in range(b.random)]  # fmt: skip
 
