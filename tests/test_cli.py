@@ -173,3 +173,13 @@ def test_genotype_list_and_plot(tmp_path):
     assert (tmp_path / "cell.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     nas("genotype", "plot", "zoo:NB201_BEST_CIFAR10", "-o", tmp_path / "cell.dot")
     assert "nor_conv_3x3" in (tmp_path / "cell.dot").read_text()
+
+
+def test_inline_genotype_strings_are_accepted_wherever_a_genotype_is_named(capsys):
+    nb201 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|none~0|nor_conv_1x1~1|avg_pool_3x3~2|"
+    assert main(["genotype", "show", nb201]) == 0
+    assert "nor_conv_1x1" in capsys.readouterr().out
+    assert main(["genotype", "convert", nb201, "--to", "nb201"]) == 0
+    assert capsys.readouterr().out.strip() == nb201
+    assert main(["genotype", "show", "|nor_conv_3x3~0|+|bogus~0|none~1|"]) == 2  # checked like a file
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
