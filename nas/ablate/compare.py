@@ -19,12 +19,11 @@ from typing import Any
 from nas.stats import kendall_tau, mann_whitney_greater, percentile
 
 
-def rank_results(path: Path) -> dict[str, float]:
-    """A `nas rank -o` file as {position label: accuracy}: "searched", then the baselines in order."""
+def rank_results(path: Path) -> list[float]:
+    """The accuracies of a `nas rank -o` file, in its order ("searched", then the baselines); [] if absent."""
     if not path.is_file():
-        return {}
-    data = json.loads(path.read_text())
-    return {r["genotype"]: r["supernet_acc"] for r in data.get("results", [])}
+        return []
+    return [r["supernet_acc"] for r in json.loads(path.read_text()).get("results", [])]
 
 
 def supernet_kendall(rank: dict[str, float], baseline_acc: dict[str, float]) -> float:

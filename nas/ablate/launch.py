@@ -44,8 +44,8 @@ def stages(spec: AblationConfig, run: Run) -> list[str]:
     return ["search"] + ["rank"] * (spec.baselines is not None) + ["proxy"] * (spec.proxy_train is not None)
 
 
-def rank_file(out: Path, run: Run) -> Path:
-    return out / "rank" / f"{run.id}.json"
+def rank_file(out: Path, run_id: str) -> Path:
+    return out / "rank" / f"{run_id}.json"
 
 
 def rank_genotypes(spec: AblationConfig, run: Run, out: Path) -> dict[str, str]:
@@ -60,10 +60,10 @@ def stage_command(spec: AblationConfig, run: Run, stage: str, out: Path) -> tupl
     A directory without a checkpoint belongs to a run killed in its first epoch: it is removed.
     """
     if stage == "rank":
-        if rank_file(out, run).is_file():
+        if rank_file(out, run.id).is_file():
             return None
         return "started", ["rank", str(out / "runs" / run.id), *rank_genotypes(spec, run, out).values(),
-                           "-o", str(rank_file(out, run))]  # fmt: skip
+                           "-o", str(rank_file(out, run.id))]  # fmt: skip
     run_dir = out / ("runs" if stage == "search" else "proxy") / run.id
     if (run_dir / DONE[stage]).is_file():
         return None

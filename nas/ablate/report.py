@@ -87,9 +87,9 @@ def _add_ranking(rows: list[dict[str, Any]], out: Path) -> None:
     for row in rows:
         if row["kind"] != "search":
             continue
-        rank = compare.rank_results(rank_file(out, Run(row["run"], {}, "", [])))
+        rank = compare.rank_results(rank_file(out, row["run"]))
         labels = ["searched", *(r["run"] for r in rows if r["kind"] == "baseline")]
-        by_id = dict(zip(labels, rank.values())) if len(rank) == len(labels) else {}
+        by_id = dict(zip(labels, rank)) if len(rank) == len(labels) else {}
         row["supernet_acc"] = by_id.get("searched")
         row["kendall_tau"] = compare.supernet_kendall(by_id, retrained) if by_id else None
         row["_rank"] = by_id
