@@ -59,9 +59,20 @@ def cmd_search(args: argparse.Namespace) -> int:
     resume = bool(args.resume) or distributed.elastic_resume(cfg, CHECKPOINT, dist)
     with distributed.run_dir(cfg.out_dir, resume, dist) as out_dir:
         runner = SearchRunner(cfg, space, out_dir, resume=resume, dist=dist)
-    runner.run()
+    record = runner.run()
     if dist is None or dist.rank == 0:
-        print(f"search finished: {out_dir / 'genotype.json'}")
+        import math
+
+        uniform = math.log(len(space.primitives))
+        entropies = ", ".join(
+            f"{k[len('entropy_') :]} {v:.3f}" for k, v in record.items() if k.startswith("entropy_")
+        )
+        sharp = (
+            f" (mean op entropy {entropies}; uniform = ln {len(space.primitives)} = {uniform:.3f})"
+            if entropies
+            else ""
+        )
+        print(f"search finished: {out_dir / 'genotype.json'}{sharp}")
     distributed.destroy(dist)
     return 0
 
