@@ -332,10 +332,16 @@ def test_killed_half_way_the_rerun_redoes_no_finished_work(tmp_path):
     assert [r["search"] for r in read_csv(out / "results.csv")] == ["done", "done"]
 
 
-@pytest.mark.parametrize("name,runs", [("tau_schedules", 15), ("tau_fashion_mnist", 6)])
-def test_shipped_ablations_are_valid(name, runs, tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "name,searches,baselines",
+    [("tau_schedules", 15, 0), ("tau_fashion_mnist", 6, 0), ("search_vs_random_nb201", 9, 12),
+     ("search_vs_random_darts", 2, 9)],
+)  # fmt: skip
+def test_shipped_ablations_are_valid(name, searches, baselines, tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)  # their paths are relative to the repository root, like every preset's
     spec = ablate.load_ablation(ROOT / "configs/ablations" / f"{name}.yaml", [f"out_dir={tmp_path}"])
     plan = ablate.plan(spec)
-    assert len(plan) == runs and len({r.label for r in plan}) == runs // len(spec.grid["seed"])
+    searched = [r for r in plan if not r.is_baseline]
+    assert len(searched) == searches and len(plan) == searches + baselines
+    assert len({r.label for r in searched}) == searches // len(spec.grid["seed"])
     ablate.check_plan(spec, plan, tmp_path, data=False)  # every run's search and proxy config loads
