@@ -139,6 +139,7 @@ class ModelConfig:
     auxiliary: bool = True
     auxiliary_weight: float = 0.4
     drop_path_prob: float = 0.2  # ramped linearly from 0 over training
+    network: str = "cifar"  # cifar | imagenet (DARTS space: two stride-2 stems, for large images)
 
 
 @dataclass
@@ -286,4 +287,8 @@ def validate(cfg: Any) -> None:
     if isinstance(cfg, TrainRunConfig):
         _check(cfg.train.epochs > 0, f"train.epochs must be > 0, got {cfg.train.epochs}")
         _check(0 <= cfg.model.drop_path_prob < 1, "model.drop_path_prob must be in [0, 1)")
+        _check(
+            cfg.model.network in ("cifar", "imagenet"),
+            f"model.network must be 'cifar' or 'imagenet', got {cfg.model.network!r}",
+        )
         _positive_finite(cfg.train.lr, "train.lr")

@@ -51,7 +51,9 @@ class Trainer:
             cfg.data, device=self.device, seed=cfg.seed, rank=self.rank, world_size=self.world_size,
             channels_last=cfg.channels_last,
         )  # fmt: skip
-        model = space.build_network(genotype, cfg.model, self.info.num_classes, self.info.in_channels)
+        model = space.build_network(
+            genotype, cfg.model, self.info.num_classes, self.info.in_channels, self.info.image_size
+        )
         self.summary = model_summary(
             model, (self.info.in_channels, self.info.image_size, self.info.image_size)
         )
