@@ -146,7 +146,10 @@ class ModelConfig:
 class TrainConfig:
     epochs: int = 600
     lr: float = 0.025
+    lr_schedule: str = "cosine"  # cosine (to lr_min) | step (x lr_decay_rate every lr_decay_epochs epochs)
     lr_min: float = 0.0
+    lr_decay_rate: float = 0.97  # step: DARTS' ImageNet recipe multiplies the lr by 0.97 every epoch
+    lr_decay_epochs: int = 1
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 3e-4
@@ -292,3 +295,10 @@ def validate(cfg: Any) -> None:
             f"model.network must be 'cifar' or 'imagenet', got {cfg.model.network!r}",
         )
         _positive_finite(cfg.train.lr, "train.lr")
+        t = cfg.train
+        _check(
+            t.lr_schedule in ("cosine", "step"),
+            f"train.lr_schedule must be cosine or step, got {t.lr_schedule!r}",
+        )
+        _check(0 < t.lr_decay_rate <= 1, f"train.lr_decay_rate must be in (0, 1], got {t.lr_decay_rate}")
+        _check(t.lr_decay_epochs >= 1, f"train.lr_decay_epochs must be >= 1, got {t.lr_decay_epochs}")

@@ -111,3 +111,18 @@ def test_genotype_info_imagenet_defaults(capsys):
     assert "48 channels, 14 layers, 1000 classes, 3x224x224" in out
     assert "parameters (without auxiliary head): 4,718,752" in out
     assert f"parameters (with auxiliary head):    {reference_params('DARTS_V2', aux=True):,}" in out
+
+
+def test_step_lr_schedule_decays_by_the_rate_every_period():
+    """DARTS' ImageNet protocol: lr_e = 0.1 x 0.97^e (StepLR, step 1, gamma 0.97), after any warmup."""
+    from nas.config import TrainConfig
+    from nas.train.trainer import build_lr_scheduler
+
+    def lrs(**kw) -> list[float]:
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+        sched = build_lr_scheduler(opt, TrainConfig(lr=0.1, lr_schedule="step", **kw))
+        return [sched.step(e) or opt.param_groups[0]["lr"] for e in range(6)]
+
+    assert lrs() == pytest.approx([0.1 * 0.97**e for e in range(6)])
+    assert lrs(lr_decay_rate=0.5, lr_decay_epochs=2) == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.025, 0.025])
+    assert lrs(warmup_epochs=2)[2:] == pytest.approx([0.1 * 0.97**e for e in range(4)])
