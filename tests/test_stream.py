@@ -18,6 +18,7 @@ from nas.image_folder import list_split
 from nas.space import SPACES, resolve_genotype
 from nas.stream import StreamLoader, wants_stream
 from nas.train.trainer import Trainer
+from tests.conftest import ROOT
 from tests.test_image_folder import CIFAR_JPEG
 
 CLASSES = {"ant": 20, "bee": 20, "cow": 24}  # 64 training images of 256 x 256
@@ -118,21 +119,37 @@ def test_when_to_stream(folder):
         train_loaders(DataConfig(name="synthetic", color_jitter=0.4), device="cpu", seed=0)
 
 
-TINY_IMAGENET = [
+RECIPE = ROOT / "configs" / "train" / "darts_imagenet.yaml"
+TINY_IMAGENET = [  # the recipe, shrunk: float32 on the CPU, 32 x 32 crops, a small network, 2 epochs
     "progress=false",
     "device=cpu",
-    "data.name=image_folder",
-    "data.stream=true",
+    "amp=none",
     "data.workers=2",
     "data.image_size=32",
     "data.batch_size=32",
-    "model.network=imagenet",
     "model.init_channels=8",
     "model.layers=3",
     "model.drop_path_prob=0.2",
-    "train.lr_schedule=step",
     "train.epochs=2",
 ]
+
+
+def test_recipe_is_darts_imagenet_protocol():
+    cfg = load_config(TrainRunConfig, RECIPE)
+    assert (cfg.model.network, cfg.model.init_channels, cfg.model.layers, cfg.model.auxiliary_weight) == (
+        "imagenet", 48, 14, 0.4,
+    )  # fmt: skip
+    t = cfg.train
+    assert (t.epochs, t.lr, t.momentum, t.weight_decay, t.grad_clip, t.label_smoothing) == (
+        250,
+        0.1,
+        0.9,
+        3e-5,
+        5,
+        0.1,
+    )
+    assert (t.lr_schedule, t.lr_decay_rate, t.lr_decay_epochs, cfg.data.batch_size) == ("step", 0.97, 1, 128)
+    assert cfg.data.stream and cfg.data.image_size == 224 and cfg.data.color_jitter == 0.4
 
 
 def test_imagenet_style_retrain_streams_and_a_killed_run_resumes_bitwise(folder, tmp_path, capsys):
@@ -140,12 +157,25 @@ def test_imagenet_style_retrain_streams_and_a_killed_run_resumes_bitwise(folder,
     in its second epoch resumes from its last checkpoint and ends bitwise where the full run ends."""
     overrides = [*TINY_IMAGENET, f"data.root={folder}"]
     full_dir, part_dir = tmp_path / "full", tmp_path / "part"
-    assert main(["train", "--genotype", "zoo:DARTS_V2", *overrides, f"out_dir={full_dir}"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--genotype",
+                "zoo:DARTS_V2",
+                "--config",
+                str(RECIPE),
+                *overrides,
+                f"out_dir={full_dir}",
+            ]
+        )
+        == 0
+    )
     assert "test accuracy" in capsys.readouterr().out
     metrics = json.loads((full_dir / "metrics.json").read_text())
     assert metrics["epochs"] == 2 and metrics["dataset"] == folder.name
 
-    cfg = load_config(TrainRunConfig, None, [*overrides, f"out_dir={part_dir}"])
+    cfg = load_config(TrainRunConfig, RECIPE, [*overrides, f"out_dir={part_dir}"])
     part_dir.mkdir()
     genotype = resolve_genotype("zoo:DARTS_V2")
     trainer = Trainer(cfg, genotype, SPACES.get("darts"), part_dir)
@@ -161,7 +191,7 @@ def test_imagenet_style_retrain_streams_and_a_killed_run_resumes_bitwise(folder,
     resumed = torch.load(part_dir / "checkpoints" / "last.pt", weights_only=False)["model"]
     assert all(torch.equal(full[k], resumed[k]) for k in full)
     rows = [json.loads(line) for line in (part_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in rows] == [0, 1] and rows[1]["lr"] == pytest.approx(0.025 * 0.97)
+    assert [r["epoch"] for r in rows] == [0, 1] and rows[1]["lr"] == pytest.approx(0.1 * 0.97)
 
 
 @pytest.mark.skipif(not CIFAR_JPEG.is_dir(), reason=f"the CIFAR-10 JPEG copy is not at {CIFAR_JPEG}")
