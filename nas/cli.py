@@ -1,4 +1,4 @@
-"""The `nas` command line: search | derive | train | genotype | ablate | bench.
+"""The `nas` command line: search | derive | rank | train | genotype | export | ablate | bench.
 
 Every command that runs takes `--config FILE` plus `key=value` overrides (OmegaConf dotlist). User
 errors print one line and exit with code 2.
@@ -201,6 +201,19 @@ def cmd_genotype_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from nas.export import check_format, export, run_metadata
+
+    check_format(args.output)  # before any work: a bad name or a missing package
+    network, meta = run_metadata(_run_dir(args.run_dir))
+    diff = export(network, meta, args.output)
+    data = meta["data"]
+    print(f"wrote {args.output}: {meta['genotype']['space']} {meta['config']['model']['network']} network, "
+          f"{data['num_classes']} classes, input {data['in_channels']}x{data['image_size']}x{data['image_size']}")  # fmt: skip
+    print(f"check: max abs difference from the eager network on a batch of 4: {diff:.3g}")
+    return 0
+
+
 # --- ablate --------------------------------------------------------------------------------------------
 
 
@@ -314,6 +327,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("-o", "--output", required=True, help="cell.svg, cell.png, cell.pdf or cell.dot")
     p.set_defaults(func=cmd_genotype_plot)
+
+    p = sub.add_parser("export", help="a retrained network as .pt2 (torch.export), .onnx or .safetensors")
+    p.add_argument("run_dir", help="a nas train run directory")
+    p.add_argument("-o", "--output", required=True, help="model.pt2, model.onnx or model.safetensors")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("ablate", help="search a grid of settings x seeds, retrain each result, compare")
     p.add_argument("--config", help="ablation YAML file (see configs/ablations/)")

@@ -269,6 +269,6 @@ def image_folder(cfg: DataConfig, train: bool) -> ImageSet:
     images = torch.from_numpy(arrays["images"])
     info = DatasetInfo(
         root.resolve().name or "image_folder", len(train_listing.classes), images.shape[1], images.shape[2],
-        tuple(train_arrays["mean"].tolist()), tuple(train_arrays["std"].tolist()),
+        tuple(train_arrays["mean"].tolist()), tuple(train_arrays["std"].tolist()), train_listing.classes,
     )  # fmt: skip
     return ImageSet(images, torch.from_numpy(arrays["labels"]), info)

@@ -249,7 +249,6 @@ def stream_loaders(
     train_loader = StreamLoader(train, cfg.batch_size, train=True, flip=cfg.flip, color_jitter=cfg.color_jitter,
                                 cutout=cfg.cutout, seed=derive_seed(seed, 5), **kw)  # fmt: skip
     test_loader = StreamLoader(test, cfg.eval_batch_size, train=False, seed=seed, **kw)
-    info = DatasetInfo(
-        root.resolve().name or "image_folder", len(train.classes), 3, size, IMAGENET_MEAN, IMAGENET_STD
-    )
+    name = root.resolve().name or "image_folder"
+    info = DatasetInfo(name, len(train.classes), 3, size, IMAGENET_MEAN, IMAGENET_STD, train.classes)
     return train_loader, test_loader, info

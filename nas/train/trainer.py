@@ -5,6 +5,7 @@ accuracy, parameters and FLOPs in `metrics.json`."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import json
 import time
@@ -106,6 +107,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "ema": self.ema.state_dict() if self.ema else None,
             "data": {"train": self.train_loader.state_dict()},
+            "data_info": dataclasses.asdict(self.info),  # what `nas export` writes into its metadata
             "rng": rng_state(),
             "ranks": ranks,
         }
