@@ -117,7 +117,8 @@ def run_metadata(run_dir: Path) -> tuple[nn.Module, dict[str, Any]]:
         "genotype": genotype.to_dict(),
         "config": to_dict(cfg),
         "data": info,
-        "input": "float32 (N, C, S, S): pixels / 255 normalised per channel by data.mean and data.std (RGB order)",
+        "input": "float32 (N, C, S, S): pixels / 255 normalised per channel by data.mean and data.std "
+        "(channels as trained: RGB, or one grey channel)",
         "output": "logits (N, data.num_classes), classes in the order of data.classes",
         "epochs_trained": state["epoch"],
     }

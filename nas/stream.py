@@ -43,7 +43,7 @@ EVAL_CROP_FRACTION = 0.875  # 224 of 256
 
 def wants_stream(cfg: DataConfig) -> bool:
     """`data.stream`: true or false as set; null (auto) streams an image folder whose decoded training
-    split (`data.subset` of it) would take more than `data.stream_above_gb`."""
+    split would take more than `data.stream_above_gb`."""
     if cfg.stream is False:
         return False
     if cfg.name != "image_folder":
@@ -55,9 +55,10 @@ def wants_stream(cfg: DataConfig) -> bool:
 
 def decoded_bytes(cfg: DataConfig) -> int:
     """What the in-memory path would hold for the training split: N x 3 x S x S bytes, S = data.image_size
-    or, without it, the size of the first image (read from its header only)."""
+    or, without it, the size of the first image (read from its header only). All N files: the in-memory
+    path decodes (and caches) the whole split before it takes `data.subset`."""
     listing = list_split(Path(cfg.root), "train", cfg.image_size)
-    n = len(listing.files) if cfg.subset is None else min(cfg.subset, len(listing.files))
+    n = len(listing.files)
     if cfg.image_size is not None:
         return n * 3 * cfg.image_size**2
     from PIL import Image
