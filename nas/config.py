@@ -51,6 +51,11 @@ class DataConfig:
     flip: bool = True
     cutout: int = 0  # cutout square side in pixels; 0 = off
     device_resident: bool = True  # keep the uint8 dataset on the compute device, augment there
+    # image_folder streaming (nas.stream): decode per batch in worker processes instead of holding the split
+    stream: bool | None = None  # null = stream when the decoded training split would exceed stream_above_gb
+    stream_above_gb: float = 8.0
+    workers: int = 4  # streaming: decoding processes per training process (0 = in the training process)
+    color_jitter: float = 0.0  # streaming: ColorJitter brightness/contrast/saturation (hue: half); DARTS 0.4
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
@@ -139,13 +144,17 @@ class ModelConfig:
     auxiliary: bool = True
     auxiliary_weight: float = 0.4
     drop_path_prob: float = 0.2  # ramped linearly from 0 over training
+    network: str = "cifar"  # cifar | imagenet (DARTS space: two stride-2 stems, for large images)
 
 
 @dataclass
 class TrainConfig:
     epochs: int = 600
     lr: float = 0.025
+    lr_schedule: str = "cosine"  # cosine (to lr_min) | step (x lr_decay_rate every lr_decay_epochs epochs)
     lr_min: float = 0.0
+    lr_decay_rate: float = 0.97  # step: DARTS' ImageNet recipe multiplies the lr by 0.97 every epoch
+    lr_decay_epochs: int = 1
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 3e-4
@@ -264,6 +273,9 @@ def validate(cfg: Any) -> None:
     _check(data.subset is None or data.subset > 0, f"data.subset must be > 0 or null, got {data.subset}")
     _check(0 < data.train_portion < 1, f"data.train_portion must be in (0, 1), got {data.train_portion}")
     _check(data.cutout >= 0 and data.crop_padding >= 0, "data.cutout and data.crop_padding must be >= 0")
+    _check(data.workers >= 0, f"data.workers must be >= 0, got {data.workers}")
+    _check(0 <= data.color_jitter <= 1, f"data.color_jitter must be in [0, 1], got {data.color_jitter}")
+    _check(data.stream_above_gb >= 0, f"data.stream_above_gb must be >= 0, got {data.stream_above_gb}")
     _check(
         data.image_size is None or 1 <= data.image_size <= 4096,
         f"data.image_size must be in 1..4096 or null, got {data.image_size}",
@@ -286,4 +298,15 @@ def validate(cfg: Any) -> None:
     if isinstance(cfg, TrainRunConfig):
         _check(cfg.train.epochs > 0, f"train.epochs must be > 0, got {cfg.train.epochs}")
         _check(0 <= cfg.model.drop_path_prob < 1, "model.drop_path_prob must be in [0, 1)")
+        _check(
+            cfg.model.network in ("cifar", "imagenet"),
+            f"model.network must be 'cifar' or 'imagenet', got {cfg.model.network!r}",
+        )
         _positive_finite(cfg.train.lr, "train.lr")
+        t = cfg.train
+        _check(
+            t.lr_schedule in ("cosine", "step"),
+            f"train.lr_schedule must be cosine or step, got {t.lr_schedule!r}",
+        )
+        _check(0 < t.lr_decay_rate <= 1, f"train.lr_decay_rate must be in (0, 1], got {t.lr_decay_rate}")
+        _check(t.lr_decay_epochs >= 1, f"train.lr_decay_epochs must be >= 1, got {t.lr_decay_epochs}")

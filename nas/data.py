@@ -10,6 +10,7 @@ generators, which `state_dict()` saves, so a resumed run sees the same batches a
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -27,8 +28,15 @@ def load_dataset(cfg: DataConfig, train: bool) -> ImageSet:
     """Load the train or test split of `cfg.name`; the train split keeps only its first `cfg.subset` images.
 
     Raises:
-        UserError: unknown dataset name, or the files are missing.
+        UserError: unknown dataset name, the files are missing, or a streaming-only setting.
     """
+    if cfg.stream:
+        raise UserError(
+            "data.stream=true is for nas train; the search holds its images in memory (search on a "
+            "subset: data.subset, data.image_size)"
+        )
+    if cfg.color_jitter > 0:
+        raise UserError("data.color_jitter is applied by the streaming loader only (set data.stream=true)")
     data = DATASETS.get(cfg.name)(cfg, train)
     if train and cfg.subset is not None and cfg.subset < len(data):
         data = ImageSet(data.images[: cfg.subset].clone(), data.labels[: cfg.subset].clone(), data.info)
@@ -41,6 +49,18 @@ def load_dataset(cfg: DataConfig, train: bool) -> ImageSet:
 def derive_seed(*keys: int) -> int:
     """An independent seed for each tuple of integers (numpy's SeedSequence hashing)."""
     return int(np.random.SeedSequence(keys).generate_state(1, dtype=np.uint64)[0])
+
+
+class Loader(Protocol):
+    """What the search and retrain loops use of a loader: `TensorLoader`, or `nas.stream.StreamLoader`."""
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
 
 
 class TensorLoader:
@@ -227,16 +247,24 @@ def train_loaders(
     rank: int = 0,
     world_size: int = 1,
     channels_last: bool = False,
-) -> tuple[TensorLoader, TensorLoader, DatasetInfo]:
+) -> tuple[Loader, Loader, DatasetInfo]:
     """Loaders for retraining: (train, test, info).
 
     The train loader serves the first `cfg.subset` training images, shuffled and augmented, dropping the
     last batch; the test loader serves the whole test split in order, normalised only, in batches of
     `cfg.eval_batch_size` (with several processes each rank evaluates its own disjoint part).
 
+    An image folder that does not fit in memory (`nas.stream.wants_stream`) is streamed from disk instead
+    (`nas.stream.StreamLoader`, the same interface).
+
     Raises:
         UserError: missing data, or a batch size larger than the training images a rank gets.
     """
+    from nas import stream  # it builds on this module
+
+    if stream.wants_stream(cfg):
+        kw = {"rank": rank, "world_size": world_size, "channels_last": channels_last}
+        return stream.stream_loaders(cfg, device=device, seed=seed, **kw)
     train_set, test_set = load_dataset(cfg, train=True), load_dataset(cfg, train=False)
     if len(train_set) // world_size < cfg.batch_size:
         raise UserError(

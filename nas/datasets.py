@@ -30,6 +30,7 @@ class DatasetInfo:
     image_size: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    classes: tuple[str, ...] | None = None  # class names in label order, where the dataset has them
 
 
 @dataclass

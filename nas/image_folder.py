@@ -99,6 +99,15 @@ def list_split(root: Path, split: str, image_size: int | None) -> Listing:
     )  # fmt: skip
 
 
+def check_same_classes(train: Listing, test: Listing) -> None:
+    if test.classes != train.classes:
+        extra = sorted(set(test.classes) ^ set(train.classes))
+        raise UserError(
+            f"{test.folder} and {train.folder} must hold the same class folders "
+            f"(differ in: {', '.join(extra) or 'order'})"
+        )
+
+
 # ---- decoding -----------------------------------------------------------------------------------------
 
 
@@ -248,12 +257,7 @@ def image_folder(cfg: DataConfig, train: bool) -> ImageSet:
     arrays = train_arrays
     if not train:
         test_listing = list_split(root, "test", cfg.image_size)
-        if test_listing.classes != train_listing.classes:
-            extra = sorted(set(test_listing.classes) ^ set(train_listing.classes))
-            raise UserError(
-                f"{test_listing.folder} and {train_listing.folder} must hold the same class folders "
-                f"(differ in: {', '.join(extra) or 'order'})"
-            )
+        check_same_classes(train_listing, test_listing)
         arrays = _load_split(cfg, test_listing, "test", stats=False)
         if arrays["images"].shape[1:] != train_arrays["images"].shape[1:]:
             c, h, w = arrays["images"].shape[1:]
@@ -265,6 +269,6 @@ def image_folder(cfg: DataConfig, train: bool) -> ImageSet:
     images = torch.from_numpy(arrays["images"])
     info = DatasetInfo(
         root.resolve().name or "image_folder", len(train_listing.classes), images.shape[1], images.shape[2],
-        tuple(train_arrays["mean"].tolist()), tuple(train_arrays["std"].tolist()),
+        tuple(train_arrays["mean"].tolist()), tuple(train_arrays["std"].tolist()), train_listing.classes,
     )  # fmt: skip
     return ImageSet(images, torch.from_numpy(arrays["labels"]), info)

@@ -56,9 +56,16 @@ class SearchSpace(Protocol):
     def validate(self, genotype: Genotype) -> None: ...
 
     def build_network(
-        self, genotype: Genotype, cfg: ModelConfig, num_classes: int, in_channels: int
+        self,
+        genotype: Genotype,
+        cfg: ModelConfig,
+        num_classes: int,
+        in_channels: int,
+        image_size: int | None = None,
     ) -> nn.Module:
-        """The discrete network for retraining. forward(x) -> (logits, aux_logits or None)."""
+        """The discrete network for retraining (`cfg.network`: cifar | imagenet, where the space has one).
+        forward(x) -> (logits, aux_logits or None). Raises UserError for a network the space lacks or an
+        `image_size` (square input side, when known) the network cannot take."""
         ...
 
 

@@ -5,6 +5,7 @@ accuracy, parameters and FLOPs in `metrics.json`."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import json
 import time
@@ -14,12 +15,13 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.scheduler import CosineLRScheduler
+from timm.scheduler import CosineLRScheduler, StepLRScheduler
+from timm.scheduler.scheduler import Scheduler
 from timm.utils import ModelEmaV3
 from tqdm import tqdm
 
 from nas.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
-from nas.config import TrainRunConfig, to_yaml
+from nas.config import TrainConfig, TrainRunConfig, to_yaml
 from nas.data import derive_seed, train_loaders
 from nas.distributed import gather_rank_states, lr_scale, own_rank_state
 from nas.genotype import Genotype, atomic_write_text, save_genotype
@@ -37,6 +39,17 @@ from nas.runtime import (
 from nas.space import SearchSpace
 
 
+def build_lr_scheduler(optimizer: torch.optim.Optimizer, t: TrainConfig, scale: float = 1.0) -> Scheduler:
+    """The epoch-wise learning rate of retraining (timm schedulers, stepped with the epoch index):
+    `cosine` anneals from `lr` to `lr_min` (DARTS' CIFAR protocol); `step` multiplies `lr` by `lr_decay_rate`
+    every `lr_decay_epochs` epochs (DARTS' ImageNet protocol: x 0.97 every epoch, StepLR in
+    `train_imagenet.py`). `warmup_epochs` ramp linearly from lr/100 first; both count epochs after it."""
+    warmup = {"warmup_t": t.warmup_epochs, "warmup_lr_init": t.lr * scale * 0.01, "warmup_prefix": True}
+    if t.lr_schedule == "step":
+        return StepLRScheduler(optimizer, decay_t=t.lr_decay_epochs, decay_rate=t.lr_decay_rate, **warmup)
+    return CosineLRScheduler(optimizer, t_initial=t.epochs, lr_min=t.lr_min * scale, **warmup)
+
+
 class Trainer:
     def __init__(self, cfg: TrainRunConfig, genotype: Genotype, space: SearchSpace, out_dir: str | Path,
                  resume: bool = False, dist=None):  # fmt: skip
@@ -51,7 +64,9 @@ class Trainer:
             cfg.data, device=self.device, seed=cfg.seed, rank=self.rank, world_size=self.world_size,
             channels_last=cfg.channels_last,
         )  # fmt: skip
-        model = space.build_network(genotype, cfg.model, self.info.num_classes, self.info.in_channels)
+        model = space.build_network(
+            genotype, cfg.model, self.info.num_classes, self.info.in_channels, self.info.image_size
+        )
         self.summary = model_summary(
             model, (self.info.in_channels, self.info.image_size, self.info.image_size)
         )
@@ -70,10 +85,7 @@ class Trainer:
             nesterov=t.nesterov,
             weight_decay=t.weight_decay,
         )
-        self.scheduler = CosineLRScheduler(
-            self.optimizer, t_initial=t.epochs, lr_min=t.lr_min * scale, warmup_t=t.warmup_epochs,
-            warmup_lr_init=t.lr * scale * 0.01, warmup_prefix=True,
-        )  # fmt: skip
+        self.scheduler = build_lr_scheduler(self.optimizer, t, scale)
         self.ema = ModelEmaV3(self.model, decay=t.ema_decay) if t.ema else None
         self.autocast = functools.partial(autocast, self.device, cfg.amp)
         self.start_epoch = 0
@@ -95,6 +107,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "ema": self.ema.state_dict() if self.ema else None,
             "data": {"train": self.train_loader.state_dict()},
+            "data_info": dataclasses.asdict(self.info),  # what `nas export` writes into its metadata
             "rng": rng_state(),
             "ranks": ranks,
         }

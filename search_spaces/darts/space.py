@@ -11,6 +11,7 @@ from nas.config import ModelConfig, SpaceConfig
 from nas.errors import UserError
 from nas.genotype import Cell, Genotype, check_cell
 from nas.space import SPACES
+from search_spaces.darts.imagenet import NetworkImageNet, check_input_size
 from search_spaces.darts.network import NetworkCIFAR
 from search_spaces.darts.ops import PRIMITIVES
 from search_spaces.darts.supernet import DartsSupernet, num_edges
@@ -58,7 +59,9 @@ class DartsSpace:
         ops = [op for op in self.primitives if op != "none"]
         cells = {}
         for name in self.cell_types:
-            nodes = [[(rng.choice(ops), j) for j in sorted(rng.sample(range(i + 2), 2))] for i in range(cfg.nodes)]
+            nodes = [
+                [(rng.choice(ops), j) for j in sorted(rng.sample(range(i + 2), 2))] for i in range(cfg.nodes)
+            ]
             cells[name] = Cell.make(nodes, range(2, 2 + cfg.nodes))
         return Genotype(self.name, cells, {"config": {"space": {"nodes": cfg.nodes}}})
 
@@ -95,10 +98,21 @@ class DartsSpace:
             check_cell(name, cell, ops, nodes, 2, lambda i: 2)
 
     def build_network(
-        self, genotype: Genotype, cfg: ModelConfig, num_classes: int, in_channels: int
+        self,
+        genotype: Genotype,
+        cfg: ModelConfig,
+        num_classes: int,
+        in_channels: int,
+        image_size: int | None = None,
     ) -> nn.Module:
+        """NetworkCIFAR, or NetworkImageNet with `cfg.network=imagenet` (refusing inputs it cannot take)."""
         self.validate(genotype)
-        return NetworkCIFAR(genotype, cfg.init_channels, num_classes, cfg.layers, cfg.auxiliary, in_channels)
+        args = (genotype, cfg.init_channels, num_classes, cfg.layers, cfg.auxiliary, in_channels)
+        if cfg.network == "imagenet":
+            if image_size is not None:
+                check_input_size(image_size)
+            return NetworkImageNet(*args)
+        return NetworkCIFAR(*args)
 
 
 def _nodes_for_edges(edges: int) -> int:

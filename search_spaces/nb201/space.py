@@ -85,9 +85,19 @@ class NB201Space:
                 raise UserError(f"cell 'cell' node {i + 1} must read each of nodes 0..{i} exactly once")
 
     def build_network(
-        self, genotype: Genotype, cfg: ModelConfig, num_classes: int, in_channels: int
+        self,
+        genotype: Genotype,
+        cfg: ModelConfig,
+        num_classes: int,
+        in_channels: int,
+        image_size: int | None = None,
     ) -> nn.Module:
         self.validate(genotype)
+        if cfg.network != "cifar":
+            raise UserError(
+                f"model.network={cfg.network} is for DARTS-space genotypes; NAS-Bench-201 has one network "
+                "(model.network=cifar)"
+            )
         return TinyNetwork(genotype, cfg.init_channels, cfg.layers, num_classes, in_channels)
 
 
