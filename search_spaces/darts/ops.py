@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import create_conv2d
 
+from nas.layers import PointwiseConv
 from nas.registry import Registry
 
 PRIMITIVES = (
@@ -92,8 +93,8 @@ class FactorizedReduce(nn.Module):
         super().__init__()
         assert C_out % 2 == 0, "FactorizedReduce needs an even number of output channels"
         self.relu = nn.ReLU(inplace=False)
-        self.conv_1 = create_conv2d(C_in, C_out // 2, 1, stride=2)
-        self.conv_2 = create_conv2d(C_in, C_out // 2, 1, stride=2)
+        self.conv_1 = PointwiseConv(C_in, C_out // 2, stride=2)
+        self.conv_2 = PointwiseConv(C_in, C_out // 2, stride=2)
         self.bn = nn.BatchNorm2d(C_out, affine=affine)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

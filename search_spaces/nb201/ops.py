@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from nas.layers import PointwiseConv
 from nas.registry import Registry
 
 PRIMITIVES = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
@@ -63,7 +64,7 @@ class FactorizedReduce(nn.Module):
         self.stride = stride
         self.relu = nn.ReLU(inplace=False)
         halves = (C_out // 2, C_out - C_out // 2) if stride == 2 else (C_out,)
-        self.convs = nn.ModuleList(nn.Conv2d(C_in, c, 1, stride=stride, bias=False) for c in halves)
+        self.convs = nn.ModuleList(PointwiseConv(C_in, c, stride) for c in halves)
         self.bn = nn.BatchNorm2d(C_out, affine=affine, track_running_stats=track_running_stats)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
