@@ -22,7 +22,7 @@ from typing import Any
 
 from nas.ablate import compare
 from nas.ablate.plots import by_setting, plot_accuracy, plot_entropy, plot_ranking, plot_strip, plot_tau
-from nas.ablate.spec import DONE, AblationConfig, Run, flatten
+from nas.ablate.spec import DONE, AblationConfig, Run, baseline_genotype, flatten
 from nas.diagnostics import genotype_string
 from nas.errors import UserError
 from nas.genotype import atomic_write_text, load_genotype_file
@@ -62,7 +62,9 @@ def collect(spec: AblationConfig, runs: list[Run], out: Path) -> list[dict[str, 
         row["search_time_s"] = sum(m.get("epoch_time", 0.0) for m in metrics)
         row["proxy_time_s"] = sum(m.get("epoch_time", 0.0) for m in proxy_curve)
         row["wall_time_s"] = row["search_time_s"] + row["proxy_time_s"]
-        row["genotype"] = last.get("genotype") if not run.is_baseline else _genotype_text(proxy_dir)
+        row["genotype"] = (
+            _genotype_text(baseline_genotype(spec, run, out)) if run.is_baseline else last.get("genotype")
+        )
         row["_curve"] = metrics
         rows.append(row)
     if spec.baselines is not None:
@@ -70,9 +72,12 @@ def collect(spec: AblationConfig, runs: list[Run], out: Path) -> list[dict[str, 
     return rows
 
 
-def _genotype_text(run_dir: Path) -> str | None:
+def _genotype_text(source: str) -> str | None:
+    """The one-line cell of a baseline, known before its retrain ran (a random draw, zoo name or file)."""
+    from nas.space import resolve_genotype
+
     try:
-        return genotype_string(load_genotype_file(run_dir / "genotype.json"))
+        return genotype_string(resolve_genotype(source))
     except UserError:
         return None
 
