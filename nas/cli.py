@@ -183,31 +183,28 @@ def cmd_genotype_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-# `nas genotype info` defaults per network: the DARTS CIFAR and ImageNet (mobile setting) sizes
-INFO_DEFAULTS = {
-    "cifar": {"init_channels": 36, "layers": 20, "classes": 10, "image_size": 32},
-    "imagenet": {"init_channels": 48, "layers": 14, "classes": 1000, "image_size": 224},
-}
-
-
 def cmd_genotype_info(args: argparse.Namespace) -> int:
     from nas.config import ModelConfig
     from nas.profile import model_summary
 
-    for key, value in INFO_DEFAULTS[args.network].items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
     genotype = resolve_genotype(args.file)
     space = SPACES.get(genotype.space)
-    cfg = ModelConfig(
-        init_channels=args.init_channels, layers=args.layers, auxiliary=True, network=args.network
-    )
+    network = args.network or next(iter(space.networks))
+    if network not in space.networks:
+        raise UserError(f"the {space.name} space has no {network} network (it has: {', '.join(space.networks)})")
+    for key, value in space.networks[network].items():  # the space's standard network, unless set
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    cfg = ModelConfig(init_channels=args.init_channels, layers=args.layers, auxiliary=True, network=network)
     net = space.build_network(genotype, cfg, args.classes, args.in_channels, args.image_size)
     summary = model_summary(net, (args.in_channels, args.image_size, args.image_size))
-    print(f"space {genotype.space}, {args.network} network: {args.init_channels} channels, {args.layers} layers, "
+    print(f"space {genotype.space}, {network} network: {args.init_channels} channels, {args.layers} layers, "
           f"{args.classes} classes, {args.in_channels}x{args.image_size}x{args.image_size} input")  # fmt: skip
-    print(f"parameters (without auxiliary head): {summary['params']:,}")
-    print(f"parameters (with auxiliary head):    {summary['params_with_auxiliary']:,}")
+    if summary["params_with_auxiliary"] == summary["params"]:  # the network has no auxiliary head
+        print(f"parameters: {summary['params']:,}")
+    else:
+        print(f"parameters (without auxiliary head): {summary['params']:,}")
+        print(f"parameters (with auxiliary head):    {summary['params_with_auxiliary']:,}")
     print(f"FLOPs (batch 1): {summary['flops']:,}  ({summary['macs'] / 1e6:.1f} M multiply-adds)")
     return 0
 
@@ -323,9 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_genotype_convert)
     p = g.add_parser("info", help="parameters and FLOPs of the retrain network")
     p.add_argument("file")
-    p.add_argument("--network", choices=["cifar", "imagenet"], default="cifar",
-                   help="cifar (default: 36 channels, 20 layers, 10 classes, 32x32) or imagenet (DARTS space: "
-                   "48 channels, 14 layers, 1000 classes, 224x224)")  # fmt: skip
+    p.add_argument("--network", help="the space's network (default: its first, at the sizes its literature "
+                   "uses: DARTS cifar 36 channels x 20 layers or imagenet 48 x 14; NB201 cifar 16 channels x 5 "
+                   "cells per stage; the flags below change them)")  # fmt: skip
     p.add_argument("--init-channels", type=int)
     p.add_argument("--layers", type=int)
     p.add_argument("--classes", type=int)

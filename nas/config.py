@@ -186,8 +186,11 @@ class TrainRunConfig:
 
 
 def _first_line(exc: BaseException) -> str:
+    """The message's first line, led by the key it is about where OmegaConf knows it (`search.epochs: ...`)."""
     text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    line = text[0] if text else type(exc).__name__
+    key = getattr(exc, "full_key", None)
+    return f"{key}: {line}" if key and not line.startswith(f"{key}:") else line
 
 
 def _merge(base: DictConfig, other: DictConfig, where: str) -> DictConfig:

@@ -40,6 +40,9 @@ class SearchSpace(Protocol):
     name: str
     primitives: tuple[str, ...]  # the columns of alpha, in order
     cell_types: tuple[str, ...]  # the keys of Supernet.alphas and Genotype.cells
+    # The space's standard retrain networks (`model.network` -> the sizes its literature reports:
+    # init_channels, layers, classes, image_size), the defaults of `nas genotype info`; the first is the default
+    networks: dict[str, dict[str, int]]
 
     def build_supernet(self, cfg: SpaceConfig, num_classes: int, in_channels: int) -> Supernet: ...
 

@@ -53,6 +53,16 @@ def test_genotype_info_counts_darts_v2_exactly():
     assert "parameters (without auxiliary head): 3,349,342" in out
 
 
+def test_genotype_info_defaults_to_each_spaces_standard_network():
+    """NB201 at the benchmark's 16 channels x 5 cells per stage (the best cell: 1,288,506 parameters,
+    NAS-Bench-201's count), no auxiliary-head line; DARTS at 36 x 20; a network the space lacks: exit 2."""
+    nb201 = nas("genotype", "info", "zoo:NB201_BEST_CIFAR10").stdout
+    assert "16 channels, 5 layers" in nb201 and "parameters: 1,288,506" in nb201 and "auxiliary" not in nb201
+    assert "parameters (without auxiliary head): 3,349,342" in nas("genotype", "info", "zoo:DARTS_V2").stdout
+    bad = nas("genotype", "info", "zoo:NB201_RESNET", "--network", "imagenet", check=False)
+    assert bad.returncode == 2 and "no imagenet network" in bad.stderr
+
+
 def test_train_resume_continues_to_the_end(tmp_path, tiny_train):
     out = tmp_path / "t"
     nas("train", "--genotype", "zoo:DARTS_V1", *tiny_train, f"out_dir={out}")
@@ -76,7 +86,7 @@ def _error(capsys, *argv):
         (["tau.start=0"], "tau.start must be finite and > 0"),
         (["tau.end=-1"], "tau.end must be finite and > 0"),
         (["tau.start=nan"], "tau.start must be finite"),
-        (["data.batch_size=many"], "could not be converted"),
+        (["data.batch_size=many"], "data.batch_size: Value 'many' of type 'str' could not be converted"),
         (["sampler.name=argmax"], "unknown sampler"),
         (["data.name=cifar10", "data.root=/nonexistent"], "CIFAR-10 not found"),
         (["space.name=nope"], "unknown search space"),

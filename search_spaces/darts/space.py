@@ -41,6 +41,10 @@ class DartsSpace:
     name = "darts"
     primitives = PRIMITIVES
     cell_types = ("normal", "reduce")
+    networks = {  # DARTS' CIFAR evaluation and the ImageNet mobile setting
+        "cifar": {"init_channels": 36, "layers": 20, "classes": 10, "image_size": 32},
+        "imagenet": {"init_channels": 48, "layers": 14, "classes": 1000, "image_size": 224},
+    }
 
     def build_supernet(self, cfg: SpaceConfig, num_classes: int, in_channels: int) -> DartsSupernet:
         return DartsSupernet(cfg, self.primitives, num_classes, in_channels)
