@@ -257,8 +257,8 @@ def cmd_genotype_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from nas.bench import bench
-    from nas.bench_report import format_table, write_report
+    from nas.bench.run import bench
+    from nas.bench.report import format_table, write_report
 
     if args.train != (args.genotype is not None):
         raise UserError("nas bench: --train and --genotype FILE|RUN_DIR|zoo:NAME go together")

@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from nas.bench_report import expand_compare
+from nas.bench.report import expand_compare
 from nas.errors import UserError
 from nas.runtime import pick_device
 
