@@ -191,7 +191,9 @@ def cmd_genotype_info(args: argparse.Namespace) -> int:
     space = SPACES.get(genotype.space)
     network = args.network or next(iter(space.networks))
     if network not in space.networks:
-        raise UserError(f"the {space.name} space has no {network} network (it has: {', '.join(space.networks)})")
+        raise UserError(
+            f"the {space.name} space has no {network} network (it has: {', '.join(space.networks)})"
+        )
     for key, value in space.networks[network].items():  # the space's standard network, unless set
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -257,8 +259,8 @@ def cmd_genotype_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from nas.bench.run import bench
     from nas.bench.report import format_table, write_report
+    from nas.bench.run import bench
 
     if args.train != (args.genotype is not None):
         raise UserError("nas bench: --train and --genotype FILE|RUN_DIR|zoo:NAME go together")

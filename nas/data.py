@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Protocol
 
-import numpy as np
 import torch
 
 import nas.image_folder  # noqa: F401  (registers `image_folder`)
@@ -20,6 +19,7 @@ from nas.augment import augment, normalize
 from nas.config import DataConfig
 from nas.datasets import DATASETS, SYSTEM_FASHION_MNIST, DatasetInfo, ImageSet, read_idx
 from nas.errors import UserError
+from nas.rng import Stream, derive_seed
 
 __all__ = ["DATASETS", "SYSTEM_FASHION_MNIST", "DatasetInfo", "ImageSet", "read_idx"]
 
@@ -44,11 +44,6 @@ def load_dataset(cfg: DataConfig, train: bool) -> ImageSet:
 
 
 # ---- the loader ---------------------------------------------------------------------------------------
-
-
-def derive_seed(*keys: int) -> int:
-    """An independent seed for each tuple of integers (numpy's SeedSequence hashing)."""
-    return int(np.random.SeedSequence(keys).generate_state(1, dtype=np.uint64)[0])
 
 
 class Loader(Protocol):
@@ -126,8 +121,8 @@ class TensorLoader:
         self.labels = labels.to(indices.device).index_select(0, indices).to(store)  # (M,)
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device)
         self.std = torch.tensor(std, dtype=torch.float32, device=self.device)
-        self.shuffle_gen = torch.Generator().manual_seed(derive_seed(seed, 0))
-        self.aug_gen = torch.Generator().manual_seed(derive_seed(seed, 1, rank))
+        self.shuffle_gen = torch.Generator().manual_seed(derive_seed(seed, Stream.SHUFFLE))
+        self.aug_gen = torch.Generator().manual_seed(derive_seed(seed, Stream.AUGMENT, rank))
         self.epoch = 0
         m = self.images.shape[0]
         self.per_rank = m // world_size if train else len(range(rank, m, world_size))
@@ -186,7 +181,7 @@ def split_indices(n: int, train_portion: float, seed: int) -> tuple[torch.Tensor
 
     The search passes `data.split_seed` (default 0: one split for every run seed, as DARTS and GDAS keep
     one fixed split), so a sweep over seeds measures the search's own variance, not the split's."""
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(seed, 2)))
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(seed, Stream.SPLIT)))
     k = int(n * train_portion)
     return perm[:k], perm[k:]
 
@@ -219,8 +214,12 @@ def search_loaders(
             f"{len(a_idx)} images (weights / architecture) for {world_size} process(es)"
         )
     kw = {"device": device, "rank": rank, "world_size": world_size, "channels_last": channels_last}
-    weights = _loader(cfg, data, w_idx, train=True, seed=derive_seed(seed, 3), num_batches=steps, **kw)
-    arch = _loader(cfg, data, a_idx, train=True, seed=derive_seed(seed, 4), num_batches=steps, **kw)
+    weights = _loader(
+        cfg, data, w_idx, train=True, seed=derive_seed(seed, Stream.WEIGHT_LOADER), num_batches=steps, **kw
+    )
+    arch = _loader(
+        cfg, data, a_idx, train=True, seed=derive_seed(seed, Stream.ARCH_LOADER), num_batches=steps, **kw
+    )
     return weights, arch, data.info
 
 
@@ -272,6 +271,13 @@ def train_loaders(
             f"on {world_size} process(es)"
         )
     kw = {"device": device, "rank": rank, "world_size": world_size, "channels_last": channels_last}
-    train = _loader(cfg, train_set, torch.arange(len(train_set)), train=True, seed=derive_seed(seed, 5), **kw)
+    train = _loader(
+        cfg,
+        train_set,
+        torch.arange(len(train_set)),
+        train=True,
+        seed=derive_seed(seed, Stream.TRAIN_LOADER),
+        **kw,
+    )
     test = _loader(cfg, test_set, torch.arange(len(test_set)), train=False, seed=seed, **kw)
     return train, test, train_set.info

@@ -25,10 +25,6 @@ class PointwiseConv(nn.Conv2d):
         super().__init__(C_in, C_out, 1, stride=stride, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (
-            self.stride != (1, 1)
-            and self.in_channels < _ONEDNN_MIN_CHANNELS
-            and x.device.type == "cpu"
-        ):
+        if self.stride != (1, 1) and self.in_channels < _ONEDNN_MIN_CHANNELS and x.device.type == "cpu":
             return F.conv2d(F.avg_pool2d(x, 1, self.stride), self.weight)
         return super().forward(x)

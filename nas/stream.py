@@ -29,10 +29,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from nas.augment import augment, normalize
 from nas.config import DataConfig
-from nas.data import derive_seed
 from nas.datasets import DatasetInfo
 from nas.errors import UserError
 from nas.image_folder import Listing, check_same_classes, list_split
+from nas.rng import Stream, derive_seed
 
 # ImageNet's statistics (torchvision's references, DARTS' train_imagenet.py), in [0, 1] pixel units
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -189,7 +189,7 @@ class StreamLoader:
         # its own generator: the DataLoader draws a base seed per epoch, which must not come from the global RNG
         self.dataloader = DataLoader(
             images, batch_sampler=self.batches, num_workers=workers, persistent_workers=workers > 0,
-            pin_memory=self.device.type == "cuda", generator=torch.Generator().manual_seed(derive_seed(seed, 7)),
+            pin_memory=self.device.type == "cuda", generator=torch.Generator().manual_seed(derive_seed(seed, Stream.WORKERS)),
         )  # fmt: skip
 
     def __len__(self) -> int:
@@ -197,7 +197,9 @@ class StreamLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self.batches.epoch, self.epoch = self.epoch, self.epoch + 1
-        cutout_gen = torch.Generator().manual_seed(derive_seed(self.seed, 1, self.batches.epoch, self.rank))
+        cutout_gen = torch.Generator().manual_seed(
+            derive_seed(self.seed, Stream.AUGMENT, self.batches.epoch, self.rank)
+        )
         batches = iter(self.dataloader)
         while True:
             try:
@@ -257,7 +259,7 @@ def stream_loaders(
     kw = {"device": device, "image_size": size, "rank": rank, "world_size": world_size,
           "channels_last": channels_last, "workers": cfg.workers}  # fmt: skip
     train_loader = StreamLoader(train, cfg.batch_size, train=True, flip=cfg.flip, color_jitter=cfg.color_jitter,
-                                cutout=cfg.cutout, seed=derive_seed(seed, 5), **kw)  # fmt: skip
+                                cutout=cfg.cutout, seed=derive_seed(seed, Stream.TRAIN_LOADER), **kw)  # fmt: skip
     test_loader = StreamLoader(test, cfg.eval_batch_size, train=False, seed=seed, **kw)
     name = root.resolve().name or "image_folder"
     info = DatasetInfo(name, len(train.classes), 3, size, IMAGENET_MEAN, IMAGENET_STD, train.classes)

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import search_spaces  # noqa: F401  (registers the spaces)
-from nas.bench.run import MemoryProbe, PhaseTimer
 from nas.bench.report import expand_compare, human_duration, split_values
+from nas.bench.run import MemoryProbe, PhaseTimer
 from nas.cli import main
 from nas.config import SearchRunConfig, load_config
 from nas.errors import UserError

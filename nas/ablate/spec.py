@@ -217,7 +217,7 @@ def baseline_genotype(spec: AblationConfig, run: Run, out: Path) -> str:
 def random_genotypes(spec: AblationConfig, base: SearchRunConfig) -> list[Genotype]:
     """The baseline's random architectures: draw i from its own generator seeded by (seed, i), so adding
     draws keeps the earlier ones."""
-    from nas.data import derive_seed
+    from nas.rng import derive_seed
     from nas.space import SPACES
 
     assert spec.baselines is not None

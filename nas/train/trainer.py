@@ -22,11 +22,12 @@ from tqdm import tqdm
 
 from nas.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from nas.config import TrainConfig, TrainRunConfig, to_yaml
-from nas.data import derive_seed, train_loaders
+from nas.data import train_loaders
 from nas.distributed import gather_rank_states, lr_scale, own_rank_state
 from nas.genotype import Genotype, atomic_write_text, save_genotype
 from nas.logging import RunLogger
 from nas.profile import model_summary
+from nas.rng import Stream, derive_seed
 from nas.runtime import (
     autocast,
     configure_backends,
@@ -75,7 +76,7 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.forward_model = dist.wrap(self.model, sync_bn=cfg.train.sync_bn) if dist else self.model
         if dist:  # drop-path masks come from the global RNG: a different stream on each rank
-            torch.manual_seed(derive_seed(cfg.seed, 6, self.rank))
+            torch.manual_seed(derive_seed(cfg.seed, Stream.INIT, self.rank))
         t = cfg.train
         scale = lr_scale(cfg.lr_scaling, self.world_size)
         self.optimizer = torch.optim.SGD(
