@@ -18,10 +18,6 @@ from nas.errors import UserError
 from nas.genotype import Genotype, describe, to_darts_string
 
 
-def is_parameter_free(op: str) -> bool:
-    return op in ("none", "skip_connect") or "pool" in op
-
-
 def _probs(alpha: torch.Tensor) -> torch.Tensor:
     return torch.softmax(alpha.detach().double().cpu(), dim=-1)  # (E, K)
 
@@ -36,15 +32,16 @@ def entropy(alpha: torch.Tensor) -> float:
     return float(-(p * p.clamp_min(1e-300).log()).sum(-1).mean())
 
 
-def parameter_free_ops(genotype: Genotype, cell: str) -> int:
-    return sum(is_parameter_free(op) for op, _ in genotype.cells[cell].edges())
+def parameter_free_ops(genotype: Genotype, cell: str, parameter_free: frozenset[str]) -> int:
+    """How many of the cell's edges carry an op of `parameter_free` (the space's, `space.parameter_free`)."""
+    return sum(op in parameter_free for op, _ in genotype.cells[cell].edges())
 
 
 def epoch_diagnostics(alphas: Mapping[str, torch.Tensor], genotype: Genotype, space: Any) -> dict[str, Any]:
     """Named values for metrics.jsonl: entropy_<cell>, param_free_<first cell>, genotype string."""
     first = space.cell_types[0]
     out: dict[str, Any] = {f"entropy_{name}": entropy(a) for name, a in alphas.items()}
-    out[f"param_free_{first}"] = parameter_free_ops(genotype, first)
+    out[f"param_free_{first}"] = parameter_free_ops(genotype, first, space.parameter_free)
     out["genotype"] = genotype_string(genotype)
     return out
 

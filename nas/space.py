@@ -43,6 +43,7 @@ class SearchSpace(Protocol):
     # The space's standard retrain networks (`model.network` -> the sizes its literature reports:
     # init_channels, layers, classes, image_size), the defaults of `nas genotype info`; the first is the default
     networks: dict[str, dict[str, int]]
+    parameter_free: frozenset[str]  # the primitives whose op has no weights (collapse diagnostics)
 
     def build_supernet(self, cfg: SpaceConfig, num_classes: int, in_channels: int) -> Supernet: ...
 

@@ -13,7 +13,7 @@ from nas.genotype import Cell, Genotype, check_cell
 from nas.space import SPACES
 from search_spaces.darts.imagenet import NetworkImageNet, check_input_size
 from search_spaces.darts.network import NetworkCIFAR
-from search_spaces.darts.ops import PRIMITIVES
+from search_spaces.darts.ops import OPS, PRIMITIVES
 from search_spaces.darts.supernet import DartsSupernet, num_edges
 
 
@@ -37,10 +37,15 @@ def derive_cell(probs: torch.Tensor, primitives: tuple[str, ...], nodes: int) ->
     return Cell.make(node_edges, range(2, 2 + nodes))
 
 
+# the primitives whose op, as built, has no weights
+PARAMETER_FREE = frozenset(op for op in PRIMITIVES if not list(OPS.get(op)(8, 1, True).parameters()))
+
+
 class DartsSpace:
     name = "darts"
     primitives = PRIMITIVES
     cell_types = ("normal", "reduce")
+    parameter_free = PARAMETER_FREE
     networks = {  # DARTS' CIFAR evaluation and the ImageNet mobile setting
         "cifar": {"init_channels": 36, "layers": 20, "classes": 10, "image_size": 32},
         "imagenet": {"init_channels": 48, "layers": 14, "classes": 1000, "image_size": 224},

@@ -22,7 +22,7 @@ from nas.errors import UserError
 from nas.genotype import Cell, Genotype, check_cell
 from nas.space import SPACES
 from search_spaces.nb201.network import TinyNetwork
-from search_spaces.nb201.ops import PRIMITIVES
+from search_spaces.nb201.ops import OPS, PRIMITIVES
 from search_spaces.nb201.supernet import EDGES, NODES, NB201Supernet
 
 OUTPUT = NODES - 1  # the cell's output state; matches the concat that nas.genotype.from_nb201_string makes
@@ -39,11 +39,18 @@ def derive_cell(probs: torch.Tensor, primitives: tuple[str, ...]) -> Cell:
     return Cell.make(nodes, [OUTPUT])
 
 
+# the primitives whose op, as built inside a cell, has no weights
+PARAMETER_FREE = frozenset(op for op in PRIMITIVES if not list(OPS.get(op)(8, 8, 1, True, True).parameters()))
+
+
 class NB201Space:
     name = "nb201"
     primitives = PRIMITIVES
     cell_types = ("cell",)
-    networks = {"cifar": {"init_channels": 16, "layers": 5, "classes": 10, "image_size": 32}}  # the benchmark's
+    parameter_free = PARAMETER_FREE
+    networks = {
+        "cifar": {"init_channels": 16, "layers": 5, "classes": 10, "image_size": 32}
+    }  # the benchmark's
     # GDAS' reference code for NAS-Bench-201 adds the unchosen (zero) op weights to every edge's output,
     # so every alpha gets a gradient (nas.mixed_op.MixedOp); `sampler.unchosen_grad: null` follows it
     hard_unchosen_grad = True
