@@ -17,11 +17,10 @@ from pathlib import Path
 import torch
 
 import search_spaces  # noqa: F401  (registers the spaces)
-from nas.checkpoint import CHECKPOINT, load_checkpoint
 from nas.config import SearchRunConfig, load_config
 from nas.data import search_loaders
 from nas.sampling import ArchSample, sample_architecture
-from nas.space import SPACES
+from nas.search.load import load_supernet
 
 
 def main() -> None:
@@ -31,11 +30,8 @@ def main() -> None:
     args = parser.parse_args()
     run = Path(args.run_dir)
     cfg = load_config(SearchRunConfig, run / "config.yaml")
-    space = SPACES.get(cfg.space.name)
     _, arch_loader, info = search_loaders(cfg.data, device="cpu", seed=cfg.seed)
-    net = space.build_supernet(cfg.space, info.num_classes, info.in_channels)
-    net.load_state_dict(load_checkpoint(run / CHECKPOINT)["model"])
-    net.train()
+    space, net = load_supernet(run, cfg, info)
     gen = torch.Generator().manual_seed(0)
     K = len(space.primitives)
     sums = {"chosen": torch.zeros(K), "unchosen": torch.zeros(K)}

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import torch
 
-from nas.checkpoint import CHECKPOINT, load_checkpoint
 from nas.config import SearchRunConfig, load_config
 from nas.data import arch_eval_loader
 from nas.errors import UserError
 from nas.genotype import Genotype
 from nas.runtime import pick_device
 from nas.sampling import ArchSample
+from nas.search.load import load_supernet
 from nas.space import SPACES
 
 
@@ -44,12 +44,7 @@ def supernet_accuracies(
             raise UserError(f"genotype of space {genotype.space!r} cannot run in a {space.name!r} supernet")
     dev = pick_device(device or cfg.device)
     loader, info = arch_eval_loader(cfg.data, device=dev, seed=cfg.seed, channels_last=cfg.channels_last)
-    model = space.build_supernet(cfg.space, info.num_classes, info.in_channels)
-    state = load_checkpoint(run_dir / CHECKPOINT, map_location="cpu")
-    model.load_state_dict(state["model"])
-    model.to(dev).train()  # batch statistics (see the module docstring); nothing here is saved
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    _, model = load_supernet(run_dir, cfg, info, dev)  # batch statistics (module docstring); nothing saved
     accuracies = []
     for genotype in genotypes:
         weights = {name: w.to(dev) for name, w in space.one_hot(genotype).items()}
