@@ -19,8 +19,7 @@ import torch.nn.functional as F
 
 from nas.errors import UserError
 from nas.genotype import Genotype
-from search_spaces.darts.network import Cell
-from search_spaces.darts.supernet import reduction_layers
+from search_spaces.darts.network import CellNetwork
 
 # Five stride-2 stages (three stem convolutions, two reduction cells): 224 -> 7, as in the paper.
 DOWNSAMPLING = 32
@@ -62,7 +61,7 @@ class AuxiliaryHeadImageNet(nn.Module):
         return self.classifier(self.features(x).flatten(1))
 
 
-class NetworkImageNet(nn.Module):
+class NetworkImageNet(CellNetwork):
     """forward(x) -> (logits, aux_logits); aux_logits is None in eval mode or without the head.
 
     Set `drop_path_prob` before each epoch, as for NetworkCIFAR.
@@ -83,33 +82,11 @@ class NetworkImageNet(nn.Module):
         self.stem1 = nn.Sequential(
             nn.ReLU(inplace=False), nn.Conv2d(C, C, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(C)
         )
-        C_pp, C_p, C_curr = C, C, C
-        self.cells = nn.ModuleList()
-        reduction_prev = True  # s0 (stem0) has twice the resolution of s1 (stem1)
-        reductions = reduction_layers(layers)
-        self.aux_position = 2 * layers // 3
-        self.auxiliary_head = None
-        for i in range(layers):
-            reduction = i in reductions
-            if reduction:
-                C_curr *= 2
-            cell_type = "reduce" if reduction else "normal"
-            cell = Cell(genotype.cells[cell_type], C_pp, C_p, C_curr, reduction, reduction_prev)
-            self.cells.append(cell)
-            reduction_prev = reduction
-            C_pp, C_p = C_p, cell.multiplier * C_curr
-            if auxiliary and i == self.aux_position:
-                self.auxiliary_head = AuxiliaryHeadImageNet(C_p, num_classes)
-        self.global_pooling = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(C_p, num_classes)
+        # reduction_prev: s0 (stem0) has twice the resolution of s1 (stem1)
+        self._stack(
+            genotype, (C, C, C), True, layers, AuxiliaryHeadImageNet if auxiliary else None, num_classes
+        )
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        aux = None
+    def stems(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         s0 = self.stem0(x)  # (B, C, H/4, W/4)
-        s1 = self.stem1(s0)  # (B, C, H/8, W/8)
-        for i, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
-            if i == self.aux_position and self.auxiliary_head is not None and self.training:
-                aux = self.auxiliary_head(s1)
-        logits = self.classifier(self.global_pooling(s1).flatten(1))
-        return logits, aux
+        return s0, self.stem1(s0)  # (B, C, H/8, W/8)

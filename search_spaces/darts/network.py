@@ -68,7 +68,57 @@ class AuxiliaryHead(nn.Module):
         return self.classifier(x.flatten(1))
 
 
-class NetworkCIFAR(nn.Module):
+class CellNetwork(nn.Module):
+    """What the CIFAR and ImageNet networks share: stems (`stems(x) -> (s0, s1)`, the subclass's), then the
+    stack of cells with reductions at 1/3 and 2/3 of the depth and the auxiliary head after the 2/3 one,
+    global pooling and the classifier. forward(x) -> (logits, aux_logits or None)."""
+
+    drop_path_prob: float
+
+    def stems(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def _stack(
+        self,
+        genotype: Genotype,
+        channels: tuple[int, int, int],
+        reduction_prev: bool,
+        layers: int,
+        head: type[nn.Module] | None,
+        num_classes: int,
+    ) -> None:
+        """The cells from (C_pp, C_p, C_curr) = `channels`; `head`: the auxiliary head's class, or None."""
+        C_pp, C_p, C_curr = channels
+        self.cells = nn.ModuleList()
+        reductions = reduction_layers(layers)
+        self.aux_position = 2 * layers // 3
+        self.auxiliary_head = None
+        for i in range(layers):
+            reduction = i in reductions
+            if reduction:
+                C_curr *= 2
+            cell_type = "reduce" if reduction else "normal"
+            cell = Cell(genotype.cells[cell_type], C_pp, C_p, C_curr, reduction, reduction_prev)
+            self.cells.append(cell)
+            reduction_prev = reduction
+            C_pp, C_p = C_p, cell.multiplier * C_curr
+            if head is not None and i == self.aux_position:
+                self.auxiliary_head = head(C_p, num_classes)
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(C_p, num_classes)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        aux = None
+        s0, s1 = self.stems(x)
+        for i, cell in enumerate(self.cells):
+            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
+            if i == self.aux_position and self.auxiliary_head is not None and self.training:
+                aux = self.auxiliary_head(s1)
+        logits = self.classifier(self.global_pooling(s1).flatten(1))
+        return logits, aux
+
+
+class NetworkCIFAR(CellNetwork):
     """forward(x) -> (logits, aux_logits); aux_logits is None in eval mode or without the head.
 
     Set `drop_path_prob` before each epoch (the trainer ramps it linearly, as DARTS does).
@@ -90,38 +140,10 @@ class NetworkCIFAR(nn.Module):
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False), nn.BatchNorm2d(C_curr)
         )
-        C_pp, C_p, C_curr = C_curr, C_curr, C
-        self.cells = nn.ModuleList()
-        reduction_prev = False
-        reductions = reduction_layers(layers)
-        self.aux_position = 2 * layers // 3
-        self.auxiliary_head = None
-        for i in range(layers):
-            reduction = i in reductions
-            if reduction:
-                C_curr *= 2
-            cell = Cell(
-                genotype.cells["reduce" if reduction else "normal"],
-                C_pp,
-                C_p,
-                C_curr,
-                reduction,
-                reduction_prev,
-            )
-            self.cells.append(cell)
-            reduction_prev = reduction
-            C_pp, C_p = C_p, cell.multiplier * C_curr
-            if auxiliary and i == self.aux_position:
-                self.auxiliary_head = AuxiliaryHead(C_p, num_classes)
-        self.global_pooling = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(C_p, num_classes)
+        self._stack(
+            genotype, (C_curr, C_curr, C), False, layers, AuxiliaryHead if auxiliary else None, num_classes
+        )
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        aux = None
-        s0 = s1 = self.stem(x)
-        for i, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
-            if i == self.aux_position and self.auxiliary_head is not None and self.training:
-                aux = self.auxiliary_head(s1)
-        logits = self.classifier(self.global_pooling(s1).flatten(1))
-        return logits, aux
+    def stems(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        s = self.stem(x)
+        return s, s
