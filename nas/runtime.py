@@ -55,16 +55,37 @@ def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManage
 
 
 def rng_state() -> dict:
-    """Every global RNG the run touches: python, numpy, torch CPU and CUDA."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every global RNG the run touches: python, numpy, torch CPU and CUDA, as tensors and plain values
+    only, so a checkpoint holding it loads with `torch.load(weights_only=True)` (`nas.checkpoint`)."""
+    version, internal, gauss = random.getstate()  # (3, 625 ints, None)
+    np_state = np.random.get_state(legacy=False)  # {"bit_generator", "state": {"key", "pos"}, ...}
+    state = {
+        "python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
+        "numpy": {
+            "bit_generator": np_state["bit_generator"],
+            "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),  # uint32 values, exact
+            "pos": int(np_state["state"]["pos"]),
+            "has_gauss": int(np_state["has_gauss"]),
+            "gauss": float(np_state["gauss"]),
+        },
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    """Restore `rng_state()`, or the tuple form that checkpoints written before it hold."""
+    py, npy = state["python"], state["numpy"]
+    if isinstance(py, dict):
+        py = (py["version"], tuple(py["state"].tolist()), py["gauss"])
+    random.setstate(py)
+    if isinstance(npy, dict):
+        key = npy["key"].numpy().astype(np.uint32)
+        npy = {"bit_generator": npy["bit_generator"], "state": {"key": key, "pos": npy["pos"]},
+               "has_gauss": npy["has_gauss"], "gauss": npy["gauss"]}  # fmt: skip
+    np.random.set_state(npy)
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from nas.checkpoint import CHECKPOINT, load_checkpoint
+from nas.checkpoint import CHECKPOINT, load_checkpoint, restoring
 from nas.config import SearchRunConfig, load_config
 from nas.data import arch_eval_loader
 from nas.errors import UserError
@@ -46,7 +46,8 @@ def supernet_accuracies(
     loader, info = arch_eval_loader(cfg.data, device=dev, seed=cfg.seed, channels_last=cfg.channels_last)
     model = space.build_supernet(cfg.space, info.num_classes, info.in_channels)
     state = load_checkpoint(run_dir / CHECKPOINT, map_location="cpu")
-    model.load_state_dict(state["model"])
+    with restoring(run_dir / CHECKPOINT):
+        model.load_state_dict(state["model"])
     model.to(dev).train()  # batch statistics (see the module docstring); nothing here is saved
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -22,7 +22,7 @@ from timm.scheduler import CosineLRScheduler
 from tqdm import tqdm
 
 from nas import diagnostics
-from nas.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from nas.checkpoint import CHECKPOINT, load_checkpoint, restoring, save_checkpoint
 from nas.config import SearchRunConfig, to_dict, to_yaml
 from nas.data import search_loaders
 from nas.distributed import gather_rank_states, lr_scale, own_rank_state
@@ -140,17 +140,19 @@ class SearchRunner:
         }
 
     def _restore(self) -> None:
-        state = load_checkpoint(self.out_dir / CHECKPOINT, map_location=self.device)
-        self.model.load_state_dict(state["model"])
-        self.w_opt.load_state_dict(state["w_opt"])
-        self.a_opt.load_state_dict(state["a_opt"])
-        self.w_sched.load_state_dict(state["w_sched"])
-        self.generator.set_state(state["sampler_generator"].cpu())
-        own = own_rank_state(state, self.rank, self.world_size)  # augmentation streams differ per rank
-        self.train_loader.load_state_dict(own["data"]["train"])
-        self.val_loader.load_state_dict(own["data"]["val"])
-        set_rng_state(own["rng"])
-        self.start_epoch, self.tau = state["epoch"], state["tau"]
+        path = self.out_dir / CHECKPOINT
+        state = load_checkpoint(path, map_location=self.device)
+        with restoring(path):
+            self.model.load_state_dict(state["model"])
+            self.w_opt.load_state_dict(state["w_opt"])
+            self.a_opt.load_state_dict(state["a_opt"])
+            self.w_sched.load_state_dict(state["w_sched"])
+            self.generator.set_state(state["sampler_generator"].cpu())
+            own = own_rank_state(state, self.rank, self.world_size)  # augmentation streams differ per rank
+            self.train_loader.load_state_dict(own["data"]["train"])
+            self.val_loader.load_state_dict(own["data"]["val"])
+            set_rng_state(own["rng"])
+            self.start_epoch, self.tau = int(state["epoch"]), float(state["tau"])
 
     # --- the loop -----------------------------------------------------------------------------------
 

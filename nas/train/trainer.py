@@ -18,7 +18,7 @@ from timm.scheduler import CosineLRScheduler
 from timm.utils import ModelEmaV3
 from tqdm import tqdm
 
-from nas.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from nas.checkpoint import CHECKPOINT, load_checkpoint, restoring, save_checkpoint
 from nas.config import TrainRunConfig, to_yaml
 from nas.data import derive_seed, train_loaders
 from nas.distributed import gather_rank_states, lr_scale, own_rank_state
@@ -100,16 +100,18 @@ class Trainer:
         }
 
     def _restore(self) -> None:
-        state = load_checkpoint(self.out_dir / CHECKPOINT, map_location=self.device)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if self.ema is not None and state["ema"] is not None:
-            self.ema.load_state_dict(state["ema"])
-        own = own_rank_state(state, self.rank, self.world_size)
-        self.train_loader.load_state_dict(own["data"]["train"])
-        set_rng_state(own["rng"])
-        self.start_epoch = state["epoch"]
+        path = self.out_dir / CHECKPOINT
+        state = load_checkpoint(path, map_location=self.device)
+        with restoring(path):
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            if self.ema is not None and state["ema"] is not None:
+                self.ema.load_state_dict(state["ema"])
+            own = own_rank_state(state, self.rank, self.world_size)
+            self.train_loader.load_state_dict(own["data"]["train"])
+            set_rng_state(own["rng"])
+            self.start_epoch = int(state["epoch"])
 
     def run(self) -> dict[str, Any]:
         record: dict[str, Any] = {}
