@@ -58,7 +58,9 @@ class DartsSpace:
         ops = [op for op in self.primitives if op != "none"]
         cells = {}
         for name in self.cell_types:
-            nodes = [[(rng.choice(ops), j) for j in sorted(rng.sample(range(i + 2), 2))] for i in range(cfg.nodes)]
+            nodes = [
+                [(rng.choice(ops), j) for j in sorted(rng.sample(range(i + 2), 2))] for i in range(cfg.nodes)
+            ]
             cells[name] = Cell.make(nodes, range(2, 2 + cfg.nodes))
         return Genotype(self.name, cells, {"config": {"space": {"nodes": cfg.nodes}}})
 
