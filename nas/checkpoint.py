@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import pickle
 import warnings
 from collections.abc import Iterator
@@ -27,8 +28,7 @@ import torch
 
 from nas.errors import UserError
 from nas.genotype import atomic_write
-
-CHECKPOINT = "checkpoints/last.pt"  # of a run directory: search, retrain, and ablation runs
+from nas.rundir import CHECKPOINT  # noqa: F401  (re-exported: where checkpoints live in a run)
 
 
 def _legacy_globals() -> list[Any]:
@@ -107,3 +107,27 @@ def _forbidden(exc: pickle.UnpicklingError) -> str:
             if name:
                 return f"the global {name[:100]!r}"
     return "an object that is not a tensor or a plain value"
+
+
+def stop_if_diverged(
+    record: dict[str, Any], keys: tuple[str, ...], path: Path, extra_ok: bool = True
+) -> None:
+    """Stop a run whose epoch produced a NaN or infinite loss, before it logs or checkpoints that epoch.
+
+    Args:
+        record: the epoch's metrics; `keys` name its losses (None values are skipped).
+        path: the run's checkpoint, which stays the last good one.
+        extra_ok: further finiteness checks of the caller (e.g. the alphas).
+
+    Raises:
+        UserError: one line naming the epoch, the value and the kept checkpoint.
+    """
+    bad = [(k, record[k]) for k in keys if record.get(k) is not None and not math.isfinite(record[k])]
+    if not bad and extra_ok:
+        return
+    what = f"{bad[0][0]} is {bad[0][1]}" if bad else "the architecture parameters are not finite"
+    kept = f"the last good checkpoint {path} is kept" if path.is_file() else "no checkpoint was written"
+    raise UserError(
+        f"the run diverged in epoch {record.get('epoch')}: {what}; nothing of this epoch was saved and {kept}. "
+        "Start a new run with a lower learning rate (or stronger gradient clipping)"
+    )

@@ -121,6 +121,16 @@ RANGES: dict[str, Range] = {
 }
 
 
+# `nas genotype info` flags
+INFO_RANGES: dict[str, Range] = {
+    "--init-channels": CHANNELS,
+    "--layers": LAYERS,
+    "--classes": Range(1, 10**5),
+    "--in-channels": Range(1, 64),
+    "--image-size": Range(1, 4096),
+}
+
+
 def numeric_fields(cfg: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
     """(dotted key, value) of every int or float field of a config dataclass (tuples: one per element)."""
     for f in dataclasses.fields(cfg):

@@ -22,12 +22,13 @@ from timm.scheduler import CosineLRScheduler
 from tqdm import tqdm
 
 from nas import diagnostics
-from nas.checkpoint import CHECKPOINT, load_checkpoint, restoring, save_checkpoint
+from nas.checkpoint import CHECKPOINT, load_checkpoint, restoring, save_checkpoint, stop_if_diverged
 from nas.config import SearchRunConfig, to_dict, to_yaml
 from nas.data import search_loaders
 from nas.distributed import gather_rank_states, lr_scale, own_rank_state
 from nas.genotype import atomic_write_text, save_genotype
 from nas.logging import RunLogger
+from nas.memory import check_supernet
 from nas.plot import cell_figure, plot_genotype
 from nas.runtime import (
     autocast,
@@ -78,6 +79,7 @@ class SearchRunner:
             cfg.data, device=self.device, seed=cfg.seed, rank=self.rank, world_size=self.world_size,
             channels_last=cfg.channels_last,
         )  # fmt: skip
+        check_supernet(cfg, space, self.info, self.device, unchosen_grad(cfg, space))  # before allocating it
         self.model = space.build_supernet(cfg.space, self.info.num_classes, self.info.in_channels).to(
             self.device
         )
@@ -262,6 +264,8 @@ class SearchRunner:
         return type(genotype)(genotype.space, genotype.cells, prov)
 
     def end_epoch(self, epoch: int, record: dict[str, Any]) -> None:
+        finite = all(bool(torch.isfinite(a).all()) for a in self.model.arch_parameters())
+        stop_if_diverged(record, ("train_loss", "val_loss"), self.out_dir / CHECKPOINT, finite)
         data = {"train": self.train_loader.state_dict(), "val": self.val_loader.state_dict()}
         ranks = gather_rank_states(self.dist, data)
         if self.dist:

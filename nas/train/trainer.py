@@ -18,12 +18,13 @@ from timm.scheduler import CosineLRScheduler
 from timm.utils import ModelEmaV3
 from tqdm import tqdm
 
-from nas.checkpoint import CHECKPOINT, load_checkpoint, restoring, save_checkpoint
+from nas.checkpoint import CHECKPOINT, load_checkpoint, restoring, save_checkpoint, stop_if_diverged
 from nas.config import TrainRunConfig, to_yaml
 from nas.data import derive_seed, train_loaders
 from nas.distributed import gather_rank_states, lr_scale, own_rank_state
 from nas.genotype import Genotype, atomic_write_text, save_genotype
 from nas.logging import RunLogger
+from nas.memory import check_network
 from nas.profile import model_summary
 from nas.runtime import (
     autocast,
@@ -51,6 +52,7 @@ class Trainer:
             cfg.data, device=self.device, seed=cfg.seed, rank=self.rank, world_size=self.world_size,
             channels_last=cfg.channels_last,
         )  # fmt: skip
+        check_network(cfg, genotype, space, self.info, self.device)  # before allocating it
         model = space.build_network(genotype, cfg.model, self.info.num_classes, self.info.in_channels)
         self.summary = model_summary(
             model, (self.info.in_channels, self.info.image_size, self.info.image_size)
@@ -197,6 +199,7 @@ class Trainer:
         return {"test_loss": loss_sum / n, "test_acc": 100.0 * top1 / n, "test_acc_top5": 100.0 * top5 / n}
 
     def end_epoch(self, epoch: int, record: dict[str, Any]) -> None:
+        stop_if_diverged(record, ("train_loss", "test_loss"), self.out_dir / CHECKPOINT)
         ranks = gather_rank_states(self.dist, {"train": self.train_loader.state_dict()})
         if self.dist:
             self.dist.check_identical(list(self.model.parameters()), "weights")
