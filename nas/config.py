@@ -207,6 +207,8 @@ def load_structured(
     cfg = OmegaConf.structured(schema)
     if path is not None:
         path = Path(path)
+        if path.is_dir():
+            raise UserError(f"{kind} {path} is a directory; name a YAML file")
         if not path.is_file():
             raise UserError(f"{kind} file not found: {path}")
         try:

@@ -1,5 +1,5 @@
-"""Run-time plumbing shared by every command: device choice, seeding, autocast, run directories and
-the provenance saved next to every result."""
+"""Run-time plumbing shared by every command: device choice, seeding, RNG states, autocast and the
+provenance saved next to every result (run directories: `nas.rundir`)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,8 @@ import contextlib
 import datetime
 import platform
 import random
-import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
@@ -127,30 +125,3 @@ def provenance() -> dict:
         "command": " ".join(sys.argv),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-
-
-@contextlib.contextmanager
-def prepare_out_dir(out_dir: str | Path, resume: bool, marker: str = "config.yaml") -> Iterator[Path]:
-    """Context for setting up a run in `out_dir`.
-
-    A new run needs an empty (or absent) directory: refusing protects earlier results. If setup fails
-    inside the context, a directory this call created is removed again, so a rejected command leaves
-    nothing behind.
-    """
-    path = Path(out_dir)
-    if path.exists() and not path.is_dir():
-        raise UserError(f"out_dir {path} exists and is not a directory")
-    if not resume and path.is_dir() and any(path.iterdir()):
-        raise UserError(
-            f"out_dir {path} is not empty; resume it with --resume {path} or choose another out_dir"
-        )
-    if resume and not (path / marker).is_file():
-        raise UserError(f"cannot resume {path}: no {marker} there")
-    created = not path.exists()
-    path.mkdir(parents=True, exist_ok=True)
-    try:
-        yield path
-    except BaseException:
-        if created:
-            shutil.rmtree(path, ignore_errors=True)
-        raise
