@@ -226,24 +226,22 @@ def cmd_genotype_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_genotype_info(args: argparse.Namespace) -> int:
+    import torch
+
     from nas.config import ModelConfig
-    from nas.limits import INFO_RANGES
-    from nas.memory import check_one_image
+    from nas.limits import INFO_RANGES, check_flags
+    from nas.memory import check_inference, parameter_budget
     from nas.profile import model_summary
 
-    for flag, allowed in INFO_RANGES.items():
-        value = getattr(args, flag.lstrip("-").replace("-", "_"))
-        if value not in allowed:
-            raise UserError(f"{flag} must be {allowed}, got {value}")
+    check_flags(vars(args), INFO_RANGES)
     genotype = resolve_genotype(args.file)
     space = SPACES.get(genotype.space)
     cfg = ModelConfig(init_channels=args.init_channels, layers=args.layers, auxiliary=True)
+    with parameter_budget(torch.device("cpu"), 4 * 3, "the network", "--init-channels or --layers"):
+        net = space.build_network(genotype, cfg, args.classes, args.in_channels)  # one SGD could train here
     shape = (args.in_channels, args.image_size, args.image_size)
-    build = lambda: space.build_network(genotype, cfg, args.classes, args.in_channels)  # noqa: E731
-    check_one_image(build, space.name, repr((cfg, genotype.cells, args.classes)), shape,
-                    "--init-channels, --layers or --image-size")  # fmt: skip
-    net = build()
-    summary = model_summary(net, (args.in_channels, args.image_size, args.image_size))
+    check_inference(net, shape, "--init-channels, --layers or --image-size")  # the FLOP count's pass
+    summary = model_summary(net, shape)
     print(f"space {genotype.space}: {args.init_channels} channels, {args.layers} layers, {args.classes} classes, "
           f"{args.in_channels}x{args.image_size}x{args.image_size} input")  # fmt: skip
     print(f"parameters (without auxiliary head): {summary['params']:,}")

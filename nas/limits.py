@@ -64,8 +64,10 @@ EPOCHS = Range(1, EPOCHS_MAX)
 WARMUP = Range(0, EPOCHS_MAX)
 SEED = Range(0, SEED_MAX)
 BATCH = Range(1, 2**20)
-CHANNELS = Range(1, 1024)
-LAYERS = Range(1, 100)
+CHANNELS = Range(
+    1, 2**20
+)  # what fits is decided by nas.memory: a too-wide build stops at its first parameter too many
+LAYERS = Range(1, 100)  # building takes Python time per cell, even a build nas.memory refuses: bound it
 
 RANGES: dict[str, Range] = {
     "seed": SEED,
@@ -85,7 +87,7 @@ RANGES: dict[str, Range] = {
     "data.synthetic.classes": Range(2, 10**5),
     "space.init_channels": CHANNELS,
     "space.layers": LAYERS,
-    "space.nodes": Range(1, 16),
+    "space.nodes": Range(1, 10),
     "space.stem_multiplier": Range(1, 16),
     "tau.start": POSITIVE,
     "tau.end": POSITIVE,
@@ -129,6 +131,14 @@ INFO_RANGES: dict[str, Range] = {
     "--in-channels": Range(1, 64),
     "--image-size": Range(1, 4096),
 }
+
+
+def check_flags(values: dict[str, Any], ranges: dict[str, Range]) -> None:
+    """Refuse the first command-line flag (`--layers`) whose value (`values["layers"]`) is out of range."""
+    for flag, allowed in ranges.items():
+        value = values[flag.lstrip("-").replace("-", "_")]
+        if value not in allowed:
+            raise UserError(f"{flag} must be {allowed}, got {value}")
 
 
 def numeric_fields(cfg: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:

@@ -28,7 +28,7 @@ from nas.data import search_loaders
 from nas.distributed import gather_rank_states, lr_scale, own_rank_state
 from nas.genotype import atomic_write_text, save_genotype
 from nas.logging import RunLogger
-from nas.memory import check_supernet
+from nas.memory import SUPERNET_SIZE, check_supernet, parameter_budget
 from nas.plot import cell_figure, plot_genotype
 from nas.runtime import (
     autocast,
@@ -79,10 +79,10 @@ class SearchRunner:
             cfg.data, device=self.device, seed=cfg.seed, rank=self.rank, world_size=self.world_size,
             channels_last=cfg.channels_last,
         )  # fmt: skip
-        check_supernet(cfg, space, self.info, self.device, unchosen_grad(cfg, space))  # before allocating it
-        self.model = space.build_supernet(cfg.space, self.info.num_classes, self.info.in_channels).to(
-            self.device
-        )
+        with parameter_budget(self.device, 4 * 3, "the supernet", SUPERNET_SIZE):  # weights, grads, momentum
+            model = space.build_supernet(cfg.space, self.info.num_classes, self.info.in_channels)
+        check_supernet(model, cfg, self.info, self.device, unchosen_grad(cfg, space))  # before it moves there
+        self.model = model.to(self.device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         if dist:  # identical by seeding already; rank 0's copy makes it so by construction

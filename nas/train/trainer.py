@@ -24,7 +24,7 @@ from nas.data import derive_seed, train_loaders
 from nas.distributed import gather_rank_states, lr_scale, own_rank_state
 from nas.genotype import Genotype, atomic_write_text, save_genotype
 from nas.logging import RunLogger
-from nas.memory import check_network
+from nas.memory import NETWORK_SIZE, check_network, parameter_budget
 from nas.profile import model_summary
 from nas.runtime import (
     autocast,
@@ -52,8 +52,9 @@ class Trainer:
             cfg.data, device=self.device, seed=cfg.seed, rank=self.rank, world_size=self.world_size,
             channels_last=cfg.channels_last,
         )  # fmt: skip
-        check_network(cfg, genotype, space, self.info, self.device)  # before allocating it
-        model = space.build_network(genotype, cfg.model, self.info.num_classes, self.info.in_channels)
+        with parameter_budget(self.device, 4 * (3 + cfg.train.ema), "the network", NETWORK_SIZE):
+            model = space.build_network(genotype, cfg.model, self.info.num_classes, self.info.in_channels)
+        check_network(model, cfg, genotype, self.info, self.device)  # before it moves there
         self.summary = model_summary(
             model, (self.info.in_channels, self.info.image_size, self.info.image_size)
         )
