@@ -54,7 +54,7 @@ def resume_config(schema: type[T], run_dir: Path, overrides: list[str]) -> tuple
     """
     for override in overrides:
         key, _, value = override.partition("=")
-        if key.strip() == "out_dir" and Path(value) != run_dir:
+        if key.strip() == "out_dir" and Path(value).resolve() != run_dir.resolve():
             raise UserError(
                 f"cannot resume {run_dir} with out_dir={value}: a run resumes in its own directory"
             )
@@ -78,7 +78,7 @@ def record_resume(run_dir: Path, cfg: Any, changed: dict[str, list]) -> None:
     meta = OmegaConf.to_container(saved.get("_meta") or OmegaConf.create({}))
     when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     meta["resumed"] = [*meta.get("resumed", []), {"time": when, "changed": changed}]
-    cfg = dataclasses.replace(
-        cfg, out_dir=saved.get("out_dir", cfg.out_dir)
-    )  # as first written, not as resumed
+    first = str(saved.get("out_dir", cfg.out_dir))
+    if Path(first).resolve() == run_dir.resolve():  # keep it as first written; a moved run gets its new path
+        cfg = dataclasses.replace(cfg, out_dir=first)
     atomic_write_text(run_dir / "config.yaml", to_yaml(cfg, meta=meta))
