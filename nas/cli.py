@@ -7,19 +7,27 @@ errors print one line and exit with code 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import search_spaces  # noqa: F401  (registers the search spaces)
 from nas.errors import UserError
 from nas.genotype import (
     Genotype,
+    check_output_path,
     describe,
     save_genotype,
     to_darts_string,
     to_nb201_string,
 )
 from nas.space import SPACES, resolve_genotype
+
+# errors of the file system or the machine that a user fixes (space, permissions, paths), reported in one line
+ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
+                                errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG, errno.ENOENT, errno.EIO})  # fmt: skip
 
 
 class _Parser(argparse.ArgumentParser):
@@ -39,40 +47,79 @@ def _run_dir(path: str) -> Path:
 # --- search / derive -----------------------------------------------------------------------------------
 
 
-def cmd_search(args: argparse.Namespace) -> int:
-    from nas import distributed
-    from nas.checkpoint import CHECKPOINT
-    from nas.config import SearchRunConfig, load_config
-    from nas.search.runner import SearchRunner
+def _run_config(schema: type, args: argparse.Namespace, command: str):
+    """(config, what a resume's overrides changed or None) of `nas search|train --config/--resume`."""
+    from nas.config import load_config
+    from nas.resume import resume_config
 
     if args.resume:
-        run_dir = _run_dir(args.resume)
-        cfg = load_config(SearchRunConfig, run_dir / "config.yaml", args.overrides + [f"out_dir={run_dir}"])
-        if not (run_dir / CHECKPOINT).is_file():
-            raise UserError(f"cannot resume {run_dir}: no {CHECKPOINT} (the run did not finish an epoch)")
-    elif args.config is None:
+        return resume_config(schema, _run_dir(args.resume), args.overrides)
+    if args.config is None and command == "search":
         raise UserError("nas search needs --config FILE (or --resume RUN_DIR)")
-    else:
-        cfg = load_config(SearchRunConfig, args.config, args.overrides)
-    space = SPACES.get(cfg.space.name)
-    dist = distributed.init_distributed(cfg.device)  # None unless torchrun started several processes
-    resume = bool(args.resume) or distributed.elastic_resume(cfg, CHECKPOINT, dist)
-    with distributed.run_dir(cfg.out_dir, resume, dist) as out_dir:
-        runner = SearchRunner(cfg, space, out_dir, resume=resume, dist=dist)
-    record = runner.run()
-    if dist is None or dist.rank == 0:
-        import math
+    return load_config(schema, args.config, args.overrides), None
 
-        uniform = math.log(len(space.primitives))
-        entropies = ", ".join(
-            f"{k[len('entropy_') :]} {v:.3f}" for k, v in record.items() if k.startswith("entropy_")
-        )
-        sharp = (
-            f" (mean op entropy {entropies}; uniform = ln {len(space.primitives)} = {uniform:.3f})"
-            if entropies
-            else ""
-        )
-        print(f"search finished: {out_dir / 'genotype.json'}{sharp}")
+
+def _start(cfg, args: argparse.Namespace):
+    """The process group (None for one process) and whether the run asks to resume; refuses a device that
+    does not exist before the run directory is touched."""
+    from nas import distributed
+    from nas.checkpoint import CHECKPOINT
+    from nas.runtime import pick_device
+
+    if not distributed.launched_by_torchrun():
+        pick_device(cfg.device)
+    dist = distributed.init_distributed(cfg.device)  # None unless torchrun started several processes
+    return dist, bool(args.resume) or distributed.elastic_resume(cfg, CHECKPOINT, dist)
+
+
+@contextlib.contextmanager
+def _running(command: str, path: Path) -> Iterator[None]:
+    """A run that the machine stops (disk full, permissions) ends in one line that says how to go on."""
+    from nas.checkpoint import CheckpointWriteError
+
+    hint = f"resume with nas {command} --resume {path} once fixed"
+    try:
+        yield
+    except CheckpointWriteError as exc:
+        raise UserError(f"{exc}; {hint}") from None
+    except OSError as exc:
+        if exc.errno not in ENVIRONMENT_ERRNOS:
+            raise
+        raise UserError(f"the run stopped: cannot write {exc.filename}: {exc.strerror}; its last checkpoint "
+                        f"is kept: {hint}") from None  # fmt: skip
+
+
+def _sharpness(space, record: dict) -> str:
+    """How far the search sharpened: each cell type's mean op entropy against uniform (ln K)."""
+    import math
+
+    entropies = ", ".join(
+        f"{k[len('entropy_') :]} {v:.3f}" for k, v in record.items() if k.startswith("entropy_")
+    )
+    if not entropies:
+        return ""
+    K = len(space.primitives)
+    return f" (mean op entropy {entropies}; uniform = ln {K} = {math.log(K):.3f})"
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from nas import distributed
+    from nas.config import SearchRunConfig
+    from nas.resume import record_resume
+    from nas.search.runner import SearchRunner
+
+    cfg, changed = _run_config(SearchRunConfig, args, "search")
+    space = SPACES.get(cfg.space.name)
+    dist, resume = _start(cfg, args)
+    with distributed.run_dir(cfg.out_dir, resume, dist, "alphas.json", SearchRunConfig) as run:
+        with run.setup():
+            runner = SearchRunner(cfg, space, run.path, resume=run.resume, dist=dist)
+        if changed and run.resume and (dist is None or dist.rank == 0):
+            record_resume(run.path, cfg, changed)
+        with _running("search", run.path):
+            record = runner.run()
+    if dist is None or dist.rank == 0:
+        print(f"search finished: {run.path / 'genotype.json'}{_sharpness(space, record)}")
     distributed.destroy(dist)
     return 0
 
@@ -80,7 +127,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_derive(args: argparse.Namespace) -> int:
     import torch
 
-    from nas.checkpoint import CHECKPOINT, load_checkpoint
+    from nas.checkpoint import CHECKPOINT, load_checkpoint, restoring
     from nas.config import SearchRunConfig, load_config, to_dict
     from nas.diagnostics import probabilities
     from nas.search.runner import write_alphas
@@ -89,10 +136,11 @@ def cmd_derive(args: argparse.Namespace) -> int:
     cfg = load_config(SearchRunConfig, run_dir / "config.yaml")
     space = SPACES.get(cfg.space.name)
     state = load_checkpoint(run_dir / CHECKPOINT)
-    alphas = {k[len("alphas.") :]: v for k, v in state["model"].items() if k.startswith("alphas.")}
-    if not alphas:
-        raise UserError(f"{run_dir / CHECKPOINT} holds no architecture parameters")
-    genotype = space.derive({k: torch.as_tensor(v) for k, v in alphas.items()})
+    with restoring(run_dir / CHECKPOINT):
+        alphas = {k[len("alphas.") :]: v for k, v in state["model"].items() if k.startswith("alphas.")}
+        if not alphas:
+            raise UserError(f"{run_dir / CHECKPOINT} holds no architecture parameters")
+        genotype = space.derive({k: torch.as_tensor(v) for k, v in alphas.items()})
     prov = {"run": cfg.name, "epoch": state["epoch"] - 1, "seed": cfg.seed, "sampler": cfg.sampler.name,
             "probabilities": probabilities(alphas, space.primitives), "config": to_dict(cfg)}  # fmt: skip
     genotype = Genotype(genotype.space, genotype.cells, prov)
@@ -109,6 +157,8 @@ def cmd_rank(args: argparse.Namespace) -> int:
     from nas.search.rank import supernet_accuracies
 
     run_dir = _run_dir(args.run_dir)
+    if args.output:
+        check_output_path(args.output)
     genotypes = [resolve_genotype(spec) for spec in args.genotypes]
     accuracies = supernet_accuracies(run_dir, genotypes, device=args.device)
     for spec, acc in zip(args.genotypes, accuracies):
@@ -124,30 +174,33 @@ def cmd_rank(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from nas import distributed
-    from nas.checkpoint import CHECKPOINT
-    from nas.config import TrainRunConfig, load_config
+    from nas.config import TrainRunConfig
+    from nas.resume import record_resume
     from nas.train.trainer import Trainer
 
-    if args.resume:
-        run_dir = _run_dir(args.resume)
-        cfg = load_config(TrainRunConfig, run_dir / "config.yaml", args.overrides + [f"out_dir={run_dir}"])
-        genotype = resolve_genotype(str(run_dir / "genotype.json"))
+    if not args.resume and args.genotype is None:
+        raise UserError("nas train needs --genotype FILE|RUN_DIR|zoo:NAME (or --resume RUN_DIR)")
+    cfg, changed = _run_config(TrainRunConfig, args, "train")
+    dist, resume = _start(cfg, args)
+    if resume:  # the genotype the run started with
+        saved = Path(cfg.out_dir) / "genotype.json"
+        if not saved.is_file():
+            raise UserError(f"cannot resume {cfg.out_dir}: it stopped before saving genotype.json; start it "
+                            f"again with nas train --genotype ... out_dir={cfg.out_dir}")  # fmt: skip
+        genotype = resolve_genotype(str(saved))
     else:
-        if args.genotype is None:
-            raise UserError("nas train needs --genotype FILE|RUN_DIR|zoo:NAME (or --resume RUN_DIR)")
-        cfg = load_config(TrainRunConfig, args.config, args.overrides)
         genotype = resolve_genotype(args.genotype)
-    dist = distributed.init_distributed(cfg.device)  # None unless torchrun started several processes
-    resume = bool(args.resume) or distributed.elastic_resume(cfg, CHECKPOINT, dist)
-    if resume and not args.resume:  # elastic restart: the genotype the run started with
-        genotype = resolve_genotype(str(Path(cfg.out_dir) / "genotype.json"))
     space = SPACES.get(genotype.space)
-    with distributed.run_dir(cfg.out_dir, resume, dist) as out_dir:
-        trainer = Trainer(cfg, genotype, space, out_dir, resume=resume, dist=dist)
-    result = trainer.run()
+    with distributed.run_dir(cfg.out_dir, resume, dist, "metrics.json", TrainRunConfig) as run:
+        with run.setup():
+            trainer = Trainer(cfg, genotype, space, run.path, resume=run.resume, dist=dist)
+        if changed and run.resume and (dist is None or dist.rank == 0):
+            record_resume(run.path, cfg, changed)
+        with _running("train", run.path):
+            result = trainer.run()
     if dist is None or dist.rank == 0:
         print(
-            f"test accuracy {result['test_acc']:.2f}%  params {result['params']:,}  -> {out_dir / 'metrics.json'}"
+            f"test accuracy {result['test_acc']:.2f}%  params {result['params']:,}  -> {run.path / 'metrics.json'}"
         )
     distributed.destroy(dist)
     return 0
@@ -162,6 +215,8 @@ def cmd_genotype_show(args: argparse.Namespace) -> int:
 
 
 def cmd_genotype_convert(args: argparse.Namespace) -> int:
+    if args.output:
+        check_output_path(args.output)
     genotype = resolve_genotype(args.file)
     if args.to == "json":
         import json
@@ -184,9 +239,14 @@ def cmd_genotype_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_genotype_info(args: argparse.Namespace) -> int:
+    import torch
+
     from nas.config import ModelConfig
+    from nas.limits import INFO_RANGES, check_flags
+    from nas.memory import check_inference, parameter_budget
     from nas.profile import model_summary
 
+    check_flags(vars(args), INFO_RANGES)
     genotype = resolve_genotype(args.file)
     space = SPACES.get(genotype.space)
     network = args.network or next(iter(space.networks))
@@ -198,8 +258,12 @@ def cmd_genotype_info(args: argparse.Namespace) -> int:
         if getattr(args, key) is None:
             setattr(args, key, value)
     cfg = ModelConfig(init_channels=args.init_channels, layers=args.layers, auxiliary=True, network=network)
-    net = space.build_network(genotype, cfg, args.classes, args.in_channels, args.image_size)
-    summary = model_summary(net, (args.in_channels, args.image_size, args.image_size))
+    with parameter_budget(torch.device("cpu"), 4 * 3, "the network", "--init-channels or --layers"):
+        # one SGD could train here
+        net = space.build_network(genotype, cfg, args.classes, args.in_channels, args.image_size)
+    shape = (args.in_channels, args.image_size, args.image_size)
+    check_inference(net, shape, "--init-channels, --layers or --image-size")  # the FLOP count's pass
+    summary = model_summary(net, shape)
     print(f"space {genotype.space}, {network} network: {args.init_channels} channels, {args.layers} layers, "
           f"{args.classes} classes, {args.in_channels}x{args.image_size}x{args.image_size} input")  # fmt: skip
     if summary["params_with_auxiliary"] == summary["params"]:  # the network has no auxiliary head
@@ -250,6 +314,7 @@ def cmd_genotype_list(args: argparse.Namespace) -> int:
 def cmd_genotype_plot(args: argparse.Namespace) -> int:
     from nas.plot import plot_genotype
 
+    check_output_path(args.output)
     written = plot_genotype(resolve_genotype(args.file), args.output)
     print(f"wrote {written}")
     return 0
@@ -264,6 +329,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.train != (args.genotype is not None):
         raise UserError("nas bench: --train and --genotype FILE|RUN_DIR|zoo:NAME go together")
+    if args.output:
+        check_output_path(args.output)
     genotype = resolve_genotype(args.genotype) if args.train else None
     report = bench(config=args.config, overrides=args.overrides, compare=args.compare or [], steps=args.steps,
                    warmup=args.warmup, rounds=args.rounds, genotype=genotype)  # fmt: skip
@@ -373,6 +440,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except UserError as exc:
         print(f"nas: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the machine refused (disk full, read-only, no permission): not a bug
+        if exc.errno not in ENVIRONMENT_ERRNOS:
+            raise
+        where = f"cannot write {exc.filename}: " if exc.filename else ""
+        print(f"nas: error: {where}{exc.strerror}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("nas: interrupted", file=sys.stderr)

@@ -7,7 +7,6 @@ sees these dataclasses, never a raw DictConfig.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from nas.errors import UserError
+from nas.limits import check_ranges
 
 T = TypeVar("T")
 
@@ -219,6 +219,8 @@ def load_structured(
     cfg = OmegaConf.structured(schema)
     if path is not None:
         path = Path(path)
+        if path.is_dir():
+            raise UserError(f"{kind} {path} is a directory; name a YAML file")
         if not path.is_file():
             raise UserError(f"{kind} file not found: {path}")
         try:
@@ -260,56 +262,37 @@ def _check(ok: bool, message: str) -> None:
         raise UserError(message)
 
 
-def _positive_finite(value: float, name: str) -> None:
-    _check(math.isfinite(value) and value > 0, f"{name} must be finite and > 0, got {value}")
-
-
 def validate(cfg: Any) -> None:
-    """Value checks the type system cannot express. Raises UserError on the first problem."""
+    """Value checks the type system cannot express: every numeric field against its range
+    (`nas.limits.RANGES`), then the choices and the rules between fields. Raises UserError on the first
+    problem."""
+    check_ranges(cfg)
     _check(cfg.amp in ("none", "bf16"), f"amp must be 'none' or 'bf16', got {cfg.amp!r}")
     _check(
         cfg.lr_scaling in ("none", "linear", "sqrt"),
         f"lr_scaling must be none, linear or sqrt, got {cfg.lr_scaling!r}",
     )
-    data = cfg.data
-    _check(data.batch_size > 0, f"data.batch_size must be > 0, got {data.batch_size}")
-    _check(data.subset is None or data.subset > 0, f"data.subset must be > 0 or null, got {data.subset}")
-    _check(0 < data.train_portion < 1, f"data.train_portion must be in (0, 1), got {data.train_portion}")
-    _check(data.cutout >= 0 and data.crop_padding >= 0, "data.cutout and data.crop_padding must be >= 0")
-    _check(data.workers >= 0, f"data.workers must be >= 0, got {data.workers}")
-    _check(0 <= data.color_jitter <= 1, f"data.color_jitter must be in [0, 1], got {data.color_jitter}")
-    _check(data.stream_above_gb >= 0, f"data.stream_above_gb must be >= 0, got {data.stream_above_gb}")
-    _check(
-        data.image_size is None or 1 <= data.image_size <= 4096,
-        f"data.image_size must be in 1..4096 or null, got {data.image_size}",
-    )
     if isinstance(cfg, SearchRunConfig):
-        _positive_finite(cfg.tau.start, "tau.start")
-        _positive_finite(cfg.tau.end, "tau.end")
         _check(cfg.tau.per in ("epoch", "step"), f"tau.per must be 'epoch' or 'step', got {cfg.tau.per!r}")
-        _check(cfg.search.epochs > 0, f"search.epochs must be > 0, got {cfg.search.epochs}")
-        _check(
-            cfg.space.layers >= 1 and cfg.space.init_channels >= 1,
-            "space.layers and space.init_channels must be >= 1",
-        )
         _check(
             cfg.search.bilevel in ("first_order", "second_order"),
             f"search.bilevel must be 'first_order' or 'second_order', got {cfg.search.bilevel!r}",
         )
-        _positive_finite(cfg.search.weights.lr, "search.weights.lr")
-        _positive_finite(cfg.search.arch.lr, "search.arch.lr")
+        _nesterov(cfg.search.weights, "search.weights")
     if isinstance(cfg, TrainRunConfig):
-        _check(cfg.train.epochs > 0, f"train.epochs must be > 0, got {cfg.train.epochs}")
-        _check(0 <= cfg.model.drop_path_prob < 1, "model.drop_path_prob must be in [0, 1)")
         _check(
             cfg.model.network in ("cifar", "imagenet"),
             f"model.network must be 'cifar' or 'imagenet', got {cfg.model.network!r}",
         )
-        _positive_finite(cfg.train.lr, "train.lr")
-        t = cfg.train
         _check(
-            t.lr_schedule in ("cosine", "step"),
-            f"train.lr_schedule must be cosine or step, got {t.lr_schedule!r}",
+            cfg.train.lr_schedule in ("cosine", "step"),
+            f"train.lr_schedule must be cosine or step, got {cfg.train.lr_schedule!r}",
         )
-        _check(0 < t.lr_decay_rate <= 1, f"train.lr_decay_rate must be in (0, 1], got {t.lr_decay_rate}")
-        _check(t.lr_decay_epochs >= 1, f"train.lr_decay_epochs must be >= 1, got {t.lr_decay_epochs}")
+        _nesterov(cfg.train, "train")
+
+
+def _nesterov(optim: Any, prefix: str) -> None:
+    _check(
+        not optim.nesterov or optim.momentum > 0,
+        f"{prefix}.nesterov=true needs {prefix}.momentum > 0, got {optim.momentum}",
+    )

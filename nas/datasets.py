@@ -7,6 +7,7 @@ and the search splits built on top of them live in `nas.data`.
 from __future__ import annotations
 
 import gzip
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 
 from nas.config import DataConfig
 from nas.errors import UserError
+from nas.memory import check_bytes
 from nas.registry import Registry
 
 
@@ -85,6 +87,7 @@ def cifar100(cfg: DataConfig, train: bool) -> ImageSet:
 
 # ---- Fashion-MNIST (idx files) ------------------------------------------------------------------------
 
+MAX_IDX_BYTES = 1 << 31  # the largest MNIST-family file (EMNIST) is ~0.7 GB uncompressed
 FASHION_MNIST_INFO = DatasetInfo("fashion_mnist", 10, 1, 28, (0.2860,), (0.3530,))
 SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # Debian package dataset-fashion-mnist
 
@@ -95,10 +98,18 @@ def read_idx(path: Path) -> np.ndarray:
     Format: two zero bytes, a type byte (0x08 = uint8), a byte with the number of dimensions, then each
     dimension as a big-endian int32, then the data in C order.
     """
-    raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
+    try:
+        with gzip.open(path) if path.suffix == ".gz" else open(path, "rb") as f:
+            raw = f.read(MAX_IDX_BYTES + 1)  # bounded: a small corrupt .gz may inflate without end
+    except (OSError, EOFError, zlib.error) as exc:  # not gzip, truncated, corrupt
+        raise UserError(f"cannot read {path}: {exc or type(exc).__name__}; replace the file") from None
+    if len(raw) > MAX_IDX_BYTES:
+        raise UserError(f"{path} holds more than {MAX_IDX_BYTES:,} bytes: not a dataset file this reads")
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise UserError(f"{path} is not an idx file of unsigned bytes")
     ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise UserError(f"{path} is truncated: its header is cut short")
     dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">i4", count=ndim, offset=4))
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(dims)):
@@ -152,12 +163,15 @@ def synthetic(cfg: DataConfig, train: bool) -> ImageSet:
     """
     s = cfg.synthetic
     k, c, size = s.classes, s.channels, s.image_size
+    n = s.train_size if train else s.test_size
+    # float32 noise, gathered templates and their sum exist at once, next to the uint8 result
+    check_bytes(n * c * size * size * 13, torch.device("cpu"), f"data.synthetic ({n:,} images of {c}x{size}x{size})",
+                "data.synthetic.train_size, test_size or image_size")  # fmt: skip
     g = torch.Generator().manual_seed(SYNTHETIC_SEED)
     coarse = torch.randn(1, c, 4, 4, generator=g) + torch.randn(k, c, 4, 4, generator=g)  # (K, C, 4, 4)
     templates = F.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
     templates = (templates - templates.mean()) / templates.std()  # (K, C, S, S), unit scale
 
-    n = s.train_size if train else s.test_size
     g = torch.Generator().manual_seed(SYNTHETIC_SEED + (1 if train else 2))
     labels = torch.randperm(n, generator=g) % k  # (N,)
     shift = torch.randint(-(size // 8), size // 8 + 1, (2, n), generator=g)  # (2, N)

@@ -27,7 +27,6 @@ import datetime
 import hashlib
 import math
 import os
-import shutil
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -40,20 +39,10 @@ import torch.distributed as tdist
 import torch.nn as nn
 
 from nas.errors import UserError
-from nas.runtime import pick_device, prepare_out_dir, rng_state
+from nas.rundir import RunDir, claim
+from nas.runtime import pick_device, rng_state
 
 BUCKET_BYTES = 64 * 2**20  # coalesced all-reduce buffers: few calls, bounded extra memory
-# what a run writes into out_dir; a restart that finds these but no checkpoint clears them and starts over
-RUN_OUTPUTS = (
-    "config.yaml",
-    "metrics.jsonl",
-    "metrics.json",
-    "genotype.json",
-    "alphas.json",
-    "tb",
-    "checkpoints",
-    "genotype.png",
-)
 
 
 def launched_by_torchrun() -> bool:
@@ -280,27 +269,27 @@ def _to_cpu(obj: Any) -> Any:
 
 
 @contextlib.contextmanager
-def run_dir(out_dir: str | Path, resume: bool, dist: Distributed | None) -> Iterator[Path]:
-    """`prepare_out_dir` on rank 0 only; the other ranks wait at a barrier until it is ready.
-
-    If rank 0 refuses the directory it exits with the error and torchrun stops the waiting ranks.
-    """
+def run_dir(
+    out_dir: str | Path, resume: bool, dist: Distributed | None, done: str, schema: type
+) -> Iterator[RunDir]:
+    """`nas.rundir.claim` on rank 0 only, for the life of the context; every rank follows its decision to
+    resume or start afresh. If rank 0 refuses the directory it exits with the error and torchrun stops
+    the waiting ranks."""
     if dist is None or dist.rank == 0:
-        with prepare_out_dir(out_dir, resume=resume) as path:
+        with claim(out_dir, resume, done, schema) as run:
             if dist is not None:
-                dist.barrier()
-            yield path
+                dist.broadcast_object(run.resume)  # a collective: the other ranks wait here for the claim
+            yield run
     else:
-        dist.barrier()
-        yield Path(out_dir)
+        yield RunDir(Path(out_dir), dist.broadcast_object(None))
 
 
 def elastic_resume(cfg: Any, checkpoint: str, dist: Distributed | None) -> bool:
     """Whether this (re)started worker group must resume `cfg.out_dir` from `checkpoint`.
 
     False on torchrun's first attempt. After a restart, rank 0 looks at out_dir and every rank follows its
-    decision: resume when the checkpoint is there; start afresh when the earlier attempt died before its
-    first checkpoint (its partial outputs are removed) or wrote nothing.
+    decision: resume when the checkpoint is there; otherwise start afresh (the claim clears what an
+    attempt that died before its first checkpoint left, `nas.rundir.decide`).
 
     Raises:
         UserError: out_dir holds a run with another config (never resume someone else's run).
@@ -322,18 +311,10 @@ def _elastic_decision(cfg: Any, out: Path, checkpoint: str) -> bool:
         raise UserError(f"out_dir {out} holds a run with a different config; choose another out_dir")
     attempt = restart_count()
     if (out / checkpoint).is_file():
-        for stale in (out / checkpoint).parent.glob(f".{Path(checkpoint).name}.*.tmp"):  # torn saves
-            stale.unlink(missing_ok=True)
         print(
             f"nas: elastic restart {attempt}: resuming {out} from {checkpoint}", file=sys.stderr, flush=True
         )
         return True
-    # the run's files, and the temp files of atomic writes a killed worker left half-written
-    for path in [*(out / name for name in RUN_OUTPUTS), *out.glob(".*.tmp")]:
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
     print(
         f"nas: elastic restart {attempt}: no checkpoint in {out} yet, starting afresh",
         file=sys.stderr,

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from nas.errors import UserError
+from nas.limits import MAX_CELLS, MAX_EDGES_PER_NODE, MAX_GENOTYPE_BYTES, MAX_NODES, MAX_OP_NAME
 
 FORMAT = "nas.genotype"
 VERSION = 1
@@ -36,13 +37,60 @@ class Cell:
     concat: tuple[int, ...]
 
     @classmethod
-    def make(cls, nodes: Sequence[Sequence[Sequence[Any]]], concat: Sequence[int]) -> Cell:
-        return cls(
-            tuple(tuple((str(op), int(j)) for op, j in node) for node in nodes), tuple(int(c) for c in concat)
-        )
+    def make(
+        cls, nodes: Sequence[Sequence[Sequence[Any]]], concat: Sequence[int], name: str = "cell"
+    ) -> Cell:
+        """A cell from plain sequences, checked against the bounds every genotype obeys (`nas.limits`):
+        op names are short strings, inputs and concat entries integers (never rounded), the concat
+        non-empty and without repeats. Raises UserError naming the cell and the first problem."""
+        where = f"cell {short(name)}"
+        if not _sized(nodes) or not _sized(concat):
+            raise UserError(f"{where}: nodes and concat must be lists")
+        if not 1 <= len(nodes) <= MAX_NODES:
+            raise UserError(f"{where} has {len(nodes)} nodes; a genotype cell has 1 to {MAX_NODES}")
+        parsed = tuple(_node(node, f"{where} node {i}") for i, node in enumerate(nodes))
+        if not 1 <= len(concat) <= MAX_NODES + 2:
+            raise UserError(f"{where}: concat must list 1 to {MAX_NODES + 2} states, got {len(concat)}")
+        out = tuple(_index(c, f"{where} concat") for c in concat)
+        if len(set(out)) != len(out):
+            raise UserError(f"{where}: concat {list(out)} repeats a state")
+        return cls(parsed, out)
 
     def edges(self) -> list[Edge]:
         return [edge for node in self.nodes for edge in node]
+
+
+def short(value: Any, limit: int = 60) -> str:
+    """repr() of user input cut to `limit` characters: error messages stay one short line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _sized(value: Any) -> bool:
+    return isinstance(value, (list, tuple, range))
+
+
+def _index(value: Any, where: str) -> int:
+    """A state index: an int (bool and float refused, so 1.5 is never truncated to 1), within bounds."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UserError(f"{where}: state index {short(value)} is not an integer")
+    if not 0 <= value < MAX_NODES + 2:
+        raise UserError(f"{where}: state index {value} out of range 0..{MAX_NODES + 1}")
+    return value
+
+
+def _node(node: Any, where: str) -> tuple[Edge, ...]:
+    if not _sized(node) or not 1 <= len(node) <= MAX_EDGES_PER_NODE:
+        raise UserError(f"{where}: expected a list of 1 to {MAX_EDGES_PER_NODE} (op, input) pairs")
+    edges = []
+    for edge in node:
+        if not _sized(edge) or len(edge) != 2:
+            raise UserError(f"{where}: expected (op, input) pairs, got {short(edge)}")
+        op, j = edge
+        if not isinstance(op, str) or not 0 < len(op) <= MAX_OP_NAME or not op.isprintable():
+            raise UserError(f"{where}: op {short(op)} is not an op name")
+        edges.append((op, _index(j, where)))
+    return tuple(edges)
 
 
 @dataclass(frozen=True)
@@ -78,14 +126,15 @@ class Genotype:
         space, cells = data.get("space"), data.get("cells")
         if not isinstance(space, str) or not isinstance(cells, dict) or not cells:
             raise UserError('genotype needs a string "space" and a non-empty object "cells"')
+        if len(cells) > MAX_CELLS or len(space) > MAX_OP_NAME:
+            raise UserError(f"genotype declares {len(cells)} cells; at most {MAX_CELLS} are allowed")
         parsed = {}
         for name, cell in cells.items():
-            try:
-                parsed[name] = Cell.make(cell["nodes"], cell["concat"])
-            except (KeyError, TypeError, ValueError):
+            if not isinstance(cell, dict) or set(cell) != {"nodes", "concat"}:
                 raise UserError(
-                    f'cell {name!r}: expected {{"nodes": [[[op, input], ...], ...], "concat": [int, ...]}}'
-                ) from None
+                    f'cell {short(name)}: expected {{"nodes": [[[op, input], ...], ...], "concat": [int, ...]}}'
+                )
+            parsed[name] = Cell.make(cell["nodes"], cell["concat"], name)
         provenance = data.get("provenance") or {}
         return cls(space, parsed, provenance if isinstance(provenance, dict) else {})
 
@@ -118,7 +167,7 @@ def check_cell(
         for op, j in node:
             if op not in primitives:
                 raise UserError(
-                    f"cell {name!r} node {state}: unknown op {op!r} (known: {', '.join(primitives)})"
+                    f"cell {name!r} node {state}: unknown op {short(op)} (known: {', '.join(primitives)})"
                 )
             if not 0 <= j < state:
                 raise UserError(f"cell {name!r} node {state}: input index {j} out of range 0..{state - 1}")
@@ -150,35 +199,44 @@ def to_darts_string(genotype: Genotype) -> str:
 
 
 def _literal_concat(node: ast.AST) -> list[int]:
+    """A concat written as a literal list or as `range(...)`; a range is measured before it is built, so
+    `range(0, 100000000)` is refused in a line instead of becoming a list of 10^8 ints."""
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "range":
         args = [ast.literal_eval(a) for a in node.args]
-        return list(range(*args))
-    value = ast.literal_eval(node)
-    return [int(v) for v in value]
+        if node.keywords or not all(isinstance(a, int) and not isinstance(a, bool) for a in args):
+            raise ValueError("range() takes integers")
+        states = range(*args)
+        if not 0 < len(states) <= MAX_NODES + 2:
+            raise UserError(
+                f"DARTS genotype concat {short(ast.unparse(node))} must name 1 to {MAX_NODES + 2} states"
+            )
+        return list(states)
+    return list(ast.literal_eval(node))
 
 
 def from_darts_string(text: str, space: str = "darts") -> Genotype:
     """Parse `Genotype(normal=[('op', j), ...], normal_concat=..., reduce=[...], reduce_concat=...)`."""
     try:
         tree = ast.parse(text.strip(), mode="eval").body
-    except SyntaxError:
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
         raise UserError("not a DARTS Genotype(...) string: syntax error") from None
     if not (isinstance(tree, ast.Call) and isinstance(tree.func, ast.Name) and tree.func.id == "Genotype"):
         raise UserError("not a DARTS Genotype(...) string")
     fields = {kw.arg: kw.value for kw in tree.keywords}
+    unknown = sorted(set(fields) - {"normal", "normal_concat", "reduce", "reduce_concat"}, key=str)
+    if unknown or tree.args:
+        raise UserError(f"DARTS Genotype string has unknown fields {short(unknown or 'positional')}")
     cells = {}
     try:
         for name in ("normal", "reduce"):
             edges = ast.literal_eval(fields[name])
-            if len(edges) % 2:
-                raise UserError(
-                    f"DARTS genotype {name!r} has {len(edges)} edges; DARTS cells have 2 per node"
-                )
+            if not isinstance(edges, list) or len(edges) % 2:
+                raise UserError(f"DARTS genotype {name!r} must be a list of ('op', input) pairs, 2 per node")
             nodes = [edges[k : k + 2] for k in range(0, len(edges), 2)]
-            cells[name] = Cell.make(nodes, _literal_concat(fields[f"{name}_concat"]))
+            cells[name] = Cell.make(nodes, _literal_concat(fields[f"{name}_concat"]), name)
     except KeyError as exc:
         raise UserError(f"DARTS Genotype string lacks the field {exc.args[0]!r}") from None
-    except (ValueError, TypeError, SyntaxError):
+    except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError):
         raise UserError(
             "DARTS Genotype string: fields must be lists of ('op', input) pairs and ranges"
         ) from None
@@ -196,16 +254,22 @@ def to_nb201_string(genotype: Genotype) -> str:
 
 
 def from_nb201_string(text: str, space: str = "nb201") -> Genotype:
+    """Parse `|op~0|+|op~0|op~1|+...`: node k lists `op~input` for its inputs; inputs are ASCII digits."""
     text = text.strip()
+    parts = text.split("+")
+    if len(parts) > MAX_NODES:
+        raise UserError(f"NAS-Bench-201 arch string has {len(parts)} nodes; at most {MAX_NODES} are allowed")
     nodes = []
-    for part in text.split("+"):
+    for part in parts:
         if not (part.startswith("|") and part.endswith("|") and len(part) > 2):
-            raise UserError(f"not a NAS-Bench-201 arch string: bad node {part!r}")
+            raise UserError(f"not a NAS-Bench-201 arch string: bad node {short(part)}")
         node = []
         for edge in part[1:-1].split("|"):
             op, sep, j = edge.partition("~")
-            if not sep or not j.isdigit():
-                raise UserError(f"not a NAS-Bench-201 arch string: bad edge {edge!r} (expected op~input)")
+            if not sep or not (j.isascii() and j.isdigit() and len(j) <= 6):
+                raise UserError(
+                    f"not a NAS-Bench-201 arch string: bad edge {short(edge)} (expected op~input)"
+                )
             node.append((op, int(j)))
         nodes.append(node)
     return Genotype(space, {"cell": Cell.make(nodes, [len(nodes)])})
@@ -216,6 +280,8 @@ def from_nb201_string(text: str, space: str = "nb201") -> Genotype:
 
 def parse_genotype_text(text: str, source: str = "genotype") -> Genotype:
     """Read any of the three forms: JSON, DARTS Genotype(...) string, NB201 arch string."""
+    if len(text) > MAX_GENOTYPE_BYTES:
+        raise UserError(f"{source} is {len(text):,} characters; a genotype is at most {MAX_GENOTYPE_BYTES:,}")
     stripped = text.strip()
     if not stripped:
         raise UserError(f"{source} is empty")
@@ -224,6 +290,10 @@ def parse_genotype_text(text: str, source: str = "genotype") -> Genotype:
             data = json.loads(stripped)
         except json.JSONDecodeError as exc:
             raise UserError(f"{source} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+        except (ValueError, RecursionError):  # an integer of thousands of digits, nesting too deep
+            raise UserError(
+                f"{source} is not a genotype: a number or nesting beyond any genotype's"
+            ) from None
         return Genotype.from_dict(data)
     if stripped.startswith("Genotype("):
         return from_darts_string(stripped)
@@ -239,17 +309,35 @@ def load_genotype_file(path: str | Path) -> Genotype:
     if not path.is_file():
         raise UserError(f"genotype file not found: {path}")
     try:
-        text = path.read_text()
+        if path.stat().st_size > MAX_GENOTYPE_BYTES:
+            raise UserError(
+                f"{path} is {path.stat().st_size:,} bytes; a genotype is at most {MAX_GENOTYPE_BYTES:,}"
+            )
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read genotype file {path}: {exc}") from None
     return parse_genotype_text(text, source=str(path))
+
+
+def check_output_path(path: str | Path) -> Path:
+    """Refuse, in one line, an output path that can never be written as a file: a directory, or one
+    under an existing file. Returns it as a Path."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a directory; name a file to write")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        raise UserError(f"cannot write {path}: {parent} is a file, not a directory")
+    return path
 
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
     """Call `write` on a temp file in the same folder, fsync, then rename it over `path`: a crash leaves
     the old file or the new one, never a torn one. The temp file is created with mode 0o666, so the
     kernel applies the umask (mkstemp's 0600 would need a chmod and a read of the process-wide umask)."""
-    path = Path(path)
+    path = check_output_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
         tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"

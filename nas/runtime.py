@@ -1,5 +1,5 @@
-"""Run-time plumbing shared by every command: device choice, seeding, autocast, run directories and
-the provenance saved next to every result."""
+"""Run-time plumbing shared by every command: device choice, seeding, RNG states, autocast and the
+provenance saved next to every result (run directories: `nas.rundir`)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,8 @@ import contextlib
 import datetime
 import platform
 import random
-import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
@@ -55,16 +53,37 @@ def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManage
 
 
 def rng_state() -> dict:
-    """Every global RNG the run touches: python, numpy, torch CPU and CUDA."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every global RNG the run touches: python, numpy, torch CPU and CUDA, as tensors and plain values
+    only, so a checkpoint holding it loads with `torch.load(weights_only=True)` (`nas.checkpoint`)."""
+    version, internal, gauss = random.getstate()  # (3, 625 ints, None)
+    np_state = np.random.get_state(legacy=False)  # {"bit_generator", "state": {"key", "pos"}, ...}
+    state = {
+        "python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
+        "numpy": {
+            "bit_generator": np_state["bit_generator"],
+            "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),  # uint32 values, exact
+            "pos": int(np_state["state"]["pos"]),
+            "has_gauss": int(np_state["has_gauss"]),
+            "gauss": float(np_state["gauss"]),
+        },
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    """Restore `rng_state()`, or the tuple form that checkpoints written before it hold."""
+    py, npy = state["python"], state["numpy"]
+    if isinstance(py, dict):
+        py = (py["version"], tuple(py["state"].tolist()), py["gauss"])
+    random.setstate(py)
+    if isinstance(npy, dict):
+        key = npy["key"].numpy().astype(np.uint32)
+        npy = {"bit_generator": npy["bit_generator"], "state": {"key": key, "pos": npy["pos"]},
+               "has_gauss": npy["has_gauss"], "gauss": npy["gauss"]}  # fmt: skip
+    np.random.set_state(npy)
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -106,30 +125,3 @@ def provenance() -> dict:
         "command": " ".join(sys.argv),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-
-
-@contextlib.contextmanager
-def prepare_out_dir(out_dir: str | Path, resume: bool, marker: str = "config.yaml") -> Iterator[Path]:
-    """Context for setting up a run in `out_dir`.
-
-    A new run needs an empty (or absent) directory: refusing protects earlier results. If setup fails
-    inside the context, a directory this call created is removed again, so a rejected command leaves
-    nothing behind.
-    """
-    path = Path(out_dir)
-    if path.exists() and not path.is_dir():
-        raise UserError(f"out_dir {path} exists and is not a directory")
-    if not resume and path.is_dir() and any(path.iterdir()):
-        raise UserError(
-            f"out_dir {path} is not empty; resume it with --resume {path} or choose another out_dir"
-        )
-    if resume and not (path / marker).is_file():
-        raise UserError(f"cannot resume {path}: no {marker} there")
-    created = not path.exists()
-    path.mkdir(parents=True, exist_ok=True)
-    try:
-        yield path
-    except BaseException:
-        if created:
-            shutil.rmtree(path, ignore_errors=True)
-        raise

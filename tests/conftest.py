@@ -39,3 +39,14 @@ def tiny_search():
 @pytest.fixture
 def tiny_train():
     return list(TINY_TRAIN)
+
+
+@pytest.fixture(scope="session")
+def finished_search(tmp_path_factory) -> Path:
+    """A finished one-epoch tiny search run directory (with its checkpoint); copy it before changing it."""
+    from nas.cli import main
+
+    out = tmp_path_factory.mktemp("finished") / "run"
+    config = str(ROOT / "configs/search/tiny_synthetic.yaml")
+    assert main(["search", "--config", config, *TINY_SEARCH, "search.epochs=1", f"out_dir={out}"]) == 0
+    return out

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import queue
 import shlex
-import shutil
 import subprocess
 import sys
 import threading
@@ -57,7 +56,7 @@ def rank_genotypes(spec: AblationConfig, run: Run, out: Path) -> dict[str, str]:
 def stage_command(spec: AblationConfig, run: Run, stage: str, out: Path) -> tuple[str, list[str]] | None:
     """(what happens, `nas` arguments) for the next step of a stage; None when it has finished already.
 
-    A directory without a checkpoint belongs to a run killed in its first epoch: it is removed.
+    A directory without a checkpoint belongs to a run killed in its first epoch: the command starts it over.
     """
     if stage == "rank":
         if rank_file(out, run.id).is_file():
@@ -69,8 +68,8 @@ def stage_command(spec: AblationConfig, run: Run, stage: str, out: Path) -> tupl
         return None
     if (run_dir / CHECKPOINT).is_file():
         return "resumed", [stage if stage == "search" else "train", "--resume", str(run_dir)]
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
+    # a directory without a checkpoint (killed in its first epoch) is cleared by the command itself, once it
+    # holds the directory's lock: never while another process may be running there
     if stage == "search":
         return "started", [
             "search",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from nas.checkpoint import CHECKPOINT, load_checkpoint
+from nas.checkpoint import CHECKPOINT, load_checkpoint, restoring
 from nas.config import SearchRunConfig
 from nas.datasets import DatasetInfo
 from nas.space import SPACES, SearchSpace, Supernet
@@ -23,7 +23,10 @@ def load_supernet(
     """
     space = SPACES.get(cfg.space.name)
     model = space.build_supernet(cfg.space, info.num_classes, info.in_channels)
-    model.load_state_dict(load_checkpoint(Path(run_dir) / CHECKPOINT, map_location="cpu")["model"])
+    path = Path(run_dir) / CHECKPOINT
+    state = load_checkpoint(path, map_location="cpu")
+    with restoring(path):  # a checkpoint of another config: one line
+        model.load_state_dict(state["model"])
     model.to(device).train()
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -22,12 +22,13 @@ from timm.scheduler import CosineLRScheduler
 from tqdm import tqdm
 
 from nas import diagnostics
-from nas.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from nas.checkpoint import CHECKPOINT, load_checkpoint, restoring, save_checkpoint, stop_if_diverged
 from nas.config import SearchRunConfig, to_dict, to_yaml
 from nas.data import search_loaders
 from nas.distributed import gather_rank_states, lr_scale, own_rank_state
 from nas.genotype import atomic_write_text, save_genotype
 from nas.logging import RunLogger
+from nas.memory import SUPERNET_SIZE, check_supernet, parameter_budget
 from nas.plot import cell_figure, plot_genotype
 from nas.runtime import (
     autocast,
@@ -78,9 +79,10 @@ class SearchRunner:
             cfg.data, device=self.device, seed=cfg.seed, rank=self.rank, world_size=self.world_size,
             channels_last=cfg.channels_last,
         )  # fmt: skip
-        self.model = space.build_supernet(cfg.space, self.info.num_classes, self.info.in_channels).to(
-            self.device
-        )
+        with parameter_budget(self.device, 4 * 3, "the supernet", SUPERNET_SIZE):  # weights, grads, momentum
+            model = space.build_supernet(cfg.space, self.info.num_classes, self.info.in_channels)
+        check_supernet(model, cfg, self.info, self.device, unchosen_grad(cfg, space))  # before it moves there
+        self.model = model.to(self.device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         if dist:  # identical by seeding already; rank 0's copy makes it so by construction
@@ -140,17 +142,19 @@ class SearchRunner:
         }
 
     def _restore(self) -> None:
-        state = load_checkpoint(self.out_dir / CHECKPOINT, map_location=self.device)
-        self.model.load_state_dict(state["model"])
-        self.w_opt.load_state_dict(state["w_opt"])
-        self.a_opt.load_state_dict(state["a_opt"])
-        self.w_sched.load_state_dict(state["w_sched"])
-        self.generator.set_state(state["sampler_generator"].cpu())
-        own = own_rank_state(state, self.rank, self.world_size)  # augmentation streams differ per rank
-        self.train_loader.load_state_dict(own["data"]["train"])
-        self.val_loader.load_state_dict(own["data"]["val"])
-        set_rng_state(own["rng"])
-        self.start_epoch, self.tau = state["epoch"], state["tau"]
+        path = self.out_dir / CHECKPOINT
+        state = load_checkpoint(path, map_location=self.device)
+        with restoring(path):
+            self.model.load_state_dict(state["model"])
+            self.w_opt.load_state_dict(state["w_opt"])
+            self.a_opt.load_state_dict(state["a_opt"])
+            self.w_sched.load_state_dict(state["w_sched"])
+            self.generator.set_state(state["sampler_generator"].cpu())
+            own = own_rank_state(state, self.rank, self.world_size)  # augmentation streams differ per rank
+            self.train_loader.load_state_dict(own["data"]["train"])
+            self.val_loader.load_state_dict(own["data"]["val"])
+            set_rng_state(own["rng"])
+            self.start_epoch, self.tau = int(state["epoch"]), float(state["tau"])
 
     # --- the loop -----------------------------------------------------------------------------------
 
@@ -262,6 +266,8 @@ class SearchRunner:
         return type(genotype)(genotype.space, genotype.cells, prov)
 
     def end_epoch(self, epoch: int, record: dict[str, Any]) -> None:
+        finite = all(bool(torch.isfinite(a).all()) for a in self.model.arch_parameters())
+        stop_if_diverged(record, ("train_loss", "val_loss"), self.out_dir / CHECKPOINT, finite)
         data = {"train": self.train_loader.state_dict(), "val": self.val_loader.state_dict()}
         ranks = gather_rank_states(self.dist, data)
         if self.dist:

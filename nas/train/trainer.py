@@ -20,12 +20,13 @@ from timm.scheduler.scheduler import Scheduler
 from timm.utils import ModelEmaV3
 from tqdm import tqdm
 
-from nas.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from nas.checkpoint import CHECKPOINT, load_checkpoint, restoring, save_checkpoint, stop_if_diverged
 from nas.config import TrainConfig, TrainRunConfig, to_yaml
 from nas.data import train_loaders
 from nas.distributed import gather_rank_states, lr_scale, own_rank_state
 from nas.genotype import Genotype, atomic_write_text, save_genotype
 from nas.logging import RunLogger
+from nas.memory import NETWORK_SIZE, check_network, parameter_budget
 from nas.profile import model_summary
 from nas.rng import Stream, derive_seed
 from nas.runtime import (
@@ -65,9 +66,11 @@ class Trainer:
             cfg.data, device=self.device, seed=cfg.seed, rank=self.rank, world_size=self.world_size,
             channels_last=cfg.channels_last,
         )  # fmt: skip
-        model = space.build_network(
-            genotype, cfg.model, self.info.num_classes, self.info.in_channels, self.info.image_size
-        )
+        with parameter_budget(self.device, 4 * (3 + cfg.train.ema), "the network", NETWORK_SIZE):
+            model = space.build_network(
+                genotype, cfg.model, self.info.num_classes, self.info.in_channels, self.info.image_size
+            )
+        check_network(model, cfg, genotype, self.info, self.device)  # before it moves there
         self.summary = model_summary(
             model, (self.info.in_channels, self.info.image_size, self.info.image_size)
         )
@@ -114,16 +117,18 @@ class Trainer:
         }
 
     def _restore(self) -> None:
-        state = load_checkpoint(self.out_dir / CHECKPOINT, map_location=self.device)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if self.ema is not None and state["ema"] is not None:
-            self.ema.load_state_dict(state["ema"])
-        own = own_rank_state(state, self.rank, self.world_size)
-        self.train_loader.load_state_dict(own["data"]["train"])
-        set_rng_state(own["rng"])
-        self.start_epoch = state["epoch"]
+        path = self.out_dir / CHECKPOINT
+        state = load_checkpoint(path, map_location=self.device)
+        with restoring(path):
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            if self.ema is not None and state["ema"] is not None:
+                self.ema.load_state_dict(state["ema"])
+            own = own_rank_state(state, self.rank, self.world_size)
+            self.train_loader.load_state_dict(own["data"]["train"])
+            set_rng_state(own["rng"])
+            self.start_epoch = int(state["epoch"])
 
     def run(self) -> dict[str, Any]:
         record: dict[str, Any] = {}
@@ -209,6 +214,7 @@ class Trainer:
         return {"test_loss": loss_sum / n, "test_acc": 100.0 * top1 / n, "test_acc_top5": 100.0 * top5 / n}
 
     def end_epoch(self, epoch: int, record: dict[str, Any]) -> None:
+        stop_if_diverged(record, ("train_loss", "test_loss"), self.out_dir / CHECKPOINT)
         ranks = gather_rank_states(self.dist, {"train": self.train_loader.state_dict()})
         if self.dist:
             self.dist.check_identical(list(self.model.parameters()), "weights")

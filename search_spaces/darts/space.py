@@ -10,6 +10,7 @@ import torch.nn as nn
 from nas.config import ModelConfig, SpaceConfig
 from nas.errors import UserError
 from nas.genotype import Cell, Genotype, check_cell
+from nas.limits import MAX_NODES
 from nas.space import SPACES
 from search_spaces.darts.imagenet import NetworkImageNet, check_input_size
 from search_spaces.darts.network import NetworkCIFAR
@@ -101,7 +102,7 @@ class DartsSpace:
             raise UserError(f"genotype is for space {genotype.space!r}, not {self.name!r}")
         if set(genotype.cells) != set(self.cell_types):
             raise UserError(f"DARTS genotype needs cells {list(self.cell_types)}, got {list(genotype.cells)}")
-        nodes = genotype.provenance.get("config", {}).get("space", {}).get("nodes", SpaceConfig.nodes)
+        nodes = _searched_nodes(genotype.provenance)
         ops = [op for op in self.primitives if op != "none"] + ["sep_conv_7x7"]
         for name, cell in genotype.cells.items():
             check_cell(name, cell, ops, nodes, 2, lambda i: 2)
@@ -122,6 +123,16 @@ class DartsSpace:
                 check_input_size(image_size)
             return NetworkImageNet(*args)
         return NetworkCIFAR(*args)
+
+
+def _searched_nodes(provenance: dict) -> int:
+    """`space.nodes` of the search that produced the genotype (provenance.config), default 4."""
+    config = provenance.get("config")
+    space = config.get("space") if isinstance(config, dict) else None
+    nodes = space.get("nodes", SpaceConfig.nodes) if isinstance(space, dict) else SpaceConfig.nodes
+    if isinstance(nodes, bool) or not isinstance(nodes, int) or not 1 <= nodes <= MAX_NODES:
+        raise UserError(f"genotype provenance config.space.nodes must be an integer in 1..{MAX_NODES}")
+    return nodes
 
 
 def _nodes_for_edges(edges: int) -> int:

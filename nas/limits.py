@@ -1,0 +1,170 @@
+"""Every bound the framework puts on its input, in one place.
+
+- `RANGES`: the allowed range of every numeric config field (search and retrain), checked by one walk over
+  the config (`check_ranges`). NaN and infinity are refused everywhere. A numeric field without an entry is
+  a bug (tests/test_limits.py checks that every field has one).
+- Genotype bounds (`MAX_*`): what any genotype, in any of its formats, may declare, so that a small file
+  cannot make the parser or a network builder allocate without limit.
+
+Upper bounds are far above any published setting; they exist so that a typo (`layers=1000000`) is refused
+in a line instead of running for minutes. What fits the machine is decided by `nas.memory`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from nas.errors import UserError
+
+INF = math.inf
+SEED_MAX = 2**63 - 1  # seeds go through numpy's SeedSequence and torch.manual_seed: non-negative, 64-bit
+EPOCHS_MAX = 10**6
+
+# genotypes (every format)
+MAX_GENOTYPE_BYTES = 1 << 20  # a genotype file or string; the largest published one is under 2 KB
+MAX_CELLS = 16  # cell types in one genotype
+MAX_NODES = 32  # intermediate nodes per cell
+MAX_EDGES_PER_NODE = 64
+MAX_OP_NAME = 64  # characters
+
+
+@dataclass(frozen=True)
+class Range:
+    """lo <= x <= hi; `lo_open` / `hi_open` make that end strict."""
+
+    lo: float
+    hi: float
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def __contains__(self, x: float) -> bool:
+        above = x > self.lo if self.lo_open else x >= self.lo
+        below = x < self.hi if self.hi_open else x <= self.hi
+        return above and below
+
+    def __str__(self) -> str:
+        if self.hi == INF:
+            return "finite" if self.lo == -INF else f"{'>' if self.lo_open else '>='} {_num(self.lo)}"
+        lo, hi = _num(self.lo), _num(self.hi)
+        return f"in {'(' if self.lo_open else '['}{lo}, {hi}{')' if self.hi_open else ']'}"
+
+
+def _num(x: float) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
+
+
+POSITIVE = Range(0, INF, lo_open=True)
+NON_NEGATIVE = Range(0, INF)
+UNIT_OPEN = Range(0, 1, hi_open=True)  # momentum, Adam betas, label smoothing, drop path: [0, 1)
+EPOCHS = Range(1, EPOCHS_MAX)
+WARMUP = Range(0, EPOCHS_MAX)
+SEED = Range(0, SEED_MAX)
+BATCH = Range(1, 2**20)
+CHANNELS = Range(
+    1, 2**20
+)  # what fits is decided by nas.memory: a too-wide build stops at its first parameter too many
+LAYERS = Range(1, 100)  # building takes Python time per cell, even a build nas.memory refuses: bound it
+
+RANGES: dict[str, Range] = {
+    "seed": SEED,
+    "log_every": Range(1, 10**9),
+    "data.batch_size": BATCH,
+    "data.eval_batch_size": BATCH,
+    "data.subset": Range(1, 2**40),
+    "data.train_portion": Range(0, 1, lo_open=True, hi_open=True),
+    "data.split_seed": SEED,
+    "data.image_size": Range(1, 4096),
+    "data.crop_padding": Range(0, 64),
+    "data.cutout": Range(0, 4096),
+    "data.synthetic.train_size": Range(1, 10**7),
+    "data.synthetic.test_size": Range(1, 10**7),
+    "data.synthetic.image_size": Range(1, 4096),
+    "data.synthetic.channels": Range(1, 64),
+    "data.synthetic.classes": Range(2, 10**5),
+    "data.workers": Range(0, 256),
+    "data.color_jitter": Range(0, 1),
+    "data.stream_above_gb": NON_NEGATIVE,
+    "space.init_channels": CHANNELS,
+    "space.layers": LAYERS,
+    "space.nodes": Range(1, 10),
+    "space.stem_multiplier": Range(1, 16),
+    "tau.start": POSITIVE,
+    "tau.end": POSITIVE,
+    "tau.warmup_epochs": WARMUP,
+    "tau.rate": Range(-INF, INF),  # its sign is checked against start/end by nas.schedules
+    "tau.step_every": Range(1, EPOCHS_MAX),
+    "tau.step_factor": POSITIVE,
+    "search.epochs": EPOCHS,
+    "search.unrolled_xi": NON_NEGATIVE,
+    "search.arch_start_epoch": Range(0, EPOCHS_MAX),
+    "search.weights.lr": POSITIVE,
+    "search.weights.lr_min": NON_NEGATIVE,
+    "search.weights.momentum": UNIT_OPEN,
+    "search.weights.weight_decay": NON_NEGATIVE,
+    "search.weights.grad_clip": NON_NEGATIVE,  # 0 = off
+    "search.weights.warmup_epochs": WARMUP,
+    "search.arch.lr": POSITIVE,
+    "search.arch.betas": UNIT_OPEN,
+    "search.arch.weight_decay": NON_NEGATIVE,
+    "model.init_channels": CHANNELS,
+    "model.layers": LAYERS,
+    "model.auxiliary_weight": NON_NEGATIVE,
+    "model.drop_path_prob": UNIT_OPEN,
+    "train.epochs": EPOCHS,
+    "train.lr": POSITIVE,
+    "train.lr_min": NON_NEGATIVE,
+    "train.momentum": UNIT_OPEN,
+    "train.weight_decay": NON_NEGATIVE,
+    "train.grad_clip": NON_NEGATIVE,  # 0 = off
+    "train.warmup_epochs": WARMUP,
+    "train.label_smoothing": UNIT_OPEN,
+    "train.ema_decay": Range(0, 1),
+    "train.lr_decay_rate": Range(0, 1, lo_open=True),
+    "train.lr_decay_epochs": Range(1, EPOCHS_MAX),
+}
+
+
+# `nas genotype info` flags
+INFO_RANGES: dict[str, Range] = {
+    "--init-channels": CHANNELS,
+    "--layers": LAYERS,
+    "--classes": Range(1, 10**5),
+    "--in-channels": Range(1, 64),
+    "--image-size": Range(1, 4096),
+}
+
+
+def check_flags(values: dict[str, Any], ranges: dict[str, Range]) -> None:
+    """Refuse the first command-line flag (`--layers`) whose value (`values["layers"]`) is out of range."""
+    for flag, allowed in ranges.items():
+        value = values[flag.lstrip("-").replace("-", "_")]
+        if value is not None and value not in allowed:  # None: not given (the space's default)
+            raise UserError(f"{flag} must be {allowed}, got {value}")
+
+
+def numeric_fields(cfg: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) of every int or float field of a config dataclass (tuples: one per element)."""
+    for f in dataclasses.fields(cfg):
+        key, value = prefix + f.name, getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from numeric_fields(value, key + ".")
+        elif isinstance(value, (tuple, list)):
+            yield from ((key, v) for v in value if isinstance(v, (int, float)) and not isinstance(v, bool))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            yield key, value
+
+
+def check_ranges(cfg: Any) -> None:
+    """Refuse the first numeric field outside its range (or NaN / infinite) with one line naming it."""
+    for key, value in numeric_fields(cfg):
+        allowed = RANGES.get(key, Range(-INF, INF))
+        finite = not isinstance(value, float) or math.isfinite(value)
+        if not finite or value not in allowed:
+            rule = str(allowed)
+            if isinstance(value, float) and rule != "finite":
+                rule = "finite and " + rule
+            raise UserError(f"{key} must be {rule}, got {value}")

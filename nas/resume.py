@@ -1,0 +1,84 @@
+"""What a resume may change: overrides that leave the run the same run, recorded in its config.yaml.
+
+A resumed run continues from weights, optimiser state and data order that only make sense for the
+config they came from. Overrides that do not change the model, the data or the split (more epochs, the
+device, logging) are accepted and written into `config.yaml`, so the run directory says what actually
+ran; any other is refused with one line naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from omegaconf import OmegaConf
+
+from nas.config import load_config, to_dict, to_yaml
+from nas.errors import UserError
+from nas.genotype import atomic_write_text
+
+T = TypeVar("T")
+
+SAFE_ON_RESUME = (
+    "name",
+    "device",
+    "deterministic",
+    "progress",
+    "log_every",
+    "search.epochs",
+    "train.epochs",
+    "data.eval_batch_size",
+    "data.device_resident",
+    "data.cache_dir",
+    "data.download",
+)
+
+
+def _flat(tree: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def resume_config(schema: type[T], run_dir: Path, overrides: list[str]) -> tuple[T, dict[str, list]]:
+    """The config to resume `run_dir` with, and what the overrides changed ({key: [old, new]}).
+
+    Raises:
+        UserError: an override changes what the run is (naming the key), or out_dir.
+    """
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key.strip() == "out_dir" and Path(value).resolve() != run_dir.resolve():
+            raise UserError(
+                f"cannot resume {run_dir} with out_dir={value}: a run resumes in its own directory"
+            )
+    saved = load_config(schema, run_dir / "config.yaml", [f"out_dir={run_dir}"])
+    cfg = load_config(schema, run_dir / "config.yaml", [*overrides, f"out_dir={run_dir}"])
+    before, after = _flat(to_dict(saved)), _flat(to_dict(cfg))
+    changed = {k: [before[k], after[k]] for k in before if before[k] != after[k]}
+    for key, (old, new) in changed.items():
+        if key not in SAFE_ON_RESUME:
+            raise UserError(
+                f"cannot resume {run_dir} with {key}={new} (the run has {old}): it changes what the run is; "
+                f"a resume may change only {', '.join(SAFE_ON_RESUME)}; start a new run in another out_dir"
+            )
+    return cfg, changed
+
+
+def record_resume(run_dir: Path, cfg: Any, changed: dict[str, list]) -> None:
+    """Rewrite run_dir/config.yaml (atomically) with `cfg`, keeping its provenance and adding a line per
+    resume that changed something."""
+    saved = OmegaConf.load(run_dir / "config.yaml")
+    meta = OmegaConf.to_container(saved.get("_meta") or OmegaConf.create({}))
+    when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    meta["resumed"] = [*meta.get("resumed", []), {"time": when, "changed": changed}]
+    first = str(saved.get("out_dir", cfg.out_dir))
+    if Path(first).resolve() == run_dir.resolve():  # keep it as first written; a moved run gets its new path
+        cfg = dataclasses.replace(cfg, out_dir=first)
+    atomic_write_text(run_dir / "config.yaml", to_yaml(cfg, meta=meta))
