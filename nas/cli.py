@@ -1,4 +1,4 @@
-"""The `nas` command line: search | derive | train | genotype | ablate | bench.
+"""The `nas` command line: search | derive | rank | train | genotype | ablate | bench.
 
 Every command that runs takes `--config FILE` plus `key=value` overrides (OmegaConf dotlist). User
 errors print one line and exit with code 2.
@@ -72,6 +72,7 @@ def cmd_derive(args: argparse.Namespace) -> int:
     from nas.checkpoint import CHECKPOINT, load_checkpoint
     from nas.config import SearchRunConfig, load_config, to_dict
     from nas.diagnostics import probabilities
+    from nas.sampling import build_sampler
     from nas.search.runner import write_alphas
 
     run_dir = _run_dir(args.run_dir)
@@ -81,9 +82,11 @@ def cmd_derive(args: argparse.Namespace) -> int:
     alphas = {k[len("alphas.") :]: v for k, v in state["model"].items() if k.startswith("alphas.")}
     if not alphas:
         raise UserError(f"{run_dir / CHECKPOINT} holds no architecture parameters")
-    genotype = space.derive({k: torch.as_tensor(v) for k, v in alphas.items()})
+    sampler = build_sampler(cfg.sampler, space)
+    logits = {k: sampler.derive_logits(torch.as_tensor(v)) for k, v in alphas.items()}
+    genotype = space.derive(logits)
     prov = {"run": cfg.name, "epoch": state["epoch"] - 1, "seed": cfg.seed, "sampler": cfg.sampler.name,
-            "probabilities": probabilities(alphas, space.primitives), "config": to_dict(cfg)}  # fmt: skip
+            "probabilities": probabilities(logits, space.primitives), "config": to_dict(cfg)}  # fmt: skip
     genotype = Genotype(genotype.space, genotype.cells, prov)
     save_genotype(run_dir / "genotype.json", genotype)
     write_alphas(run_dir / "alphas.json", alphas, space.primitives)
