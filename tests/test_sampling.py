@@ -29,7 +29,7 @@ def _weights(name, alpha, tau, generator):
 
 
 def test_every_sampler_registered():
-    assert SAMPLERS.names() == ["gdas", "gumbel", "gumbel_st", "softmax"]
+    assert SAMPLERS.names() == ["drnas", "gdas", "gumbel", "gumbel_rao", "gumbel_st", "reinmax", "softmax"]
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,9 @@
 | `gumbel`     | Gumbel-softmax    | reparameterised, of the relaxed loss (SNAS)         | gumbel.py     |
 | `gumbel_st`  | one-hot           | straight-through Gumbel-softmax                     | gumbel.py     |
 | `gdas`       | one-hot, 1 op run | straight-through through the chosen op's weight     | gumbel.py     |
+| `reinmax`    | one-hot           | ReinMax, second-order accurate straight-through     | reinmax.py    |
+| `gumbel_rao` | one-hot           | Rao-Blackwellised straight-through Gumbel-softmax   | gumbel_rao.py |
+| `drnas`      | Dirichlet sample  | reparameterised (implicit), + KL regulariser        | drnas.py      |
 
 The interface and the shared pieces are in `base.py`. Every module of this package is imported here, so
 a new estimator is one new file that defines a `Sampler` subclass with `@register` (plus its tests).
