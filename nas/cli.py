@@ -1,4 +1,4 @@
-"""The `nas` command line: search | derive | rank | train | genotype | ablate | bench.
+"""The `nas` command line: search | derive | rank | train | genotype | ablate | gradcheck | bench.
 
 Every command that runs takes `--config FILE` plus `key=value` overrides (OmegaConf dotlist). User
 errors print one line and exit with code 2.
@@ -223,6 +223,15 @@ def cmd_genotype_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- gradcheck -----------------------------------------------------------------------------------------
+
+
+def cmd_gradcheck(args: argparse.Namespace) -> int:
+    from nas.gradcheck import main as gradcheck_main
+
+    return gradcheck_main(args.config, args.overrides)
+
+
 # --- bench ---------------------------------------------------------------------------------------------
 
 
@@ -310,6 +319,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", action="append", metavar="RUN_ID", help="run only this grid point (repeatable)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="ablation overrides (OmegaConf dotlist)")
     p.set_defaults(func=cmd_ablate)
+
+    p = sub.add_parser(
+        "gradcheck", help="bias and variance of every estimator's alpha gradient vs the exact one"
+    )
+    p.add_argument("--config", help="gradcheck YAML file (see configs/gradcheck/)")
+    p.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="gradcheck overrides (OmegaConf dotlist)"
+    )
+    p.set_defaults(func=cmd_gradcheck)
 
     p = sub.add_parser("bench", help="images/s, ms per phase and peak memory of the search (or retrain) loop")
     p.add_argument("--config", help="search (or, with --train, retrain) YAML config")
