@@ -1,4 +1,4 @@
-"""The `nas` command line: search | derive | rank | train | genotype | export | ablate | bench.
+"""The `nas` command line: search | derive | rank | train | genotype | export | ablate | gradcheck | bench.
 
 Every command that runs takes `--config FILE` plus `key=value` overrides (OmegaConf dotlist). User
 errors print one line and exit with code 2.
@@ -130,6 +130,7 @@ def cmd_derive(args: argparse.Namespace) -> int:
     from nas.checkpoint import CHECKPOINT, load_checkpoint, restoring
     from nas.config import SearchRunConfig, load_config, to_dict
     from nas.diagnostics import probabilities
+    from nas.sampling import build_sampler
     from nas.search.runner import write_alphas
 
     run_dir = _run_dir(args.run_dir)
@@ -140,9 +141,11 @@ def cmd_derive(args: argparse.Namespace) -> int:
         alphas = {k[len("alphas.") :]: v for k, v in state["model"].items() if k.startswith("alphas.")}
         if not alphas:
             raise UserError(f"{run_dir / CHECKPOINT} holds no architecture parameters")
-        genotype = space.derive({k: torch.as_tensor(v) for k, v in alphas.items()})
+        sampler = build_sampler(cfg.sampler, space)
+        logits = {k: sampler.derive_logits(torch.as_tensor(v)) for k, v in alphas.items()}
+        genotype = space.derive(logits)
     prov = {"run": cfg.name, "epoch": state["epoch"] - 1, "seed": cfg.seed, "sampler": cfg.sampler.name,
-            "probabilities": probabilities(alphas, space.primitives), "config": to_dict(cfg)}  # fmt: skip
+            "probabilities": probabilities(logits, space.primitives), "config": to_dict(cfg)}  # fmt: skip
     genotype = Genotype(genotype.space, genotype.cells, prov)
     save_genotype(run_dir / "genotype.json", genotype)
     write_alphas(run_dir / "alphas.json", alphas, space.primitives)
@@ -320,6 +323,15 @@ def cmd_genotype_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- gradcheck -----------------------------------------------------------------------------------------
+
+
+def cmd_gradcheck(args: argparse.Namespace) -> int:
+    from nas.gradcheck import main as gradcheck_main
+
+    return gradcheck_main(args.config, args.overrides)
+
+
 # --- bench ---------------------------------------------------------------------------------------------
 
 
@@ -417,6 +429,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", action="append", metavar="RUN_ID", help="run only this grid point (repeatable)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="ablation overrides (OmegaConf dotlist)")
     p.set_defaults(func=cmd_ablate)
+
+    p = sub.add_parser(
+        "gradcheck", help="bias and variance of every estimator's alpha gradient vs the exact one"
+    )
+    p.add_argument("--config", help="gradcheck YAML file (see configs/gradcheck/)")
+    p.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="gradcheck overrides (OmegaConf dotlist)"
+    )
+    p.set_defaults(func=cmd_gradcheck)
 
     p = sub.add_parser("bench", help="images/s, ms per phase and peak memory of the search (or retrain) loop")
     p.add_argument("--config", help="search (or, with --train, retrain) YAML config")

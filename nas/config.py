@@ -70,9 +70,13 @@ class SpaceConfig:
 
 @dataclass
 class SamplerConfig:
-    name: str = "gdas"  # softmax | gumbel | gumbel_st | gdas
-    # gdas: also give the unchosen ops' weights a gradient (the reference GDAS code's form on NB201);
-    # null = the search space's reference form (NB201: true, DARTS: false)
+    """The keys every sampler has. Each sampler's own options (`sampler.<option>`) live in a subclass
+    next to its code (`nas.sampling`, the sampler's `Options`); `load_config` types the `sampler` section
+    by the chosen `name`, so an option of another sampler is an unknown key."""
+
+    name: str = "gdas"  # see nas.sampling.SAMPLERS
+    # samplers that run only the chosen op (gdas): also give the unchosen ops' weights a gradient (the
+    # reference GDAS code's form on NB201); null = the search space's reference form (NB201: true, DARTS: false)
     unchosen_grad: bool | None = None
 
 
@@ -197,7 +201,10 @@ def _merge(base: DictConfig, other: DictConfig, where: str) -> DictConfig:
     try:
         return OmegaConf.merge(base, other)
     except OmegaConfBaseException as exc:
-        raise UserError(f"bad {where}: {_first_line(exc)}") from None
+        message, key = _first_line(exc), getattr(exc, "full_key", None)
+        if key and str(key).split(".")[-1] not in message:  # e.g. a value of the wrong type: name its key
+            message = f"{key}: {message}"
+        raise UserError(f"bad {where}: {message}") from None
 
 
 def load_config(schema: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
@@ -216,33 +223,54 @@ def load_structured(
 ) -> T:
     """`load_config` without the run-config value checks: for any dataclass schema (e.g. an ablation file,
     `kind` naming it in messages). Raises UserError on an unknown key, wrong type or unreadable file."""
-    cfg = OmegaConf.structured(schema)
-    if path is not None:
-        path = Path(path)
-        if path.is_dir():
-            raise UserError(f"{kind} {path} is a directory; name a YAML file")
-        if not path.is_file():
-            raise UserError(f"{kind} file not found: {path}")
-        try:
-            loaded = OmegaConf.load(path)
-        except Exception as exc:  # YAML syntax errors and the like
-            raise UserError(f"cannot read {kind} {path}: {_first_line(exc)}") from None
-        if not isinstance(loaded, DictConfig):
-            raise UserError(f"{kind} {path} must be a YAML mapping of keys to values")
-        loaded.pop("_meta", None)  # provenance block of a saved run config
-        cfg = _merge(cfg, loaded, f"{kind} {path}")
+    loaded = _read_yaml(Path(path), kind) if path is not None else None
     bad = [o for o in overrides or [] if "=" not in o]
     if bad:
         raise UserError(f"override {bad[0]!r} is not of the form key=value")
     try:
         dotlist = OmegaConf.from_dotlist(list(overrides or []))
-    except OmegaConfBaseException as exc:
+    except Exception as exc:  # OmegaConf's errors, and YAML syntax errors in a value (e.g. `k={a:{b:1}}`)
         raise UserError(f"bad override: {_first_line(exc)}") from None
+    cfg = _defaults(schema, [c for c in (loaded, dotlist) if c is not None])
+    if loaded is not None:
+        cfg = _merge(cfg, loaded, f"{kind} {path}")
     cfg = _merge(cfg, dotlist, "overrides")
     try:
         return OmegaConf.to_object(cfg)
     except OmegaConfBaseException as exc:
         raise UserError(f"bad {kind}: {_first_line(exc)}") from None
+
+
+def _read_yaml(path: Path, kind: str) -> DictConfig:
+    if path.is_dir():
+        raise UserError(f"{kind} {path} is a directory; name a YAML file")
+    if not path.is_file():
+        raise UserError(f"{kind} file not found: {path}")
+    try:
+        loaded = OmegaConf.load(path)
+    except Exception as exc:  # YAML syntax errors and the like
+        raise UserError(f"cannot read {kind} {path}: {_first_line(exc)}") from None
+    if not isinstance(loaded, DictConfig):
+        raise UserError(f"{kind} {path} must be a YAML mapping of keys to values")
+    loaded.pop("_meta", None)  # provenance block of a saved run config
+    return loaded
+
+
+def _defaults(schema: type, layers: list[DictConfig]) -> DictConfig:
+    """The schema's defaults; for a search config, with the `sampler` section typed by the options class
+    of the sampler that the layers (file, then overrides) name, so its own keys are known and checked."""
+    if schema is not SearchRunConfig:
+        return OmegaConf.structured(schema)
+    from nas.sampling import SAMPLERS  # the samplers' option classes live with their code
+
+    name = SamplerConfig.name
+    for layer in layers:
+        try:
+            name = OmegaConf.select(layer, "sampler.name", default=name)
+        except OmegaConfBaseException as exc:
+            raise UserError(f"bad sampler.name: {_first_line(exc)}") from None
+    options = SAMPLERS.get(str(name)).Options
+    return OmegaConf.structured(SearchRunConfig(sampler=options(name=str(name))))
 
 
 def to_yaml(cfg: Any, meta: dict | None = None) -> str:
@@ -279,6 +307,9 @@ def validate(cfg: Any) -> None:
             f"search.bilevel must be 'first_order' or 'second_order', got {cfg.search.bilevel!r}",
         )
         _nesterov(cfg.search.weights, "search.weights")
+        from nas.sampling import build_sampler
+
+        build_sampler(cfg.sampler)  # the sampler checks its own options
     if isinstance(cfg, TrainRunConfig):
         _check(
             cfg.model.network in ("cifar", "imagenet"),

@@ -227,21 +227,22 @@ NETWORK_SIZE = "model.init_channels or model.layers"
 NETWORK_KNOBS = "model.init_channels, model.layers or data.batch_size"
 
 
-def check_supernet(model: nn.Module, cfg: Any, info: Any, device: torch.device, unchosen_grad: bool) -> None:
+def check_supernet(model: nn.Module, cfg: Any, info: Any, device: torch.device, sampler: Any) -> None:
     """Refuse a search whose supernet (built on the CPU under `parameter_budget`) cannot fit `device`:
-    weights with SGD momentum, alphas with Adam, one sampled architecture's activations per batch."""
+    weights with SGD momentum, alphas with Adam, one sampled architecture's activations per batch
+    (`sampler`: the run's `nas.sampling.Sampler`, whose sample decides which ops run)."""
     from nas.sampling import ArchSample, sample_architecture
 
     def forward(net: nn.Module, x: torch.Tensor) -> Any:
         alphas = {k: torch.zeros(a.shape) for k, a in net.alphas.items()}
         gen = torch.Generator().manual_seed(0)  # its own stream: the run's sampler generator is untouched
-        samples = sample_architecture(alphas, cfg.sampler.name, 1.0, gen, unchosen_grad)
+        samples = sample_architecture(alphas, sampler, 1.0, gen)
         return net(
             x, {k: ArchSample(s.weights.to("meta"), s.choices, s.unchosen_grad) for k, s in samples.items()}
         )
 
     shape = (info.in_channels, info.image_size, info.image_size)
-    key = ("search", repr(cfg.space), cfg.sampler.name, unchosen_grad, info.num_classes, shape)
+    key = ("search", repr(cfg.space), repr(cfg.sampler), sampler.unchosen_grad, info.num_classes, shape)
     check_training(model, activations(model, forward, shape, key), device, batch=cfg.data.batch_size,
                    eval_batch=cfg.data.eval_batch_size, slots=1, amp=cfg.amp == "bf16", what="the supernet",
                    knobs=SUPERNET_KNOBS)  # fmt: skip

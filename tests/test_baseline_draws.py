@@ -116,12 +116,13 @@ def test_unchosen_grad_matches_the_reference_gdas_nb201_formula(choice):
 
 def test_nb201_search_defaults_to_the_reference_form_and_a_chosen_none_moves_its_alphas_only_with_it():
     from nas.config import SearchRunConfig, load_config
-    from nas.search.runner import unchosen_grad
+    from nas.sampling import build_sampler
 
     cfg = load_config(SearchRunConfig, None, ["space.name=nb201"])
-    assert unchosen_grad(cfg, SPACES.get("nb201")) and not unchosen_grad(cfg, SPACES.get("darts"))
+    assert build_sampler(cfg.sampler, SPACES.get("nb201")).unchosen_grad
+    assert not build_sampler(cfg.sampler, SPACES.get("darts")).unchosen_grad
     cfg.sampler.unchosen_grad = False
-    assert not unchosen_grad(cfg, SPACES.get("nb201"))
+    assert not build_sampler(cfg.sampler, SPACES.get("nb201")).unchosen_grad
 
     space = SPACES.get("nb201")
     net = space.build_supernet(SpaceConfig(init_channels=4, layers=1), 5, 3)

@@ -1,4 +1,4 @@
-"""Property tests of the Gumbel noise and the four samplers."""
+"""Property tests of the Gumbel noise and of every registered sampler."""
 
 import math
 
@@ -9,6 +9,7 @@ from nas.errors import UserError
 from nas.mixed_op import MixedOp
 from nas.sampling import (
     SAMPLERS,
+    build_sampler,
     check_tau,
     gumbel_noise,
     gumbel_softmax,
@@ -23,8 +24,12 @@ def _gen(seed=0):
     return torch.Generator().manual_seed(seed)
 
 
+def _weights(name, alpha, tau, generator):
+    return build_sampler(name).weights(alpha, tau, generator)
+
+
 def test_every_sampler_registered():
-    assert SAMPLERS.names() == ["gdas", "gumbel", "gumbel_st", "softmax"]
+    assert SAMPLERS.names() == ["drnas", "gdas", "gumbel", "gumbel_rao", "gumbel_st", "reinmax", "softmax"]
 
 
 @pytest.mark.parametrize(
@@ -58,16 +63,16 @@ def test_noise_is_float32_finite_and_seeded():
 def test_noise_stays_float32_under_autocast():
     alpha = torch.zeros(3, 4, requires_grad=True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        w = SAMPLERS.get("gumbel")(alpha, 1.0, _gen())
-    assert w.dtype == torch.float32
+        w = {name: _weights(name, alpha, 1.0, _gen()) for name in SAMPLERS}
+    assert all(x.dtype == torch.float32 for x in w.values())
 
 
-@pytest.mark.parametrize("name", ["softmax", "gumbel", "gumbel_st", "gdas"])
+@pytest.mark.parametrize("name", SAMPLERS.names())
 @pytest.mark.parametrize("tau", [0.01, 0.1, 1.0, 10.0, 100.0])
 @pytest.mark.parametrize("scale", [1.0, 1e4])
 def test_weights_are_finite_and_sum_to_one(name, tau, scale):
     alpha = (torch.randn(14, 8, generator=_gen(7)) * scale).requires_grad_()
-    w = SAMPLERS.get(name)(alpha, tau, _gen())
+    w = _weights(name, alpha, tau, _gen())
     assert w.shape == alpha.shape
     assert torch.isfinite(w).all()
     assert torch.allclose(w.sum(-1), torch.ones(14), atol=1e-5)
@@ -75,12 +80,30 @@ def test_weights_are_finite_and_sum_to_one(name, tau, scale):
     assert torch.isfinite(alpha.grad).all()
 
 
-@pytest.mark.parametrize("name", ["gumbel_st", "gdas"])
+@pytest.mark.parametrize("name", [n for n in SAMPLERS if SAMPLERS.get(n).one_hot])
 def test_hard_weights_are_exactly_one_hot(name):
     alpha = torch.randn(14, 8, generator=_gen(2), requires_grad=True)
-    w = SAMPLERS.get(name)(alpha, 0.5, _gen())
+    w = _weights(name, alpha, 0.5, _gen())
     assert set(w.detach().unique().tolist()) <= {0.0, 1.0}
     assert torch.equal(w.detach().sum(-1), torch.ones(14))
+
+
+def test_one_hot_samplers_choose_alike_for_the_same_noise():
+    """Every one-hot sampler draws its choice by Gumbel-max from the first noise of the stream: an exact
+    sample of Categorical(softmax(alpha)), the same architecture for the same seed whatever the estimator."""
+    alpha = torch.randn(14, 8, generator=_gen(2))
+    hard = [n for n in SAMPLERS if SAMPLERS.get(n).one_hot]
+    choices = {n: _weights(n, alpha, 0.5, _gen(4)).argmax(-1) for n in hard}
+    assert len(hard) >= 4 and all(torch.equal(c, choices["gdas"]) for c in choices.values())
+
+
+@pytest.mark.parametrize("name", SAMPLERS.names())
+def test_probs_are_a_distribution_and_derive_logits_give_them(name):
+    sampler = build_sampler(name)
+    alpha = torch.randn(6, 5, generator=_gen(3)) * 2
+    p = sampler.probs(alpha)
+    assert p.shape == alpha.shape and torch.allclose(p.sum(-1), torch.ones(6))
+    assert torch.allclose(torch.softmax(sampler.derive_logits(alpha), -1), p, atol=1e-6)
 
 
 def test_straight_through_gradient_equals_soft_gradient():
@@ -99,8 +122,10 @@ def test_straight_through_gradient_equals_soft_gradient():
 def test_bad_tau_is_refused(tau):
     with pytest.raises(UserError, match="tau"):
         check_tau(tau)
-    with pytest.raises(UserError):
-        SAMPLERS.get("gumbel")(torch.zeros(2, 3), tau, _gen())
+    for name in SAMPLERS:
+        if SAMPLERS.get(name).uses_tau:
+            with pytest.raises(UserError):
+                _weights(name, torch.zeros(2, 3), tau, _gen())
 
 
 def test_unknown_sampler_is_a_user_error():

@@ -3,7 +3,11 @@
 First order (DARTS eq. 6 with xi = 0): alpha <- alpha - lr_alpha * grad_alpha L_val(w, alpha), where
 the gradient reaches alpha through the sampler's op weights. Only alpha is touched: the weight gradients
 are never computed (`torch.autograd.grad` w.r.t. alpha only), so this costs one forward and one
-activation-only backward. Second order (DARTS eq. 7-8) lives in `nas.search.unrolled`.
+activation-only backward. Second order (DARTS eq. 7-8) lives in `nas.search.unrolled`. A sampler's extra
+architecture loss (e.g. DrNAS' KL term) is added to the validation loss in both.
+
+The Architect is the search loop's one owner of sampling: it holds the sampler and its noise generator,
+draws the architecture step's sample and, from detached alphas, the weight step's (`sample_for_weights`).
 """
 
 from __future__ import annotations
@@ -14,22 +18,23 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from nas.sampling import ArchSample, sample_architecture
+from nas.sampling import ArchSample, Sampler, sample_architecture
 from nas.space import Supernet
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class Architect:
-    """Owns the alpha optimiser and performs one architecture update per call.
+    """Owns the alpha optimiser and the sampling, and performs one architecture update per call.
 
     Args:
         model: the supernet (possibly the same module wrapped for distributed use: `forward` is called
             on `forward_model`, parameters are read from `model`).
+        sampler: the estimator (`nas.sampling.build_sampler`).
+        generator: its noise stream (CPU, seeded; saved in checkpoints by the runner).
         grad_hook: called with the list of alpha gradients before the optimiser step (e.g. an
             all-reduce across ranks).
         xi: virtual step size of the second-order step (`nas.search.unrolled`); None = the weight lr.
-        unchosen_grad: hard samplers only: the unchosen ops' weights get a gradient too (`MixedOp`).
     """
 
     def __init__(
@@ -37,14 +42,13 @@ class Architect:
         model: Supernet,
         optimizer: torch.optim.Optimizer,
         criterion: Loss,
-        sampler: str,
+        sampler: Sampler,
         generator: torch.Generator,
         autocast: Callable[[], Any],
         bilevel: str = "first_order",
         forward_model: nn.Module | None = None,
         grad_hook: Callable[[list[torch.Tensor]], None] | None = None,
         xi: float | None = None,
-        unchosen_grad: bool = False,
     ):
         self.model = model
         self.forward_model = forward_model or model
@@ -56,12 +60,19 @@ class Architect:
         self.bilevel = bilevel
         self.grad_hook = grad_hook
         self.xi = xi
-        self.unchosen_grad = unchosen_grad
 
     def sample(self, tau: float) -> dict[str, ArchSample]:
-        return sample_architecture(
-            dict(self.model.alphas), self.sampler, tau, self.generator, self.unchosen_grad
-        )
+        """The architecture step's sample: differentiable in alpha."""
+        return sample_architecture(dict(self.model.alphas), self.sampler, tau, self.generator)
+
+    def sample_for_weights(self, tau: float) -> dict[str, ArchSample]:
+        """The weight step's sample, from detached alphas: no alpha gradient is computed or accumulated,
+        and a one-hot sample runs only its chosen ops."""
+        alphas = {k: a.detach() for k, a in self.model.alphas.items()}
+        return sample_architecture(alphas, self.sampler, tau, self.generator, chosen_only=True)
+
+    def extra_loss(self) -> torch.Tensor | None:
+        return self.sampler.extra_loss(dict(self.model.alphas))
 
     def step(
         self,
@@ -71,19 +82,28 @@ class Architect:
         weight_lr: float,
         weight_optimizer: torch.optim.Optimizer,
     ) -> dict[str, torch.Tensor]:
-        """One alpha update. Returns detached `loss` and `correct` of the validation batch."""
+        """One alpha update. Returns detached `loss` (the validation loss, without the sampler's extra
+        term) and `correct` of the validation batch."""
         alphas = self.model.arch_parameters()
+        samples = self.sample(tau)
         if self.bilevel == "second_order":
             from nas.search.unrolled import unrolled_step  # second order lives on its own
 
-            loss, logits, grads = unrolled_step(self, val, train, tau, weight_lr, weight_optimizer)
+            xi = weight_lr if self.xi is None else self.xi
+            loss, logits, grads = unrolled_step(
+                self.model, samples, self.criterion, val, train, xi, weight_optimizer, self.autocast
+            )
+            extra = self.extra_loss()
+            if extra is not None:
+                extra_grads = torch.autograd.grad(extra, alphas, allow_unused=True)
+                grads = [g if e is None else g + e for g, e in zip(grads, extra_grads)]
         else:
-            samples = self.sample(tau)
             x, y = val
             with self.autocast():
                 logits = self.forward_model(x, samples)
                 loss = self.criterion(logits, y)
-            grads = list(torch.autograd.grad(loss, alphas))
+            extra = self.extra_loss()
+            grads = list(torch.autograd.grad(loss if extra is None else loss + extra, alphas))
         if self.grad_hook is not None:
             self.grad_hook(grads)
         for p, g in zip(alphas, grads):

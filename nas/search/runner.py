@@ -39,18 +39,10 @@ from nas.runtime import (
     seed_everything,
     set_rng_state,
 )
-from nas.sampling import SAMPLERS, sample_architecture
+from nas.sampling import build_sampler
 from nas.schedules import tau_at, validate_schedule
 from nas.search.architect import Architect
 from nas.space import SearchSpace
-
-
-def unchosen_grad(cfg: SearchRunConfig, space: SearchSpace) -> bool:
-    """`sampler.unchosen_grad`, or where it is null the form of the space's reference GDAS code
-    (the space's `hard_unchosen_grad`, False if it does not say)."""
-    if cfg.sampler.unchosen_grad is not None:
-        return cfg.sampler.unchosen_grad
-    return bool(getattr(space, "hard_unchosen_grad", False))
 
 
 class SearchRunner:
@@ -67,7 +59,7 @@ class SearchRunner:
     def __init__(
         self, cfg: SearchRunConfig, space: SearchSpace, out_dir: str | Path, resume: bool = False, dist=None
     ):
-        SAMPLERS.get(cfg.sampler.name)
+        self.sampler = build_sampler(cfg.sampler, space)
         validate_schedule(cfg.tau)
         self.cfg, self.space, self.out_dir, self.dist = cfg, space, Path(out_dir), dist
         self.rank = dist.rank if dist else 0
@@ -81,7 +73,7 @@ class SearchRunner:
         )  # fmt: skip
         with parameter_budget(self.device, 4 * 3, "the supernet", SUPERNET_SIZE):  # weights, grads, momentum
             model = space.build_supernet(cfg.space, self.info.num_classes, self.info.in_channels)
-        check_supernet(model, cfg, self.info, self.device, unchosen_grad(cfg, space))  # before it moves there
+        check_supernet(model, cfg, self.info, self.device, self.sampler)  # before it moves there
         self.model = model.to(self.device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -92,9 +84,9 @@ class SearchRunner:
         self._build_optimizers()
         self.generator = torch.Generator().manual_seed(cfg.seed + 1)  # the sampler's noise stream
         self.architect = Architect(
-            self.model, self.a_opt, self.criterion, cfg.sampler.name, self.generator, self.autocast,
+            self.model, self.a_opt, self.criterion, self.sampler, self.generator, self.autocast,
             bilevel=cfg.search.bilevel, grad_hook=dist.all_reduce_grads if dist else None,
-            xi=cfg.search.unrolled_xi, unchosen_grad=unchosen_grad(cfg, space),
+            xi=cfg.search.unrolled_xi,
         )  # fmt: skip
         self.start_epoch = 0
         self.tau = cfg.tau.start
@@ -135,6 +127,7 @@ class SearchRunner:
             "a_opt": self.a_opt.state_dict(),
             "w_sched": self.w_sched.state_dict(),
             "sampler_generator": self.generator.get_state(),
+            "sampler": self.sampler.state_dict(),
             "data": {"train": self.train_loader.state_dict(), "val": self.val_loader.state_dict()},
             "rng": rng_state(),
             "world_size": self.world_size,
@@ -150,6 +143,7 @@ class SearchRunner:
             self.a_opt.load_state_dict(state["a_opt"])
             self.w_sched.load_state_dict(state["w_sched"])
             self.generator.set_state(state["sampler_generator"].cpu())
+            self.sampler.load_state_dict(state.get("sampler", {}))  # absent before samplers had state
             own = own_rank_state(state, self.rank, self.world_size)  # augmentation streams differ per rank
             self.train_loader.load_state_dict(own["data"]["train"])
             self.val_loader.load_state_dict(own["data"]["val"])
@@ -230,12 +224,8 @@ class SearchRunner:
         }
 
     def weight_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One SGD step on the weights; the architecture is sampled from detached alphas, so no alpha
-        gradient is computed or accumulated, and a one-hot sample runs only its chosen ops."""
-        alphas = {k: a.detach() for k, a in self.model.alphas.items()}
-        samples = sample_architecture(
-            alphas, self.cfg.sampler.name, self.tau, self.generator, chosen_only=True
-        )
+        """One SGD step on the weights, on the Architect's sample for it (`sample_for_weights`)."""
+        samples = self.architect.sample_for_weights(self.tau)
         with self.autocast():
             logits = self.model(x, samples)
             loss = self.criterion(logits, y)
@@ -251,16 +241,21 @@ class SearchRunner:
 
     # --- per-epoch outputs --------------------------------------------------------------------------
 
+    def derive_logits(self) -> dict[str, torch.Tensor]:
+        """Per cell type, the logits whose softmax is the sampler's op probabilities (derive reads them)."""
+        return {k: self.sampler.derive_logits(a.detach()) for k, a in self.model.alphas.items()}
+
     def genotype(self, epoch: int):
         """The derived genotype with its provenance (config, seed, epoch, op probabilities)."""
-        genotype = self.space.derive(dict(self.model.alphas))
+        logits = self.derive_logits()
+        genotype = self.space.derive(logits)
         prov = {
             "run": self.cfg.name,
             "epoch": epoch,
             "seed": self.cfg.seed,
             "sampler": self.cfg.sampler.name,
             "tau": self.tau,
-            "probabilities": diagnostics.probabilities(self.model.alphas, self.space.primitives),
+            "probabilities": diagnostics.probabilities(logits, self.space.primitives),
             "config": to_dict(self.cfg),
         }
         return type(genotype)(genotype.space, genotype.cells, prov)
@@ -275,10 +270,11 @@ class SearchRunner:
         if self.rank == 0:
             genotype = self.genotype(epoch)
             save_genotype(self.out_dir / "genotype.json", genotype)
-            record.update(diagnostics.epoch_diagnostics(self.model.alphas, genotype, self.space))
+            logits = self.derive_logits()
+            record.update(diagnostics.epoch_diagnostics(logits, genotype, self.space))
             self.logger.epoch(record)
             self.logger.scalars({k: v for k, v in record.items() if k != "epoch"}, epoch, prefix="search/")
-            diagnostics.log_alphas(self.logger, self.model.alphas, self.space.primitives, epoch)
+            diagnostics.log_alphas(self.logger, logits, self.space.primitives, epoch)
             self.logger.text("genotype", diagnostics.genotype_text(genotype), epoch)
             self.logger.figure("genotype/cells", cell_figure(genotype), epoch)
             self.logger.console(

@@ -19,7 +19,8 @@ Choices made here:
   tensors (w, w', w+, w-) and *cloned* buffers, so neither the weights nor the BatchNorm running statistics
   of the real model change (DARTS' unrolled copy also updates, then drops, its own buffers). In train mode
   BatchNorm normalises with batch statistics, so the clones do not change any output.
-- One architecture sample per step: the sampler runs once; its op weights are detached into leaf tensors
+- One architecture sample per step: the caller draws it (`Architect.sample`); its op weights are detached
+  into leaf tensors
   W that every pass reuses, so the central difference is of one function of w. Each pass returns dL/dW;
   the combination is pushed back through the sampler to alpha by one backward (the chain rule is linear,
   so this equals combining per-pass alpha gradients). Works for hard samplers (gdas) as well.
@@ -27,10 +28,11 @@ Choices made here:
   momentum buffer m and the momentum mu / weight decay wd of the weight optimiser's param group (nesterov
   and dampening are ignored, as in DARTS). mu * m and wd * w do not depend on alpha, so eq. 7 holds as is.
   No gradient clipping in the virtual step (DARTS neither).
-- xi is `search.unrolled_xi`, or the current weight learning rate when that is null (DARTS' choice).
+- xi is `search.unrolled_xi`, or the current weight learning rate when that is null (DARTS' choice; the
+  Architect resolves it). A sampler's extra loss (a function of alpha alone) is the Architect's to add.
 - Distributed: each rank unrolls on its own batches (local grad_w L_train and v, no extra all-reduce);
   only the resulting alpha gradients are averaged, by the Architect's grad hook. The passes call the bare
-  supernet (`architect.model`), never `forward_model`.
+  supernet, never the distributed wrapper.
 
 Cost: 4 forwards and 4 backwards (train at w, val at w', train at w+ and w-) against 1 + 1 for first order;
 the passes run one after the other and free their graphs, so the peak is that of one pass plus a few copies
@@ -40,16 +42,15 @@ peak RSS within 20 MiB of first order (softmax ~9.0 GiB over the model, gdas ~1.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 from torch.func import functional_call
 
 from nas.sampling import ArchSample
-
-if TYPE_CHECKING:
-    from nas.search.architect import Architect
+from nas.space import Supernet
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 Run = Callable[
@@ -73,23 +74,6 @@ def _leaf_samples(samples: dict[str, ArchSample], dtype: torch.dtype) -> dict[st
         name: ArchSample(s.weights.detach().to(dtype).requires_grad_(), s.choices, s.unchosen_grad)
         for name, s in samples.items()
     }
-
-
-def _loss(
-    architect: Architect,
-    names: list[str],
-    buffers: dict[str, torch.Tensor],
-    samples: dict[str, ArchSample],
-    weights: list[torch.Tensor],
-    batch: Batch,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Loss and logits (B, classes) of the supernet with its weights replaced by `weights`."""
-    x, y = batch
-    state = {**dict(zip(names, weights)), **buffers}
-    with architect.autocast():
-        logits = functional_call(architect.model, state, (x, samples))
-        loss = architect.criterion(logits, y)
-    return loss, logits
 
 
 @torch.no_grad()
@@ -132,36 +116,44 @@ def _hessian_term(
 
 
 def unrolled_step(
-    architect: Architect,
+    model: Supernet,
+    samples: dict[str, ArchSample],
+    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     val: Batch,
     train: Batch,
-    tau: float,
-    weight_lr: float,
+    xi: float,
     weight_optimizer: torch.optim.Optimizer,
+    autocast: Callable[[], Any] = contextlib.nullcontext,
     radius: float = FD_RADIUS,
 ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
     """The DARTS second-order architecture gradient (eq. 7-8) for one val/train batch pair.
 
     Args:
+        model: the bare supernet (not a distributed wrapper).
+        samples: the architecture sample of this step, differentiable in alpha (one per cell type).
+        xi: the virtual step size.
+        weight_optimizer: the weights' SGD (its weights, momentum buffers, momentum and weight decay).
+        autocast: a context manager factory for the forward passes (mixed precision).
         radius: eps * ||v||, the length of the finite-difference step in weight space (DARTS: 0.01).
 
     Returns:
         The validation loss and logits at the virtual weights w', and the alpha gradients in the order
         of `model.arch_parameters()`. Nothing in the model or the optimisers is modified.
     """
-    model = architect.model
-    xi = weight_lr if architect.xi is None else architect.xi
     name_of = {id(p): n for n, p in model.named_parameters()}
     weights = [p for group in weight_optimizer.param_groups for p in group["params"]]  # what the step moves
     names = [name_of[id(p)] for p in weights]
     buffers = {n: b.clone() for n, b in model.named_buffers()}  # the virtual passes update these copies
-    samples = architect.sample(tau)  # one sample, shared by every pass
-    cell_types = list(samples)
+    cell_types = list(samples)  # one sample, shared by every pass
     leaf_samples = _leaf_samples(samples, weights[0].dtype if weights else torch.float32)
     leaves = [leaf_samples[c].weights for c in cell_types]  # (E, K) each
 
     def run(w: list[torch.Tensor], batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        return _loss(architect, names, buffers, leaf_samples, w, batch)
+        """Loss and logits (B, classes) of the supernet with its weights replaced by `w`."""
+        x, y = batch
+        with autocast():
+            logits = functional_call(model, {**dict(zip(names, w)), **buffers}, (x, leaf_samples))
+            return criterion(logits, y), logits
 
     w_prime = virtual_step(weights, _grads(run(weights, train)[0], weights), weight_optimizer, xi)
     w_prime = [w.requires_grad_() for w in w_prime]

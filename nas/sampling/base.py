@@ -1,0 +1,203 @@
+"""The sampler interface, Gumbel noise, and sampling every cell type at once.
+
+A sampler is one registered object (`Sampler` subclass, one file per estimator in this package) that maps
+architecture logits `alpha` (E, K) (E edges, K candidate ops) and a temperature to op weights (E, K):
+
+- `weights(alpha, tau, generator)`: the op weights, differentiable in alpha (its gradient estimator);
+- `chosen_only`: the MixedOp runs only the chosen op, in the architecture step too (GDAS);
+- `one_hot`: the forward weights are exactly one-hot, so where no alpha gradient is needed (the weight
+  step) running only the chosen ops gives the same output and the same weight gradients;
+- `probs(alpha)`: the op probabilities of its distribution (what derive and the diagnostics read);
+- `extra_loss(alphas)`: an optional term added to the architecture loss (e.g. DrNAS' KL);
+- `Options`: its typed options, a `SamplerConfig` subclass (`sampler.<option>` keys, checked in `check`);
+- `state_dict` / `load_state_dict`: its state in checkpoints (none for the samplers here).
+
+Noise is drawn in float32 on the CPU from a seeded `torch.Generator` (saved in checkpoints), then moved to
+alpha's device: the same seed gives the same architectures on CPU and GPU and on every rank.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from nas.config import SamplerConfig
+from nas.errors import UserError
+from nas.registry import Registry
+
+
+@dataclass
+class ArchSample:
+    """Op weights for one cell type; `choices` is set where only the chosen ops run."""
+
+    weights: torch.Tensor  # (E, K)
+    choices: list[int] | None = None  # host-side chosen op per edge
+    unchosen_grad: bool = False  # chosen-only: unchosen weights get a gradient too (see nas.mixed_op.MixedOp)
+
+    def edge(self, e: int) -> tuple[torch.Tensor, int | None, bool]:
+        """Arguments of edge e's `MixedOp.forward` after the input: (weights (K,), choice, unchosen_grad)."""
+        return self.weights[e], None if self.choices is None else self.choices[e], self.unchosen_grad
+
+
+def check_tau(tau: float) -> float:
+    """tau must be a finite number > 0 (tau = 0 is the undefined argmax limit)."""
+    tau = float(tau)
+    if not (math.isfinite(tau) and tau > 0):
+        raise UserError(f"temperature tau must be finite and > 0, got {tau}")
+    return tau
+
+
+def exponential_noise(shape: torch.Size | tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+    """Exp(1) noise in float32 on the generator's device, clamped away from 0 (exponential_ can return 0
+    with probability ~2^-24), so that -log of it is finite."""
+    e = torch.empty(shape, dtype=torch.float32, device=generator.device).exponential_(generator=generator)
+    return e.clamp_min(torch.finfo(torch.float32).tiny)
+
+
+def gumbel_noise(shape: torch.Size | tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+    """Standard Gumbel(0, 1) noise in float32 on the generator's device: g = -log(E), E ~ Exp(1)."""
+    return -exponential_noise(shape, generator).log()
+
+
+def noise_like(alpha: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Gumbel noise of alpha's shape from the CPU generator, on alpha's device."""
+    return gumbel_noise(alpha.shape, generator).to(alpha.device, non_blocking=True)
+
+
+class _StraightThrough(torch.autograd.Function):
+    """Forward: exactly `hard`. Backward: the incoming gradient goes to `soft` unchanged."""
+
+    @staticmethod
+    def forward(ctx, soft: torch.Tensor, hard: torch.Tensor) -> torch.Tensor:
+        return hard.clone()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad, None
+
+
+def one_hot_argmax(x: torch.Tensor) -> torch.Tensor:
+    """(..., K) -> exact zeros and ones at the argmax of the last dimension (ties to the lower index)."""
+    return torch.zeros_like(x).scatter_(-1, x.argmax(dim=-1, keepdim=True), 1.0)
+
+
+def straight_through(soft: torch.Tensor, hard: torch.Tensor | None = None) -> torch.Tensor:
+    """`hard` (default: the one-hot argmax of `soft`) in the forward pass, d/d soft = identity."""
+    return _StraightThrough.apply(soft, one_hot_argmax(soft.detach()) if hard is None else hard)
+
+
+def gumbel_softmax(alpha: torch.Tensor, tau: float, noise: torch.Tensor) -> torch.Tensor:
+    """softmax((log_softmax(alpha) + g) / tau) in float32; finite for tau >= 0.01 and |alpha| <= 1e4."""
+    logits = F.log_softmax(alpha.float(), dim=-1) + noise  # (E, K)
+    return F.softmax(logits / tau, dim=-1)
+
+
+class Sampler:
+    """One architecture gradient estimator (see the module docstring). Subclasses set `name`, the flags
+    and `Options`, and implement `weights`; register them with `@register`."""
+
+    name: ClassVar[str]
+    Options: ClassVar[type[SamplerConfig]] = SamplerConfig
+    chosen_only: ClassVar[bool] = False
+    one_hot: ClassVar[bool] = False
+    uses_tau: ClassVar[bool] = True
+
+    def __init__(self, options: SamplerConfig | None = None, unchosen_grad: bool = False):
+        self.options = options if options is not None else self.Options(name=self.name)
+        self.unchosen_grad = unchosen_grad and self.chosen_only
+        self.check()
+
+    def check(self) -> None:
+        """Refuse option values the type system cannot (UserError, one line). Subclasses extend this."""
+        if self.options.unchosen_grad and not self.chosen_only:
+            only = ", ".join(n for n in SAMPLERS if SAMPLERS.get(n).chosen_only)
+            raise UserError(
+                f"sampler.unchosen_grad=true applies only to samplers that run only the chosen op ({only}); "
+                f"{self.name} computes every op"
+            )
+
+    def weights(self, alpha: torch.Tensor, tau: float, generator: torch.Generator) -> torch.Tensor:
+        """Op weights (E, K) in float32, differentiable in alpha."""
+        raise NotImplementedError
+
+    def sample(self, alpha: torch.Tensor, tau: float, generator: torch.Generator) -> ArchSample:
+        """One cell type's sample (with its choices where only the chosen ops run)."""
+        return sample_architecture({"": alpha}, self, tau, generator)[""]
+
+    def probs(self, alpha: torch.Tensor) -> torch.Tensor:
+        """Op probabilities (E, K) of the sampled distribution, differentiable in alpha: softmax(alpha)."""
+        return F.softmax(alpha.float(), dim=-1)
+
+    def derive_logits(self, alpha: torch.Tensor) -> torch.Tensor:
+        """Logits whose softmax is `probs(alpha)`: what the space's derive rule and the diagnostics read
+        (they take softmax). alpha itself where `probs` is softmax(alpha)."""
+        return alpha
+
+    def extra_loss(self, alphas: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
+        """A term added to the architecture loss (a function of alpha only), or None."""
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+SAMPLERS: Registry[type[Sampler]] = Registry("sampler")
+
+
+def register(cls: type[Sampler]) -> type[Sampler]:
+    """Class decorator: register a sampler under its `name`."""
+    return SAMPLERS.register(cls.name, cls)
+
+
+def build_sampler(options: SamplerConfig | str, space: Any = None) -> Sampler:
+    """The sampler that `options` (or a bare name, with default options) configures.
+
+    `sampler.unchosen_grad: null` resolves to the space's reference GDAS form (its `hard_unchosen_grad`,
+    False without a space). Raises UserError for an unknown name or a bad option value.
+    """
+    if isinstance(options, str):
+        options = SamplerConfig(name=options)
+    cls = SAMPLERS.get(options.name)
+    if not isinstance(options, cls.Options):  # a plain SamplerConfig: the sampler's defaults for the rest
+        options = cls.Options(**asdict(options))
+    unchosen = options.unchosen_grad
+    if unchosen is None:
+        unchosen = bool(getattr(space, "hard_unchosen_grad", False))
+    return cls(options, unchosen_grad=unchosen)
+
+
+def sample_architecture(
+    alphas: Mapping[str, torch.Tensor],
+    sampler: Sampler | str,
+    tau: float,
+    generator: torch.Generator,
+    chosen_only: bool = False,
+) -> dict[str, ArchSample]:
+    """Sample op weights for every cell type (in sorted key order, so the noise stream is fixed).
+
+    Where only the chosen ops run, the chosen indices of all cell types reach the host in a single
+    transfer: one device synchronisation per sample, not one per edge. `chosen_only`: a sampler whose
+    forward pass is one-hot (`one_hot`) also returns its choices, so only the chosen ops run (for the
+    weight step, which needs no alpha gradient).
+    """
+    if isinstance(sampler, str):
+        sampler = build_sampler(sampler)
+    names = sorted(alphas)
+    weights = {name: sampler.weights(alphas[name], tau, generator) for name in names}
+    if not (sampler.chosen_only or (chosen_only and sampler.one_hot)):
+        return {name: ArchSample(weights[name]) for name in names}
+    flat = torch.cat([weights[name].detach().argmax(-1) for name in names]).tolist()  # one sync
+    out, start = {}, 0
+    for name in names:
+        n = weights[name].shape[0]
+        out[name] = ArchSample(weights[name], flat[start : start + n], sampler.unchosen_grad)
+        start += n
+    return out
