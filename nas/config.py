@@ -107,6 +107,16 @@ class ArchOptimConfig:
 
 
 @dataclass
+class CostConfig:
+    """Resource-aware search (`nas.cost`): a cost term in the architecture loss, off while weight is 0."""
+
+    metric: str = "flops"  # flops | params | latency (latency needs a table from `nas cost profile`)
+    weight: float = 0.0  # lambda; 0 = no term (a table given is still read to log the costs)
+    target: float | None = None  # null: lambda * E[cost]; a value: lambda * max(0, E[cost] - target)
+    table: str | None = None  # cost table file; null = count the space's standard retrain network
+
+
+@dataclass
 class SearchConfig:
     epochs: int = 50
     bilevel: str = "first_order"  # first_order | second_order
@@ -114,6 +124,7 @@ class SearchConfig:
     arch_start_epoch: int = 0  # update alpha only from this epoch on (weights warm up first)
     weights: WeightOptimConfig = field(default_factory=WeightOptimConfig)
     arch: ArchOptimConfig = field(default_factory=ArchOptimConfig)
+    cost: CostConfig = field(default_factory=CostConfig)
 
 
 @dataclass
@@ -295,6 +306,15 @@ def validate(cfg: Any) -> None:
         )
         _positive_finite(cfg.search.weights.lr, "search.weights.lr")
         _positive_finite(cfg.search.arch.lr, "search.arch.lr")
+        cost = cfg.search.cost
+        _check(cost.metric in ("flops", "params", "latency"),
+               f"search.cost.metric must be flops, params or latency, got {cost.metric!r}")  # fmt: skip
+        _check(
+            math.isfinite(cost.weight) and cost.weight >= 0,
+            f"search.cost.weight must be >= 0, got {cost.weight}",
+        )
+        _check(cost.target is None or (math.isfinite(cost.target) and cost.target >= 0),
+               f"search.cost.target must be >= 0 or null, got {cost.target}")  # fmt: skip
     if isinstance(cfg, TrainRunConfig):
         _check(cfg.train.epochs > 0, f"train.epochs must be > 0, got {cfg.train.epochs}")
         _check(0 <= cfg.model.drop_path_prob < 1, "model.drop_path_prob must be in [0, 1)")

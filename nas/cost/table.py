@@ -229,3 +229,15 @@ def _site(sites: dict, op: str, module: nn.Module, shape_in: tuple, shape_out: t
             site["latency"] = 0.0 if getattr(module, "is_zero", False) else timer.module(module, shape_in)
         sites[key] = site
     return sites[key]
+
+
+def standard_spec(space: Any, classes: int, in_channels: int, image_size: int, nodes: int = 4) -> NetworkSpec:
+    """The space's standard retrain network (`standard_network`: DARTS 36 x 20, NB201 16 x 5) for a dataset."""
+    sizes = getattr(space, "standard_network", {"init_channels": 36, "layers": 20})
+    return NetworkSpec(space.name, "cifar", sizes["init_channels"], sizes["layers"], nodes, classes, in_channels,
+                       image_size)  # fmt: skip
+
+
+def table_for(space: Any, path: str | None, spec: NetworkSpec) -> CostTable:
+    """The table at `path`, or (None) FLOPs and parameters counted now for `spec`."""
+    return load_table(path) if path else count_table(space, spec)

@@ -30,6 +30,8 @@ class Architect:
             all-reduce across ranks).
         xi: virtual step size of the second-order step (`nas.search.unrolled`); None = the weight lr.
         unchosen_grad: hard samplers only: the unchosen ops' weights get a gradient too (`MixedOp`).
+        penalty: a loss on alpha alone, alphas dict -> scalar (the cost term, `nas.cost.expected`); its
+            gradient is added to the validation loss's, so first and second order treat it alike.
     """
 
     def __init__(
@@ -45,6 +47,7 @@ class Architect:
         grad_hook: Callable[[list[torch.Tensor]], None] | None = None,
         xi: float | None = None,
         unchosen_grad: bool = False,
+        penalty: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None = None,
     ):
         self.model = model
         self.forward_model = forward_model or model
@@ -57,6 +60,7 @@ class Architect:
         self.grad_hook = grad_hook
         self.xi = xi
         self.unchosen_grad = unchosen_grad
+        self.penalty = penalty
 
     def sample(self, tau: float) -> dict[str, ArchSample]:
         return sample_architecture(
@@ -84,6 +88,9 @@ class Architect:
                 logits = self.forward_model(x, samples)
                 loss = self.criterion(logits, y)
             grads = list(torch.autograd.grad(loss, alphas))
+        if self.penalty is not None:
+            extra = torch.autograd.grad(self.penalty(dict(self.model.alphas)), alphas)
+            grads = [g + e.to(g.dtype) for g, e in zip(grads, extra)]
         if self.grad_hook is not None:
             self.grad_hook(grads)
         for p, g in zip(alphas, grads):

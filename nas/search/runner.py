@@ -24,6 +24,7 @@ from tqdm import tqdm
 from nas import diagnostics
 from nas.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from nas.config import SearchRunConfig, to_dict, to_yaml
+from nas.cost.expected import cost_term
 from nas.data import search_loaders
 from nas.distributed import gather_rank_states, lr_scale, own_rank_state
 from nas.genotype import atomic_write_text, save_genotype
@@ -89,10 +90,12 @@ class SearchRunner:
         self.autocast = functools.partial(autocast, self.device, cfg.amp)
         self._build_optimizers()
         self.generator = torch.Generator().manual_seed(cfg.seed + 1)  # the sampler's noise stream
+        self.cost = cost_term(cfg.search.cost, space, self.info, cfg.space.nodes, self.model)  # None: off
         self.architect = Architect(
             self.model, self.a_opt, self.criterion, cfg.sampler.name, self.generator, self.autocast,
             bilevel=cfg.search.bilevel, grad_hook=dist.all_reduce_grads if dist else None,
             xi=cfg.search.unrolled_xi, unchosen_grad=unchosen_grad(cfg, space),
+            penalty=self.cost.penalty if self.cost is not None and self.cost.weight > 0 else None,
         )  # fmt: skip
         self.start_epoch = 0
         self.tau = cfg.tau.start
@@ -270,6 +273,8 @@ class SearchRunner:
             genotype = self.genotype(epoch)
             save_genotype(self.out_dir / "genotype.json", genotype)
             record.update(diagnostics.epoch_diagnostics(self.model.alphas, genotype, self.space))
+            if self.cost is not None:  # expected cost under alpha and the derived cell's actual cost
+                record.update(self.cost.epoch_record(dict(self.model.alphas), genotype))
             self.logger.epoch(record)
             self.logger.scalars({k: v for k, v in record.items() if k != "epoch"}, epoch, prefix="search/")
             diagnostics.log_alphas(self.logger, self.model.alphas, self.space.primitives, epoch)

@@ -1,0 +1,131 @@
+"""Resource-aware search (`nas.cost`): tables, the expected cost, budgets in derive, the search term."""
+
+import itertools
+import json
+import math
+import random
+
+import pytest
+import torch
+
+import search_spaces  # noqa: F401
+from nas.config import SpaceConfig
+from nas.cost.budget import best_under_budget, cost_range, derive_within
+from nas.cost.expected import expected_cost
+from nas.cost.rule import CellRule
+from nas.cost.table import NetworkSpec, count_table, load_table
+from nas.errors import UserError
+from nas.profile import count_flops, count_parameters
+from nas.space import SPACES
+
+NB201 = SPACES.get("nb201")
+DARTS = SPACES.get("darts")
+
+
+@pytest.fixture(scope="module")
+def nb201_table():
+    return count_table(NB201, NetworkSpec("nb201", init_channels=4, layers=1, classes=4, image_size=8))
+
+
+def _enumerate(alphas, costs, rules, fixed):
+    """E[cost] by listing every cell of the rule with its probability (groups drawn uniformly, ops with
+    softmax(alpha) renormalised over the allowed ops): the definition, no algebra."""
+    per_group = []
+    for ct, rule in rules.items():
+        p = torch.softmax(alphas[ct].double(), -1)
+        q = p / p[:, list(rule.allowed)].sum(-1, keepdim=True)
+        for group in rule.groups:
+            n = math.comb(len(group), rule.keep)
+            per_group.append([(math.prod(q[e, k].item() for e, k in c) / n, sum(costs[ct][e, k].item() for e, k in c))
+                              for c in rule.choices(group)])  # fmt: skip
+    total = 0.0
+    for cell in itertools.product(*per_group):
+        total += math.prod(p for p, _ in cell) * (fixed + sum(c for _, c in cell))
+    return total
+
+
+def test_table_is_exact_for_whole_networks(nb201_table):
+    spec = nb201_table.net
+    for seed in range(3):
+        g = NB201.sample_random(random.Random(seed), SpaceConfig(name="nb201"))
+        net = NB201.build_network(g, spec.model_config(), spec.classes, spec.in_channels, spec.image_size)
+        assert nb201_table.cost_of(g, NB201, "flops") == count_flops(net, spec.input_shape())
+        assert nb201_table.cost_of(g, NB201, "params") == count_parameters(net)
+
+
+def test_table_round_trips(tmp_path, nb201_table):
+    nb201_table.save(tmp_path / "t.json")
+    assert load_table(tmp_path / "t.json").cells == nb201_table.cells
+    (tmp_path / "bad.json").write_text(json.dumps({"format": "x"}))
+    with pytest.raises(UserError, match="not a cost table"):
+        load_table(tmp_path / "bad.json")
+
+
+def test_expected_cost_equals_enumeration_nb201(nb201_table):
+    fixed, costs = nb201_table.metric("flops")
+    rules = {"cell": NB201.cell_rule("cell", 6)}
+    alphas = {"cell": torch.randn(6, 5, generator=torch.Generator().manual_seed(0))}
+    got = expected_cost(alphas, costs, rules, fixed).item()
+    assert got == pytest.approx(_enumerate(alphas, costs, rules, fixed), rel=1e-12)
+
+
+def test_expected_cost_equals_enumeration_darts_rule():
+    # a DARTS-shaped rule: 2 nodes (rows 0-1 and 2-4), keep 2 inputs each, op 0 (`none`) never kept
+    rules = {
+        "normal": CellRule(((0, 1), (2, 3, 4)), 2, (1, 2)),
+        "reduce": CellRule(((0, 1), (2, 3, 4)), 2, (1, 2)),
+    }
+    g = torch.Generator().manual_seed(1)
+    costs = {ct: torch.rand(5, 3, generator=g, dtype=torch.float64) for ct in rules}
+    alphas = {ct: torch.randn(5, 3, generator=g) for ct in rules}
+    got = expected_cost(alphas, costs, rules, 2.5).item()
+    assert got == pytest.approx(_enumerate(alphas, costs, rules, 2.5), rel=1e-12)
+
+
+def test_expected_cost_gradient(nb201_table):
+    fixed, costs = nb201_table.metric("params")
+    rules = {"cell": NB201.cell_rule("cell", 6)}
+    alpha = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a: expected_cost({"cell": a}, costs, rules, fixed), (alpha,))
+    # autograd against the closed form d E / d alpha_ek = p_ek (c_ek - sum_j p_ej c_ej)
+    (grad,) = torch.autograd.grad(expected_cost({"cell": alpha}, costs, rules, fixed), alpha)
+    p, c = torch.softmax(alpha.detach(), -1), costs["cell"]
+    assert torch.allclose(grad, p * (c - (p * c).sum(-1, keepdim=True)))
+
+
+def test_budget_is_exact_against_brute_force(nb201_table):
+    fixed, costs = nb201_table.metric("flops")
+    rules = {"cell": NB201.cell_rule("cell", 6)}
+    scores = {"cell": torch.log_softmax(torch.randn(6, 5, generator=torch.Generator().manual_seed(2)), -1)}
+    low, high = cost_range(costs, rules, fixed)
+    cells = torch.cartesian_prod(*[torch.arange(5)] * 6)  # (5^6, 6) every cell
+    rows = torch.arange(6)
+    cell_cost, cell_score = (
+        fixed + costs["cell"][rows, cells].sum(1),
+        scores["cell"].double()[rows, cells].sum(1),
+    )
+    assert (low, high) == pytest.approx((cell_cost.min().item(), cell_cost.max().item()))
+    for budget in (low, (low + high) / 3, (low + high) / 2, high):
+        kept, cost = best_under_budget(scores, costs, rules, fixed, budget)
+        assert cost <= budget
+        best = cell_score[cell_cost <= budget].max().item()
+        assert sum(scores["cell"][e, k].item() for e, k in kept["cell"]) == pytest.approx(best)
+    assert best_under_budget(scores, costs, rules, fixed, low - 1) is None
+
+
+def test_derive_within_darts_budget():
+    table = count_table(
+        DARTS, NetworkSpec("darts", init_channels=4, layers=3, nodes=2, classes=4, image_size=8)
+    )
+    alphas = {
+        ct: torch.randn(5, 8, generator=torch.Generator().manual_seed(3)) for ct in ("normal", "reduce")
+    }
+    free, free_cost = derive_within(DARTS, alphas, table, "params", float("inf"))
+    assert free.cells == DARTS.derive(alphas).cells  # no budget: the derive rule itself
+    fixed, costs = table.metric("params")
+    low, _ = cost_range(costs, {ct: DARTS.cell_rule(ct, 5) for ct in costs}, fixed)
+    cheap, cost = derive_within(DARTS, alphas, table, "params", low)
+    assert cost == table.cost_of(cheap, DARTS, "params") == low < free_cost
+    with pytest.raises(UserError, match=r"no darts cell fits params <= .*cheapest") as info:
+        derive_within(DARTS, alphas, table, "params", low - 1)
+    assert "\n" not in str(info.value)
