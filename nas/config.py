@@ -315,6 +315,8 @@ def validate(cfg: Any) -> None:
         )
         _check(cost.target is None or (math.isfinite(cost.target) and cost.target >= 0),
                f"search.cost.target must be >= 0 or null, got {cost.target}")  # fmt: skip
+        _check(cost.metric != "latency" or cost.table is not None,
+               "search.cost.metric=latency needs search.cost.table (made by `nas cost profile`)")  # fmt: skip
     if isinstance(cfg, TrainRunConfig):
         _check(cfg.train.epochs > 0, f"train.epochs must be > 0, got {cfg.train.epochs}")
         _check(0 <= cfg.model.drop_path_prob < 1, "model.drop_path_prob must be in [0, 1)")

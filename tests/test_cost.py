@@ -17,6 +17,7 @@ from nas.cost.table import NetworkSpec, count_table, load_table
 from nas.errors import UserError
 from nas.profile import count_flops, count_parameters
 from nas.space import SPACES
+from tests.conftest import ROOT
 
 NB201 = SPACES.get("nb201")
 DARTS = SPACES.get("darts")
@@ -129,3 +130,57 @@ def test_derive_within_darts_budget():
     with pytest.raises(UserError, match=r"no darts cell fits params <= .*cheapest") as info:
         derive_within(DARTS, alphas, table, "params", low - 1)
     assert "\n" not in str(info.value)
+
+
+def _search(tmp_path, table, *overrides):
+    from nas.config import SearchRunConfig, load_config
+    from nas.search.runner import SearchRunner
+    from tests.conftest import TINY_SEARCH
+
+    table.save(tmp_path / "table.json")
+    cfg = load_config(SearchRunConfig, None, TINY_SEARCH + [f"out_dir={tmp_path}/run", "space.name=nb201",
+                      "space.layers=1", f"search.cost.table={tmp_path}/table.json", *overrides])  # fmt: skip
+    runner = SearchRunner(cfg, NB201, tmp_path / "run")
+    runner.run()
+    return [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_large_lambda_derives_a_cheapest_cell_and_derive_takes_budgets(tmp_path, nb201_table, capsys):
+    from nas.cli import main
+
+    metric = "flops"
+    records = _search(tmp_path, nb201_table, f"search.cost.metric={metric}", "search.cost.weight=100",
+                      "search.arch.lr=0.5", "search.arch.weight_decay=0", "data.synthetic.train_size=64")  # fmt: skip
+    fixed, costs = nb201_table.metric(metric)
+    low, high = cost_range(costs, {"cell": NB201.cell_rule("cell", 6)}, fixed)
+    last = records[-1]
+    assert last[f"derived_{metric}"] == low < high
+    assert low <= last[f"expected_{metric}"] < records[0][f"expected_{metric}"]
+    # `nas derive RUN --max-flops X`: a budget the space cannot meet is one line and exit code 2
+    capsys.readouterr()
+    assert main(["derive", str(tmp_path / "run"), "--max-flops", str(low - 1)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("nas: error: no nb201 cell fits flops <=")
+    assert main(["derive", str(tmp_path / "run"), "--max-flops", str(low), "--max-params", "1e9"]) == 2
+    assert main(["derive", str(tmp_path / "run"), "--max-flops", str(low)]) == 0
+    assert f"flops {low:,.6g} <= " in capsys.readouterr().out
+    genotype = json.loads((tmp_path / "run" / "genotype.json").read_text())
+    assert genotype["provenance"]["budget"] == {"metric": "flops", "max": low, "cost": low}
+
+
+def test_cost_profile_measures_latency_and_caches_it(tmp_path, capsys):
+    from nas.cli import main
+
+    args = ["cost", "profile", "--space", "nb201", "--init-channels", "4", "--layers", "1", "--image-size", "8",
+            "--warmup", "0", "--repeats", "2", "--cache", str(tmp_path / "cache.json")]  # fmt: skip
+    assert main(args + ["-o", str(tmp_path / "a.json")]) == 0
+    assert "from the cache" in capsys.readouterr().out
+    assert main(args + ["-o", str(tmp_path / "b.json")]) == 0
+    assert "latency: 0 ops measured" in capsys.readouterr().out  # every op timing came from the cache
+    a, b = load_table(tmp_path / "a.json"), load_table(tmp_path / "b.json")
+    assert a.cells["latency"] == b.cells["latency"] and a.latency["device"].startswith("cpu")
+    fixed, costs = a.metric("latency")
+    assert (costs["cell"][:, 0] == 0).all() and (costs["cell"][:, 3] > 0).all()  # none free, conv 3x3 not
+    tiny = ["--config", str(ROOT / "configs/search/tiny_synthetic.yaml"), f"out_dir={tmp_path}/never"]
+    assert main(["search", *tiny, "search.cost.metric=latency", "search.cost.weight=1"]) == 2  # needs a table
+    assert "search.cost.table" in capsys.readouterr().err

@@ -194,7 +194,7 @@ def count_table(space: Any, net: NetworkSpec, timer: Any | None = None) -> CostT
             spent = dict.fromkeys(metrics, 0.0)
             fresh = {(ct, row) for ct, row, *_ in edges if k in rules[ct].allowed} - done
             for ct, row, module, shape_in, shape_out in edges:
-                site = _site(sites, names[ct], module, shape_in, shape_out, timer)
+                site = _site(sites, (net.space, names[ct], shape_in, shape_out), module, timer)
                 site["count"] += (ct, row) in fresh
                 for m in metrics:
                     spent[m] += site[m]
@@ -217,16 +217,18 @@ def count_table(space: Any, net: NetworkSpec, timer: Any | None = None) -> CostT
                      timer.meta() if timer is not None else None)  # fmt: skip
 
 
-def _site(sites: dict, op: str, module: nn.Module, shape_in: tuple, shape_out: tuple, timer) -> dict:
-    """The costs of one (op, input, output), counted the first time it is seen; `count`: how many table
-    entries it adds to (cells x rows)."""
-    key = (op, shape_in, shape_out)
+def _site(sites: dict, key: tuple, module: nn.Module, timer) -> dict:
+    """The costs of one (space, op, input, output), counted the first time it is seen; `count`: how many
+    table entries it adds to (cells x rows)."""
+    _, op, shape_in, shape_out = key
     if key not in sites:
         stride = max(1, round(shape_in[-1] / shape_out[-1]))
         site = {"op": op, "input": list(shape_in), "output": list(shape_out), "stride": stride, "count": 0,
                 "flops": _flops(module, shape_in), "params": sum(p.numel() for p in module.parameters())}  # fmt: skip
         if timer is not None:  # `none` costs nothing by definition: a deployed cell never computes it
-            site["latency"] = 0.0 if getattr(module, "is_zero", False) else timer.module(module, shape_in)
+            site["latency"] = (
+                0.0 if getattr(module, "is_zero", False) else timer.module(module, shape_in, key)
+            )
         sites[key] = site
     return sites[key]
 

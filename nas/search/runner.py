@@ -106,6 +106,8 @@ class SearchRunner:
         )
         if not resume and self.rank == 0:
             atomic_write_text(self.out_dir / "config.yaml", to_yaml(cfg, meta=provenance()))
+            if self.cost is not None:  # what `nas derive --max-...` reads
+                self.cost.table.save(self.out_dir / "cost_table.json")
 
     def _build_optimizers(self) -> None:
         w, a = self.cfg.search.weights, self.cfg.search.arch
