@@ -184,3 +184,27 @@ def test_cost_profile_measures_latency_and_caches_it(tmp_path, capsys):
     tiny = ["--config", str(ROOT / "configs/search/tiny_synthetic.yaml"), f"out_dir={tmp_path}/never"]
     assert main(["search", *tiny, "search.cost.metric=latency", "search.cost.weight=1"]) == 2  # needs a table
     assert "search.cost.table" in capsys.readouterr().err
+
+
+def test_pareto_front():
+    from nas.ablate.plots import pareto_front
+
+    points = [(3.0, 70.0), (1.0, 60.0), (2.0, 55.0), (2.0, 65.0), (4.0, 69.0), (1.0, 58.0)]
+    assert pareto_front(points) == [(1.0, 60.0), (2.0, 65.0), (3.0, 70.0)]
+
+
+def test_pareto_plot(tmp_path):
+    from nas.ablate.plots import plot_pareto
+
+    rows = [
+        {"kind": "search", "setting": f"weight={w}", "proxy_test_acc": 60 + w, "flops": 1e6 * (5 - w)}
+        for w in range(3)
+    ]
+    rows += [
+        {"kind": "baseline", "setting": "random", "proxy_test_acc": 50 + i, "flops": 1e6 * i}
+        for i in range(4)
+    ]
+    assert plot_pareto(rows, tmp_path / "p.png") and (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+    assert not plot_pareto(
+        [{"kind": "search", "setting": "x", "proxy_test_acc": None, "flops": 1}], tmp_path / "q.png"
+    )
