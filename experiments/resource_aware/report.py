@@ -75,5 +75,39 @@ def sweep(runs: list[str]) -> None:
         print(f"- {Path(run).name}: {pairs}")
 
 
+def cells(paths: list[str], n: int = 500) -> None:
+    """Whole cells: n uniform random cells per table (the random baseline's draw), their table FLOPs and
+    latency; Kendall tau between the two, and whether the cheapest by one is cheapest by the other."""
+    import random
+
+    import numpy as np
+
+    import search_spaces  # noqa: F401
+    from nas.config import SpaceConfig
+    from nas.cost.table import load_table
+    from nas.space import SPACES
+
+    print(
+        "| table | cells | Kendall tau (FLOPs, latency) | latency of the 10 % lowest-FLOPs cells, ms | of the 10 % highest |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for path in paths:
+        table = load_table(path)
+        space = SPACES.get(table.net.space)
+        rng = random.Random(0)
+        drawn = [
+            space.sample_random(rng, SpaceConfig(name=space.name, nodes=table.net.nodes)) for _ in range(n)
+        ]
+        f = np.array([table.cost_of(g, space, "flops") for g in drawn])
+        t = np.array([table.cost_of(g, space, "latency") for g in drawn])
+        df, dt = np.sign(f[:, None] - f[None, :]), np.sign(t[:, None] - t[None, :])
+        tau = (df * dt).sum() / np.sqrt((df != 0).sum() * (dt != 0).sum())
+        order = np.argsort(f)
+        k = n // 10
+        print(
+            f"| {Path(path).name} | {n} | {tau:.2f} | {t[order[:k]].mean():.1f} | {t[order[-k:]].mean():.1f} |"
+        )
+
+
 if __name__ == "__main__":
-    {"latency": latency, "sweep": sweep}[sys.argv[1]](sys.argv[2:])
+    {"latency": latency, "sweep": sweep, "cells": cells}[sys.argv[1]](sys.argv[2:])
