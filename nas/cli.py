@@ -1,4 +1,5 @@
-"""The `nas` command line: search | derive | rank | train | genotype | export | ablate | gradcheck | bench.
+"""The `nas` command line: search | derive | rank | train | genotype | export | ablate | gradcheck | bench |
+cost.
 
 Every command that runs takes `--config FILE` plus `key=value` overrides (OmegaConf dotlist). User
 errors print one line and exit with code 2.
@@ -14,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import search_spaces  # noqa: F401  (registers the search spaces)
+from nas.cost.commands import add_budget_args, budget_of, budget_table
+from nas.cost.commands import add_parsers as add_cost_parsers
 from nas.errors import UserError
 from nas.genotype import (
     Genotype,
@@ -146,10 +149,19 @@ def cmd_derive(args: argparse.Namespace) -> int:
         genotype = space.derive(logits)
     prov = {"run": cfg.name, "epoch": state["epoch"] - 1, "seed": cfg.seed, "sampler": cfg.sampler.name,
             "probabilities": probabilities(logits, space.primitives), "config": to_dict(cfg)}  # fmt: skip
+    budget = budget_of(args)
+    if budget is not None:  # the best cell by the derive rule under the budget (nas.cost.budget)
+        from nas.cost.budget import derive_within
+
+        metric, limit = budget
+        genotype, cost = derive_within(space, logits, budget_table(args, run_dir), metric, limit)
+        prov["budget"] = {"metric": metric, "max": limit, "cost": cost}
     genotype = Genotype(genotype.space, genotype.cells, prov)
     save_genotype(run_dir / "genotype.json", genotype)
     write_alphas(run_dir / "alphas.json", alphas, space.primitives)
     print(describe(genotype))
+    if budget is not None:
+        print(f"{metric} {cost:,.6g} <= {limit:,.6g} (budget)")
     return 0
 
 
@@ -370,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("derive", help="re-derive genotype.json and alphas.json from a run's last checkpoint")
     p.add_argument("run_dir")
+    add_budget_args(p)
     p.set_defaults(func=cmd_derive)
 
     p = sub.add_parser("rank", help="accuracy of genotypes inside a search run's final supernet (one-hot)")
@@ -451,6 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="JSON report path (default runs/bench/<kind>-<time>.json)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (OmegaConf dotlist)")
     p.set_defaults(func=cmd_bench)
+
+    add_cost_parsers(sub)
     return parser
 
 

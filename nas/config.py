@@ -111,6 +111,16 @@ class ArchOptimConfig:
 
 
 @dataclass
+class CostConfig:
+    """Resource-aware search (`nas.cost`): a cost term in the architecture loss, off while weight is 0."""
+
+    metric: str = "flops"  # flops | params | latency (latency needs a table from `nas cost profile`)
+    weight: float = 0.0  # lambda; 0 = no term (a table given is still read to log the costs)
+    target: float | None = None  # null: lambda * E[cost]; a value: lambda * max(0, E[cost] - target)
+    table: str | None = None  # cost table file; null = count the space's standard retrain network
+
+
+@dataclass
 class SearchConfig:
     epochs: int = 50
     bilevel: str = "first_order"  # first_order | second_order
@@ -118,6 +128,7 @@ class SearchConfig:
     arch_start_epoch: int = 0  # update alpha only from this epoch on (weights warm up first)
     weights: WeightOptimConfig = field(default_factory=WeightOptimConfig)
     arch: ArchOptimConfig = field(default_factory=ArchOptimConfig)
+    cost: CostConfig = field(default_factory=CostConfig)
 
 
 @dataclass
@@ -310,6 +321,11 @@ def validate(cfg: Any) -> None:
         from nas.sampling import build_sampler
 
         build_sampler(cfg.sampler)  # the sampler checks its own options
+        cost = cfg.search.cost
+        _check(cost.metric in ("flops", "params", "latency"),
+               f"search.cost.metric must be flops, params or latency, got {cost.metric!r}")  # fmt: skip
+        _check(cost.metric != "latency" or cost.table is not None,
+               "search.cost.metric=latency needs search.cost.table (made by `nas cost profile`)")  # fmt: skip
     if isinstance(cfg, TrainRunConfig):
         _check(
             cfg.model.network in ("cifar", "imagenet"),

@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 
 from nas.config import ModelConfig, SpaceConfig
+from nas.cost.rule import CellRule
 from nas.genotype import Genotype, load_genotype_file, parse_genotype_text
 from nas.registry import Registry
 from nas.sampling import ArchSample
@@ -58,6 +59,20 @@ class SearchSpace(Protocol):
         ...
 
     def validate(self, genotype: Genotype) -> None: ...
+
+    # --- resource-aware search (`nas.cost`) ---
+
+    def from_one_hot(self, weights: dict[str, torch.Tensor]) -> Genotype:
+        """The inverse of `one_hot`."""
+        ...
+
+    def cell_rule(self, cell_type: str, edges: int) -> CellRule:
+        """The structure of `derive` for a cell type with `edges` alpha rows (`nas.cost.rule`)."""
+        ...
+
+    def edge_modules(self, network: nn.Module) -> list[tuple[str, int, nn.Module]]:
+        """(cell type, alpha row, op module) for every candidate op of a network from `build_network`."""
+        ...
 
     def build_network(
         self,

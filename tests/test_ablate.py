@@ -211,7 +211,14 @@ def test_tiny_ablation_writes_csv_markdown_plots_and_hparams(tiny_ablation):
     table = (tiny_ablation / "results.md").read_text().split("## Searched vs random")[0]
     settings = [line for line in table.splitlines() if line.startswith(("| constant |", "| linear |"))]
     assert len(settings) == 2 and all("| 2/2 |" in line and " ± " in line for line in settings)
-    for name in ("tau.png", "entropy.png", "accuracy.png", "search_vs_random.png", "ranking.png"):
+    for name in (
+        "tau.png",
+        "entropy.png",
+        "accuracy.png",
+        "search_vs_random.png",
+        "ranking.png",
+        "pareto.png",
+    ):
         assert (tiny_ablation / name).read_bytes()[:8] == PNG
     assert sorted(p.name for p in (tiny_ablation / "tb").iterdir() if p.is_dir()) == sorted(
         r["run"] for r in searched
@@ -334,7 +341,7 @@ def test_killed_half_way_the_rerun_redoes_no_finished_work(tmp_path):
 @pytest.mark.parametrize(
     "name,searches,baselines",
     [("tau_schedules", 15, 0), ("tau_fashion_mnist", 6, 0), ("search_vs_random_nb201", 9, 12),
-     ("search_vs_random_darts", 2, 9)],
+     ("search_vs_random_darts", 2, 9), ("resource_aware_nb201", 8, 10)],
 )  # fmt: skip
 def test_shipped_ablations_are_valid(name, searches, baselines, tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)  # their paths are relative to the repository root, like every preset's

@@ -1,5 +1,6 @@
 """The figures of an ablation report: tau schedules, entropy curves, accuracies per setting, searched
-against baseline cells (strip plot) and supernet-vs-retrained ranking (scatter)."""
+against baseline cells (strip plot), supernet-vs-retrained ranking (scatter), accuracy against FLOPs with the
+Pareto fronts (resource-aware search)."""
 
 from __future__ import annotations
 
@@ -190,6 +191,56 @@ def plot_ranking(rows: list[dict[str, Any]], path: Path) -> bool:
         ax.set_title(f"{label}: does the supernet rank random cells?", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
+    return _save(fig, path)
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The (cost, accuracy) points no other point beats on both (cheaper or equal and more accurate), by
+    increasing cost."""
+    front: list[tuple[float, float]] = []
+    for cost, acc in sorted(points, key=lambda p: (p[0], -p[1])):
+        if not front or acc > front[-1][1]:
+            front.append((cost, acc))
+    return front
+
+
+def plot_pareto(rows: list[dict[str, Any]], path: Path) -> bool:
+    """Proxy test accuracy against the retrained network's FLOPs, one dot per cell (searched: a colour per
+    setting, e.g. per cost weight lambda; random: grey), with the Pareto front of the searched cells and of
+    the random cells as steps."""
+    done = [r for r in rows if r.get("proxy_test_acc") is not None and r.get("flops")]
+    if not done:
+        return False
+    fig, (ax,) = _figure(1, width=6.0, height=4.2)
+    random = [
+        (r["flops"] / 1e6, r["proxy_test_acc"])
+        for r in done
+        if r["kind"] == "baseline" and r["setting"] == "random"
+    ]
+    searched = [(r["flops"] / 1e6, r["proxy_test_acc"]) for r in done if r["kind"] == "search"]
+    if random:
+        ax.scatter(*zip(*random), color="0.6", s=18, label="random cells")
+    for i, (label, group) in enumerate(by_setting([r for r in done if r["kind"] == "search"]).items()):
+        ax.scatter([r["flops"] / 1e6 for r in group], [r["proxy_test_acc"] for r in group], color=_color(i), s=30,
+                   label=label)  # fmt: skip
+    for points, color, name in [(searched, "black", "searched"), (random, "0.45", "random")]:
+        front = pareto_front(points)
+        if len(front) > 0:
+            xs, ys = zip(*front)
+            ax.step(
+                xs,
+                ys,
+                where="post",
+                color=color,
+                linewidth=1.2,
+                linestyle="--",
+                label=f"Pareto front, {name}",
+            )
+    ax.set_xlabel("retrained network MFLOPs (batch 1)")
+    ax.set_ylabel("proxy test accuracy (%)")
+    ax.set_title("accuracy against cost", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
     return _save(fig, path)
 
 

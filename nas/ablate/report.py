@@ -21,7 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from nas.ablate import compare
-from nas.ablate.plots import by_setting, plot_accuracy, plot_entropy, plot_ranking, plot_strip, plot_tau
+from nas.ablate.plots import (
+    by_setting,
+    plot_accuracy,
+    plot_entropy,
+    plot_pareto,
+    plot_ranking,
+    plot_strip,
+    plot_tau,
+)
 from nas.ablate.spec import DONE, AblationConfig, Run, baseline_genotype, flatten
 from nas.diagnostics import genotype_string
 from nas.errors import UserError
@@ -239,6 +247,7 @@ def write_report(spec: AblationConfig, runs: list[Run], out: Path) -> list[Path]
         "tau.png": lambda p: plot_tau(searched, out, p),
         "entropy.png": lambda p: plot_entropy(searched, p),
         "accuracy.png": lambda p: plot_accuracy(searched, p),
+        "pareto.png": lambda p: plot_pareto(rows, p),
     }
     if spec.baselines is not None:
         plots["search_vs_random.png"] = lambda p: plot_strip(rows, p)

@@ -35,6 +35,8 @@ class Architect:
         grad_hook: called with the list of alpha gradients before the optimiser step (e.g. an
             all-reduce across ranks).
         xi: virtual step size of the second-order step (`nas.search.unrolled`); None = the weight lr.
+        penalty: a loss on alpha alone, alphas dict -> scalar (the cost term, `nas.cost.expected`); its
+            gradient is added to the validation loss's, so first and second order treat it alike.
     """
 
     def __init__(
@@ -49,6 +51,7 @@ class Architect:
         forward_model: nn.Module | None = None,
         grad_hook: Callable[[list[torch.Tensor]], None] | None = None,
         xi: float | None = None,
+        penalty: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None = None,
     ):
         self.model = model
         self.forward_model = forward_model or model
@@ -60,6 +63,7 @@ class Architect:
         self.bilevel = bilevel
         self.grad_hook = grad_hook
         self.xi = xi
+        self.penalty = penalty
 
     def sample(self, tau: float) -> dict[str, ArchSample]:
         """The architecture step's sample: differentiable in alpha."""
@@ -104,6 +108,9 @@ class Architect:
                 loss = self.criterion(logits, y)
             extra = self.extra_loss()
             grads = list(torch.autograd.grad(loss if extra is None else loss + extra, alphas))
+        if self.penalty is not None:
+            extra = torch.autograd.grad(self.penalty(dict(self.model.alphas)), alphas)
+            grads = [g + e.to(g.dtype) for g, e in zip(grads, extra)]
         if self.grad_hook is not None:
             self.grad_hook(grads)
         for p, g in zip(alphas, grads):

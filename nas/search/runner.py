@@ -24,6 +24,7 @@ from tqdm import tqdm
 from nas import diagnostics
 from nas.checkpoint import CHECKPOINT, load_checkpoint, restoring, save_checkpoint, stop_if_diverged
 from nas.config import SearchRunConfig, to_dict, to_yaml
+from nas.cost.expected import cost_term
 from nas.data import search_loaders
 from nas.distributed import gather_rank_states, lr_scale, own_rank_state
 from nas.genotype import atomic_write_text, save_genotype
@@ -83,10 +84,12 @@ class SearchRunner:
         self.autocast = functools.partial(autocast, self.device, cfg.amp)
         self._build_optimizers()
         self.generator = torch.Generator().manual_seed(cfg.seed + 1)  # the sampler's noise stream
+        self.cost = cost_term(cfg.search.cost, space, self.info, cfg.space.nodes, self.model)  # None: off
         self.architect = Architect(
             self.model, self.a_opt, self.criterion, self.sampler, self.generator, self.autocast,
             bilevel=cfg.search.bilevel, grad_hook=dist.all_reduce_grads if dist else None,
             xi=cfg.search.unrolled_xi,
+            penalty=self.cost.penalty if self.cost is not None and self.cost.weight > 0 else None,
         )  # fmt: skip
         self.start_epoch = 0
         self.tau = cfg.tau.start
@@ -97,6 +100,8 @@ class SearchRunner:
         )
         if not resume and self.rank == 0:
             atomic_write_text(self.out_dir / "config.yaml", to_yaml(cfg, meta=provenance()))
+            if self.cost is not None:  # what `nas derive --max-...` reads
+                self.cost.table.save(self.out_dir / "cost_table.json")
 
     def _build_optimizers(self) -> None:
         w, a = self.cfg.search.weights, self.cfg.search.arch
@@ -272,6 +277,8 @@ class SearchRunner:
             save_genotype(self.out_dir / "genotype.json", genotype)
             logits = self.derive_logits()
             record.update(diagnostics.epoch_diagnostics(logits, genotype, self.space))
+            if self.cost is not None:  # expected cost under alpha and the derived cell's actual cost
+                record.update(self.cost.epoch_record(dict(self.model.alphas), genotype))
             self.logger.epoch(record)
             self.logger.scalars({k: v for k, v in record.items() if k != "epoch"}, epoch, prefix="search/")
             diagnostics.log_alphas(self.logger, logits, self.space.primitives, epoch)

@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 
 from nas.config import ModelConfig, SpaceConfig
+from nas.cost.rule import CellRule
 from nas.errors import UserError
 from nas.genotype import Cell, Genotype, check_cell
 from nas.limits import MAX_NODES
@@ -93,6 +94,43 @@ class DartsSpace:
                     weights[offset + j, self.primitives.index(op)] = 1.0
                 offset += i + 2
             out[name] = weights
+        return out
+
+    def from_one_hot(self, weights: dict[str, torch.Tensor]) -> Genotype:
+        """The inverse of `one_hot`: per node, its rows whose 1 is not at `none` (in input order)."""
+        cells, nodes = {}, 0
+        for name in self.cell_types:
+            w = weights[name]
+            nodes = _nodes_for_edges(w.shape[0])
+            node_edges, offset = [], 0
+            for i in range(nodes):
+                rows = w[offset : offset + i + 2]
+                node_edges.append([(self.primitives[int(r.argmax())], j) for j, r in enumerate(rows)
+                                   if r.max() > 0 and self.primitives[int(r.argmax())] != "none"])  # fmt: skip
+                offset += i + 2
+            cells[name] = Cell.make(node_edges, range(2, 2 + nodes))
+        genotype = Genotype(self.name, cells, {"config": {"space": {"nodes": nodes}}})
+        self.validate(genotype)
+        return genotype
+
+    def cell_rule(self, cell_type: str, edges: int) -> CellRule:
+        """Derive's structure (`nas.cost.rule`): each node keeps 2 of its incoming edges, never `none`."""
+        nodes, offset, groups = _nodes_for_edges(edges), 0, []
+        for i in range(nodes):
+            groups.append(tuple(range(offset, offset + i + 2)))
+            offset += i + 2
+        allowed = tuple(k for k, op in enumerate(self.primitives) if op != "none")
+        return CellRule(tuple(groups), 2, allowed)
+
+    def edge_modules(self, network: nn.Module) -> list[tuple[str, int, nn.Module]]:
+        """(cell type, alpha row, op module) for every op of a built NetworkCIFAR / NetworkImageNet."""
+        out = []
+        for cell in network.cells:
+            name = "reduce" if cell.reduction else "normal"
+            offset = 0
+            for i, (ops, inputs) in enumerate(zip(cell.ops, cell.inputs)):
+                out += [(name, offset + j, op) for op, j in zip(ops, inputs)]
+                offset += i + 2
         return out
 
     def validate(self, genotype: Genotype) -> None:

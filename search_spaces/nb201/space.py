@@ -18,10 +18,11 @@ import torch
 import torch.nn as nn
 
 from nas.config import ModelConfig, SpaceConfig
+from nas.cost.rule import CellRule
 from nas.errors import UserError
 from nas.genotype import Cell, Genotype, check_cell
 from nas.space import SPACES
-from search_spaces.nb201.network import TinyNetwork
+from search_spaces.nb201.network import InferCell, TinyNetwork
 from search_spaces.nb201.ops import OPS, PRIMITIVES
 from search_spaces.nb201.supernet import EDGES, NODES, NB201Supernet
 
@@ -80,6 +81,23 @@ class NB201Space:
             for op, j in node:
                 weights[EDGES.index((i + 1, j)), self.primitives.index(op)] = 1.0
         return {"cell": weights}
+
+    def from_one_hot(self, weights: dict[str, torch.Tensor]) -> Genotype:
+        """The inverse of `one_hot`: the op of each row's 1."""
+        return Genotype(self.name, {"cell": derive_cell(weights["cell"], self.primitives)})
+
+    def cell_rule(self, cell_type: str, edges: int) -> CellRule:
+        """Derive's structure (`nas.cost.rule`): every edge kept, any op (`none` included)."""
+        return CellRule(tuple((e,) for e in range(edges)), 1, tuple(range(len(self.primitives))))
+
+    def edge_modules(self, network: nn.Module) -> list[tuple[str, int, nn.Module]]:
+        """(cell type, alpha row, op module) for every cell op of a built TinyNetwork."""
+        out = []
+        for cell in network.cells:
+            if isinstance(cell, InferCell):  # the residual blocks between stages are fixed
+                for i, (ops, inputs) in enumerate(zip(cell.ops, cell.inputs)):
+                    out += [("cell", EDGES.index((i + 1, j)), op) for op, j in zip(ops, inputs)]
+        return out
 
     def validate(self, genotype: Genotype) -> None:
         if genotype.space != self.name:
