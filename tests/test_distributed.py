@@ -304,7 +304,10 @@ def test_elastic_restart_resumes_own_run_only(tmp_path, monkeypatch):
     assert distributed.elastic_resume(cfg, "checkpoints/last.pt", None) is False  # first attempt
     monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
     assert distributed.elastic_resume(cfg, "checkpoints/last.pt", None) is True
-    assert not (tmp_path / "checkpoints" / ".last.pt.abc.tmp").exists()
+    with distributed.run_dir(cfg.out_dir, True, None, "alphas.json", SearchRunConfig) as run:  # the claim
+        assert run.resume
+        assert not (tmp_path / "checkpoints" / ".last.pt.abc.tmp").exists()  # torn writes cleared
+        assert (tmp_path / "checkpoints" / "last.pt").read_bytes() == b"x"
     other = load_config(SearchRunConfig, None, [*TINY_SEARCH, f"out_dir={tmp_path}", "seed=1"])
     with pytest.raises(UserError, match="different config"):
         distributed.elastic_resume(other, "checkpoints/last.pt", None)
@@ -312,8 +315,16 @@ def test_elastic_restart_resumes_own_run_only(tmp_path, monkeypatch):
 
 def test_elastic_restart_before_first_checkpoint_starts_afresh(tmp_path, monkeypatch):
     cfg = _run_dir(tmp_path, seed=0)
-    (tmp_path / "notes.txt").write_text("not ours")
     (tmp_path / ".genotype.json.k3j2.tmp").write_text("{")  # a worker killed inside an atomic write
     monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "2")
     assert distributed.elastic_resume(cfg, "checkpoints/last.pt", None) is False
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    (tmp_path / "notes.txt").write_text("not ours")  # a file no run writes: the claim refuses, deletes nothing
+    with pytest.raises(UserError, match="not empty"):
+        with distributed.run_dir(cfg.out_dir, False, None, "alphas.json", SearchRunConfig):
+            pass
+    assert (tmp_path / "metrics.jsonl").is_file() and (tmp_path / ".genotype.json.k3j2.tmp").is_file()
+    (tmp_path / "notes.txt").unlink()
+    with distributed.run_dir(cfg.out_dir, False, None, "alphas.json", SearchRunConfig) as run:  # the claim
+        assert not run.resume
+        # the dead attempt's outputs and its torn write are gone
+        assert [p.name for p in tmp_path.iterdir() if p.name != ".nas.lock"] == []
