@@ -26,6 +26,7 @@ from nas.genotype import (
     to_darts_string,
     to_nb201_string,
 )
+from nas.rundir import ALPHAS_FILE, CONFIG_FILE, GENOTYPE_FILE, RESULT_FILE
 from nas.space import SPACES, resolve_genotype
 
 # errors of the file system or the machine that a user fixes (space, permissions, paths), reported in one line
@@ -42,7 +43,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _run_dir(path: str) -> Path:
     run_dir = Path(path)
-    if not (run_dir / "config.yaml").is_file():
+    if not (run_dir / CONFIG_FILE).is_file():
         raise UserError(f"{run_dir} is not a run directory (no config.yaml)")
     return run_dir
 
@@ -114,7 +115,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     cfg, changed = _run_config(SearchRunConfig, args, "search")
     space = SPACES.get(cfg.space.name)
     dist, resume = _start(cfg, args)
-    with distributed.run_dir(cfg.out_dir, resume, dist, "alphas.json", SearchRunConfig) as run:
+    with distributed.run_dir(cfg.out_dir, resume, dist, ALPHAS_FILE, SearchRunConfig) as run:
         with run.setup():
             runner = SearchRunner(cfg, space, run.path, resume=run.resume, dist=dist)
         if changed and run.resume and (dist is None or dist.rank == 0):
@@ -137,7 +138,7 @@ def cmd_derive(args: argparse.Namespace) -> int:
     from nas.search.runner import write_alphas
 
     run_dir = _run_dir(args.run_dir)
-    cfg = load_config(SearchRunConfig, run_dir / "config.yaml")
+    cfg = load_config(SearchRunConfig, run_dir / CONFIG_FILE)
     space = SPACES.get(cfg.space.name)
     state = load_checkpoint(run_dir / CHECKPOINT)
     with restoring(run_dir / CHECKPOINT):
@@ -157,8 +158,8 @@ def cmd_derive(args: argparse.Namespace) -> int:
         genotype, cost = derive_within(space, logits, budget_table(args, run_dir), metric, limit)
         prov["budget"] = {"metric": metric, "max": limit, "cost": cost}
     genotype = Genotype(genotype.space, genotype.cells, prov)
-    save_genotype(run_dir / "genotype.json", genotype)
-    write_alphas(run_dir / "alphas.json", alphas, space.primitives)
+    save_genotype(run_dir / GENOTYPE_FILE, genotype)
+    write_alphas(run_dir / ALPHAS_FILE, alphas, space.primitives)
     print(describe(genotype))
     if budget is not None:
         print(f"{metric} {cost:,.6g} <= {limit:,.6g} (budget)")
@@ -198,7 +199,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg, changed = _run_config(TrainRunConfig, args, "train")
     dist, resume = _start(cfg, args)
     if resume:  # the genotype the run started with
-        saved = Path(cfg.out_dir) / "genotype.json"
+        saved = Path(cfg.out_dir) / GENOTYPE_FILE
         if not saved.is_file():
             raise UserError(f"cannot resume {cfg.out_dir}: it stopped before saving genotype.json; start it "
                             f"again with nas train --genotype ... out_dir={cfg.out_dir}")  # fmt: skip
@@ -206,7 +207,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         genotype = resolve_genotype(args.genotype)
     space = SPACES.get(genotype.space)
-    with distributed.run_dir(cfg.out_dir, resume, dist, "metrics.json", TrainRunConfig) as run:
+    with distributed.run_dir(cfg.out_dir, resume, dist, RESULT_FILE, TrainRunConfig) as run:
         with run.setup():
             trainer = Trainer(cfg, genotype, space, run.path, resume=run.resume, dist=dist)
         if changed and run.resume and (dist is None or dist.rank == 0):

@@ -39,7 +39,7 @@ import torch.distributed as tdist
 import torch.nn as nn
 
 from nas.errors import UserError
-from nas.rundir import RunDir, claim
+from nas.rundir import CONFIG_FILE, RunDir, claim
 from nas.runtime import pick_device, rng_state
 
 BUCKET_BYTES = 64 * 2**20  # coalesced all-reduce buffers: few calls, bounded extra memory
@@ -305,9 +305,9 @@ def elastic_resume(cfg: Any, checkpoint: str, dist: Distributed | None) -> bool:
 def _elastic_decision(cfg: Any, out: Path, checkpoint: str) -> bool:
     from nas.config import load_config
 
-    if not (out / "config.yaml").is_file():
+    if not (out / CONFIG_FILE).is_file():
         return False
-    if load_config(type(cfg), out / "config.yaml") != cfg:
+    if load_config(type(cfg), out / CONFIG_FILE) != cfg:
         raise UserError(f"out_dir {out} holds a run with a different config; choose another out_dir")
     attempt = restart_count()
     if (out / checkpoint).is_file():

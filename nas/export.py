@@ -29,6 +29,7 @@ import torch.nn as nn
 
 from nas.errors import UserError
 from nas.genotype import atomic_write
+from nas.rundir import ALPHAS_FILE, CONFIG_FILE, GENOTYPE_FILE, RESULT_FILE
 
 FORMAT = "nas-export/1"
 SUFFIXES = (".pt2", ".onnx", ".safetensors")
@@ -99,12 +100,12 @@ def run_metadata(run_dir: Path) -> tuple[nn.Module, dict[str, Any]]:
     from nas.config import TrainRunConfig, load_config, to_dict
     from nas.space import resolve_genotype
 
-    if (run_dir / "alphas.json").is_file() or not (run_dir / "genotype.json").is_file():
+    if (run_dir / ALPHAS_FILE).is_file() or not (run_dir / GENOTYPE_FILE).is_file():
         raise UserError(
             f"{run_dir} is not a retrain run (nas train): export the network a search found after retraining it"
         )
-    cfg = load_config(TrainRunConfig, run_dir / "config.yaml")
-    genotype = resolve_genotype(str(run_dir / "genotype.json"))
+    cfg = load_config(TrainRunConfig, run_dir / CONFIG_FILE)
+    genotype = resolve_genotype(str(run_dir / GENOTYPE_FILE))
     state = load_checkpoint(run_dir / CHECKPOINT)
     info = state.get("data_info")
     if info is None:  # a checkpoint from before exports: ask the dataset
@@ -122,7 +123,7 @@ def run_metadata(run_dir: Path) -> tuple[nn.Module, dict[str, Any]]:
         "output": "logits (N, data.num_classes), classes in the order of data.classes",
         "epochs_trained": state["epoch"],
     }
-    metrics = run_dir / "metrics.json"
+    metrics = run_dir / RESULT_FILE
     if metrics.is_file():
         meta["metrics"] = {k: v for k, v in json.loads(metrics.read_text()).items() if k != "genotype"}
     network = build_network(meta)

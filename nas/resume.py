@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 from nas.config import load_config, to_dict, to_yaml
 from nas.errors import UserError
 from nas.genotype import atomic_write_text
+from nas.rundir import CONFIG_FILE
 
 T = TypeVar("T")
 
@@ -58,8 +59,8 @@ def resume_config(schema: type[T], run_dir: Path, overrides: list[str]) -> tuple
             raise UserError(
                 f"cannot resume {run_dir} with out_dir={value}: a run resumes in its own directory"
             )
-    saved = load_config(schema, run_dir / "config.yaml", [f"out_dir={run_dir}"])
-    cfg = load_config(schema, run_dir / "config.yaml", [*overrides, f"out_dir={run_dir}"])
+    saved = load_config(schema, run_dir / CONFIG_FILE, [f"out_dir={run_dir}"])
+    cfg = load_config(schema, run_dir / CONFIG_FILE, [*overrides, f"out_dir={run_dir}"])
     before, after = _flat(to_dict(saved)), _flat(to_dict(cfg))
     changed = {k: [before[k], after[k]] for k in before if before[k] != after[k]}
     for key, (old, new) in changed.items():
@@ -74,11 +75,11 @@ def resume_config(schema: type[T], run_dir: Path, overrides: list[str]) -> tuple
 def record_resume(run_dir: Path, cfg: Any, changed: dict[str, list]) -> None:
     """Rewrite run_dir/config.yaml (atomically) with `cfg`, keeping its provenance and adding a line per
     resume that changed something."""
-    saved = OmegaConf.load(run_dir / "config.yaml")
+    saved = OmegaConf.load(run_dir / CONFIG_FILE)
     meta = OmegaConf.to_container(saved.get("_meta") or OmegaConf.create({}))
     when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     meta["resumed"] = [*meta.get("resumed", []), {"time": when, "changed": changed}]
     first = str(saved.get("out_dir", cfg.out_dir))
     if Path(first).resolve() == run_dir.resolve():  # keep it as first written; a moved run gets its new path
         cfg = dataclasses.replace(cfg, out_dir=first)
-    atomic_write_text(run_dir / "config.yaml", to_yaml(cfg, meta=meta))
+    atomic_write_text(run_dir / CONFIG_FILE, to_yaml(cfg, meta=meta))

@@ -35,15 +35,22 @@ from typing import Any
 
 from nas.errors import UserError
 
+# The file names of a run directory, in one place (search, retrain and ablation runs)
 LOCK = ".nas.lock"
-CHECKPOINT = "checkpoints/last.pt"  # of a run directory: search, retrain, and ablation runs
+CHECKPOINT = "checkpoints/last.pt"
+CONFIG_FILE = "config.yaml"  # the resolved config with its provenance block
+METRICS_LOG = "metrics.jsonl"  # one JSON object per epoch
+RESULT_FILE = "metrics.json"  # a retrain's final numbers
+GENOTYPE_FILE = "genotype.json"  # a search's derived architecture
+ALPHAS_FILE = "alphas.json"  # a search's final op probabilities
+COST_TABLE_FILE = "cost_table.json"  # the cost table a resource-aware search used
 # what a run writes into out_dir; a directory holding only these and no checkpoint is a dead run
 RUN_OUTPUTS = (
-    "config.yaml",
-    "metrics.jsonl",
-    "metrics.json",
-    "genotype.json",
-    "alphas.json",
+    CONFIG_FILE,
+    METRICS_LOG,
+    RESULT_FILE,
+    GENOTYPE_FILE,
+    ALPHAS_FILE,
     "tb",
     "checkpoints",
     "genotype.png",
@@ -254,10 +261,10 @@ def remove_torn_temps(out: Path) -> None:
 def _same_command(out: Path, schema: type) -> bool:
     from nas.config import load_structured
 
-    if not (out / "config.yaml").is_file():
+    if not (out / CONFIG_FILE).is_file():
         return True  # killed before it wrote its config: nothing there identifies another command
     try:
-        load_structured(schema, out / "config.yaml")
+        load_structured(schema, out / CONFIG_FILE)
     except UserError:
         return False
     return True
@@ -338,7 +345,7 @@ def claim(out_dir: str | Path, resume: bool, done: str, schema: type) -> Iterato
         UserError: held by another live process, not writable, or holding what must not be touched.
     """
     path = Path(out_dir)
-    if resume and not (path / "config.yaml").is_file():
+    if resume and not (path / CONFIG_FILE).is_file():
         raise UserError(f"cannot resume {path}: no config.yaml there")
     created = _make_dir(path)
     try:

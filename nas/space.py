@@ -17,6 +17,7 @@ from nas.config import ModelConfig, SpaceConfig
 from nas.cost.rule import CellRule
 from nas.genotype import Genotype, load_genotype_file, parse_genotype_text
 from nas.registry import Registry
+from nas.rundir import GENOTYPE_FILE
 from nas.sampling import ArchSample
 
 
@@ -104,7 +105,7 @@ def resolve_genotype(spec: str) -> Genotype:
         return genotype
     path = Path(spec)
     if path.is_dir():
-        path = path / "genotype.json"
+        path = path / GENOTYPE_FILE
     genotype = load_genotype_file(path)
     SPACES.get(genotype.space).validate(genotype)
     return genotype

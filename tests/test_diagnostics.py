@@ -11,7 +11,7 @@ import torch
 import search_spaces  # noqa: F401  (registers the spaces)
 from nas import diagnostics
 from nas.genotype import from_darts_string, from_nb201_string
-from nas.logging import RunLogger
+from nas.runlog import RunLogger
 from nas.space import SPACES
 from search_spaces import zoo
 

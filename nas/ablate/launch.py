@@ -35,6 +35,7 @@ from nas.ablate.spec import (
 )
 from nas.checkpoint import CHECKPOINT
 from nas.config import SearchRunConfig, load_config
+from nas.rundir import CONFIG_FILE
 
 
 def stages(spec: AblationConfig, run: Run) -> list[str]:
@@ -82,7 +83,7 @@ def stage_command(spec: AblationConfig, run: Run, stage: str, out: Path) -> tupl
         search_cfg, seed = base_search_config(spec, plan(spec), out), spec.baselines.seed
         genotype = baseline_genotype(spec, run, out)
     else:
-        search_cfg, seed = load_config(SearchRunConfig, out / "runs" / run.id / "config.yaml"), None
+        search_cfg, seed = load_config(SearchRunConfig, out / "runs" / run.id / CONFIG_FILE), None
         genotype = str(out / "runs" / run.id)
     args = [*proxy_args(spec, search_cfg, seed), f"out_dir={run_dir}"]
     return "started", ["train", "--genotype", genotype, "--config", str(out / BASE_TRAIN), *args]

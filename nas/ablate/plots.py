@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nas.genotype import atomic_write
+from nas.rundir import CONFIG_FILE
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -47,7 +48,7 @@ def plot_tau(rows: list[dict[str, Any]], out: Path, path: Path) -> bool:
     drawn = False
     for i, (label, group) in enumerate(by_setting(rows).items()):
         config = next(
-            (out / "runs" / r["run"] / "config.yaml" for r in group if r["search"] != "missing"), None
+            (out / "runs" / r["run"] / CONFIG_FILE for r in group if r["search"] != "missing"), None
         )
         if config is None or not config.is_file():
             continue

@@ -34,7 +34,8 @@ from nas.ablate.spec import DONE, AblationConfig, Run, baseline_genotype, flatte
 from nas.diagnostics import genotype_string
 from nas.errors import UserError
 from nas.genotype import atomic_write_text, load_genotype_file
-from nas.logging import read_metrics
+from nas.rundir import GENOTYPE_FILE, METRICS_LOG
+from nas.runlog import read_metrics
 
 
 def _status(run_dir: Path, done: str, started: bool) -> str:
@@ -48,9 +49,9 @@ def collect(spec: AblationConfig, runs: list[Run], out: Path) -> list[dict[str, 
     rows = []
     for run in runs:
         search_dir, proxy_dir = out / "runs" / run.id, out / "proxy" / run.id
-        metrics = [] if run.is_baseline else read_metrics(search_dir / "metrics.jsonl")
+        metrics = [] if run.is_baseline else read_metrics(search_dir / METRICS_LOG)
         last = metrics[-1] if metrics else {}
-        proxy_curve = read_metrics(proxy_dir / "metrics.jsonl")
+        proxy_curve = read_metrics(proxy_dir / METRICS_LOG)
         done = proxy_dir / DONE["proxy"]
         proxy = json.loads(done.read_text()) if done.is_file() else {}
         row: dict[str, Any] = {"run": run.id, "kind": "baseline" if run.is_baseline else "search"}
@@ -167,7 +168,7 @@ def _table(spec: AblationConfig, rows: list[dict[str, Any]]) -> list[str]:
 def _cells_table(rows: list[dict[str, Any]], out: Path) -> list[str]:
     lines = []
     for row in rows:
-        path = out / "runs" / row["run"] / "genotype.json"
+        path = out / "runs" / row["run"] / GENOTYPE_FILE
         if row["search"] != "done" or not path.is_file():
             continue
         try:

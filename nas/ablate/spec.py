@@ -27,11 +27,12 @@ from omegaconf.errors import OmegaConfBaseException
 from nas.config import SearchRunConfig, TrainRunConfig, load_config, load_structured, to_dict, to_yaml
 from nas.errors import UserError
 from nas.genotype import Genotype, atomic_write_text, load_genotype_file, save_genotype
+from nas.rundir import ALPHAS_FILE, CONFIG_FILE, RESULT_FILE
 
 ABLATION_FILE = "ablation.yaml"  # the resolved ablation, what `--aggregate` reads
 BASE_SEARCH = "base_search.yaml"  # resolved snapshots of the base configs that every run starts from
 BASE_TRAIN = "base_train.yaml"
-DONE = {"search": "alphas.json", "proxy": "metrics.json"}  # written last, once a stage has finished
+DONE = {"search": ALPHAS_FILE, "proxy": RESULT_FILE}  # written last, once a stage has finished
 
 
 @dataclass
@@ -297,9 +298,9 @@ def _first_difference(a: dict, b: dict) -> str | None:
 
 def check_existing(run_dir: Path, schema: type, expected: Any) -> None:
     """Refuse to resume or skip a run directory that was made from a different config."""
-    if not (run_dir / "config.yaml").is_file():
+    if not (run_dir / CONFIG_FILE).is_file():
         return
-    diff = _first_difference(to_dict(load_config(schema, run_dir / "config.yaml")), to_dict(expected))
+    diff = _first_difference(to_dict(load_config(schema, run_dir / CONFIG_FILE)), to_dict(expected))
     if diff:
         raise UserError(f"{run_dir} was made with a different config ({diff}); use another out_dir")
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from nas.cost.table import METRICS, UNITS, CostTable, NetworkSpec, count_table, load_table
 from nas.errors import UserError
+from nas.rundir import COST_TABLE_FILE
 
 
 def add_parsers(sub) -> None:
@@ -93,7 +94,7 @@ def budget_of(args: argparse.Namespace) -> tuple[str, float] | None:
 
 
 def budget_table(args: argparse.Namespace, run_dir: Path) -> CostTable:
-    path = Path(args.table) if args.table else run_dir / "cost_table.json"
+    path = Path(args.table) if args.table else run_dir / COST_TABLE_FILE
     if not args.table and not path.is_file():
         raise UserError(f"{run_dir} has no cost_table.json (searched without search.cost): pass --table FILE "
                         "(made by `nas cost table` or `nas cost profile`)")  # fmt: skip

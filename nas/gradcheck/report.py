@@ -104,7 +104,7 @@ def summary_plot(report: dict[str, Any], path: Path) -> Path:
 
 def write(report: dict[str, Any], out: Path) -> list[Path]:
     """gradcheck.json, gradcheck.md, plots/<sampler>.png, plots/summary.png and TensorBoard scalars."""
-    from nas.logging import RunLogger
+    from nas.runlog import RunLogger
 
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "gradcheck.json", json.dumps(report, indent=1) + "\n")

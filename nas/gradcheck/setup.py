@@ -10,6 +10,7 @@ import torch
 
 from nas.config import SearchRunConfig, load_config, load_structured
 from nas.errors import UserError
+from nas.rundir import CONFIG_FILE
 from nas.sampling import SAMPLERS, Sampler, build_sampler
 from nas.space import SPACES, SearchSpace, Supernet
 
@@ -58,9 +59,9 @@ def search_config(gc: GradcheckConfig) -> SearchRunConfig:
     overrides = [*gc.overrides, "progress=false"]
     if gc.run is not None:
         run = Path(gc.run)
-        if not (run / "config.yaml").is_file():
+        if not (run / CONFIG_FILE).is_file():
             raise UserError(f"{run} is not a run directory (no config.yaml)")
-        return load_config(SearchRunConfig, run / "config.yaml", overrides)
+        return load_config(SearchRunConfig, run / CONFIG_FILE, overrides)
     return load_config(SearchRunConfig, gc.base, overrides)
 
 

@@ -21,6 +21,7 @@ from nas.config import SearchRunConfig, load_config
 from nas.data import arch_eval_loader
 from nas.errors import UserError
 from nas.genotype import Genotype
+from nas.rundir import CONFIG_FILE
 from nas.runtime import pick_device
 from nas.sampling import ArchSample
 from nas.search.load import load_supernet
@@ -37,7 +38,7 @@ def supernet_accuracies(
         UserError: not a search run, no checkpoint, or a genotype of another space.
     """
     run_dir = Path(run_dir)
-    cfg = load_config(SearchRunConfig, run_dir / "config.yaml")
+    cfg = load_config(SearchRunConfig, run_dir / CONFIG_FILE)
     space = SPACES.get(cfg.space.name)
     for genotype in genotypes:
         if genotype.space != space.name:

@@ -28,9 +28,10 @@ from nas.cost.expected import cost_term
 from nas.data import search_loaders
 from nas.distributed import gather_rank_states, lr_scale, own_rank_state
 from nas.genotype import atomic_write_text, save_genotype
-from nas.logging import RunLogger
 from nas.memory import SUPERNET_SIZE, check_supernet, parameter_budget
 from nas.plot import cell_figure, plot_genotype
+from nas.rundir import ALPHAS_FILE, CONFIG_FILE, COST_TABLE_FILE, GENOTYPE_FILE
+from nas.runlog import RunLogger
 from nas.runtime import (
     autocast,
     configure_backends,
@@ -99,9 +100,9 @@ class SearchRunner:
             self.out_dir, enabled=self.rank == 0, resume_epoch=self.start_epoch if resume else None
         )
         if not resume and self.rank == 0:
-            atomic_write_text(self.out_dir / "config.yaml", to_yaml(cfg, meta=provenance()))
+            atomic_write_text(self.out_dir / CONFIG_FILE, to_yaml(cfg, meta=provenance()))
             if self.cost is not None:  # what `nas derive --max-...` reads
-                self.cost.table.save(self.out_dir / "cost_table.json")
+                self.cost.table.save(self.out_dir / COST_TABLE_FILE)
 
     def _build_optimizers(self) -> None:
         w, a = self.cfg.search.weights, self.cfg.search.arch
@@ -274,7 +275,7 @@ class SearchRunner:
             self.dist.check_identical(self.model.arch_parameters(), "alphas")
         if self.rank == 0:
             genotype = self.genotype(epoch)
-            save_genotype(self.out_dir / "genotype.json", genotype)
+            save_genotype(self.out_dir / GENOTYPE_FILE, genotype)
             logits = self.derive_logits()
             record.update(diagnostics.epoch_diagnostics(logits, genotype, self.space))
             if self.cost is not None:  # expected cost under alpha and the derived cell's actual cost
@@ -294,7 +295,7 @@ class SearchRunner:
             self.dist.barrier()
 
     def finish(self) -> None:
-        write_alphas(self.out_dir / "alphas.json", self.model.alphas, self.space.primitives)
+        write_alphas(self.out_dir / ALPHAS_FILE, self.model.alphas, self.space.primitives)
         plot_genotype(self.genotype(self.cfg.search.epochs - 1), self.out_dir / "genotype.png")
 
 

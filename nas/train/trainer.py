@@ -25,10 +25,11 @@ from nas.config import TrainConfig, TrainRunConfig, to_yaml
 from nas.data import train_loaders
 from nas.distributed import gather_rank_states, lr_scale, own_rank_state
 from nas.genotype import Genotype, atomic_write_text, save_genotype
-from nas.logging import RunLogger
 from nas.memory import NETWORK_SIZE, check_network, parameter_budget
 from nas.profile import model_summary
 from nas.rng import Stream, derive_seed
+from nas.rundir import CONFIG_FILE, GENOTYPE_FILE, RESULT_FILE
+from nas.runlog import RunLogger
 from nas.runtime import (
     autocast,
     configure_backends,
@@ -99,8 +100,8 @@ class Trainer:
             self.out_dir, enabled=self.rank == 0, resume_epoch=self.start_epoch if resume else None
         )
         if not resume and self.rank == 0:
-            atomic_write_text(self.out_dir / "config.yaml", to_yaml(cfg, meta=provenance()))
-            save_genotype(self.out_dir / "genotype.json", genotype)
+            atomic_write_text(self.out_dir / CONFIG_FILE, to_yaml(cfg, meta=provenance()))
+            save_genotype(self.out_dir / GENOTYPE_FILE, genotype)
 
     def state_dict(self, next_epoch: int, ranks: list[dict] | None = None) -> dict[str, Any]:
         """Everything a resume needs; `ranks`: every rank's loader and RNG states (`gather_rank_states`)."""
@@ -243,5 +244,5 @@ class Trainer:
             "genotype": copy.deepcopy(self.genotype.to_dict()["cells"]),
         }
         if self.rank == 0:
-            atomic_write_text(self.out_dir / "metrics.json", json.dumps(result, indent=2) + "\n")
+            atomic_write_text(self.out_dir / RESULT_FILE, json.dumps(result, indent=2) + "\n")
         return result

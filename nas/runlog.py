@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.genotype import atomic_write_text
+from nas.rundir import METRICS_LOG
 
 
 def _jsonable(value: Any) -> Any:
@@ -38,7 +39,7 @@ class RunLogger:
 
     @property
     def metrics_path(self) -> Path:
-        return self.out_dir / "metrics.jsonl"
+        return self.out_dir / METRICS_LOG
 
     def _truncate_metrics(self, epoch: int) -> None:
         if not self.metrics_path.is_file():
