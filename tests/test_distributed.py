@@ -318,7 +318,9 @@ def test_elastic_restart_before_first_checkpoint_starts_afresh(tmp_path, monkeyp
     (tmp_path / ".genotype.json.k3j2.tmp").write_text("{")  # a worker killed inside an atomic write
     monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "2")
     assert distributed.elastic_resume(cfg, "checkpoints/last.pt", None) is False
-    (tmp_path / "notes.txt").write_text("not ours")  # a file no run writes: the claim refuses, deletes nothing
+    (tmp_path / "notes.txt").write_text(
+        "not ours"
+    )  # a file no run writes: the claim refuses, deletes nothing
     with pytest.raises(UserError, match="not empty"):
         with distributed.run_dir(cfg.out_dir, False, None, "alphas.json", SearchRunConfig):
             pass
