@@ -96,7 +96,7 @@ bench train 40 --train --genotype zoo:GDAS_V1 "${TRAIN[@]}" channels_last=true -
 # --- a record for experiments/benchmarks.md ---------------------------------------------------------------
 "$PY" - "$OUT" <<'EOF' > "$OUT/benchmarks_gpu.md" || true
 import json, pathlib, sys
-from nas.bench_report import format_table
+from nas.bench.report import format_table
 out = pathlib.Path(sys.argv[1])
 for path in sorted(out.glob("bench_*.json"), key=lambda p: p.stat().st_mtime):  # in the order run
     report = json.loads(path.read_text())
