@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 
 import search_spaces  # noqa: F401  (registers the spaces)
-from nas.config import SearchRunConfig, load_config
+from nas.config import SamplerConfig, SearchRunConfig, load_config
 from nas.data import search_loaders
-from nas.sampling import sample_architecture
+from nas.sampling import build_sampler, sample_architecture
 from nas.search.load import load_supernet
 
 
@@ -40,11 +40,12 @@ def main() -> None:
         f"{args.sampler} on {run}: {len(batches)} batches; max |alpha| {max(a.abs().max().item() for a in alphas):.3g}"
     )
     print(f"{'tau':>6} {'|mean|':>10} {'std':>10} {'SNR of mean':>12}")
+    sampler = build_sampler(SamplerConfig(name=args.sampler, unchosen_grad=args.unchosen_grad))
     for tau in (float(t) for t in args.taus.split(",")):
         gen = torch.Generator().manual_seed(0)
         grads = []
         for x, y in batches:
-            samples = sample_architecture(dict(net.alphas), args.sampler, tau, gen, args.unchosen_grad)
+            samples = sample_architecture(dict(net.alphas), sampler, tau, gen)
             loss = torch.nn.functional.cross_entropy(net(x, samples), y)
             grads.append(torch.cat([g.flatten() for g in torch.autograd.grad(loss, alphas)]))
         g = torch.stack(grads)  # (batches, entries)
