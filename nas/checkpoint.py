@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from nas.atomic import atomic_write
 from nas.errors import UserError
-from nas.genotype import atomic_write
 from nas.rundir import CHECKPOINT  # noqa: F401  (re-exported: where checkpoints live in a run)
 
 

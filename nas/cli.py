@@ -15,12 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import search_spaces  # noqa: F401  (registers the search spaces)
+from nas.atomic import check_output_path
 from nas.cost.commands import add_budget_args, budget_of, budget_table
 from nas.cost.commands import add_parsers as add_cost_parsers
 from nas.errors import UserError
 from nas.genotype import (
     Genotype,
-    check_output_path,
     describe,
     save_genotype,
     to_darts_string,
@@ -169,7 +169,7 @@ def cmd_derive(args: argparse.Namespace) -> int:
 def cmd_rank(args: argparse.Namespace) -> int:
     import json
 
-    from nas.genotype import atomic_write_text
+    from nas.atomic import atomic_write_text
     from nas.search.rank import supernet_accuracies
 
     run_dir = _run_dir(args.run_dir)
@@ -246,7 +246,7 @@ def cmd_genotype_convert(args: argparse.Namespace) -> int:
         if args.to == "json":
             save_genotype(args.output, genotype)
         else:
-            from nas.genotype import atomic_write_text
+            from nas.atomic import atomic_write_text
 
             atomic_write_text(args.output, text + "\n")
     else:

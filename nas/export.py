@@ -27,8 +27,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from nas.atomic import atomic_write
 from nas.errors import UserError
-from nas.genotype import atomic_write
 from nas.rundir import ALPHAS_FILE, CONFIG_FILE, GENOTYPE_FILE, RESULT_FILE
 
 FORMAT = "nas-export/1"

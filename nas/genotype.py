@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import ast
 import json
-import os
-import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
+from nas.atomic import atomic_write_text
 from nas.errors import UserError
 from nas.limits import MAX_CELLS, MAX_EDGES_PER_NODE, MAX_GENOTYPE_BYTES, MAX_NODES, MAX_OP_NAME
 
@@ -317,49 +316,6 @@ def load_genotype_file(path: str | Path) -> Genotype:
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read genotype file {path}: {exc}") from None
     return parse_genotype_text(text, source=str(path))
-
-
-def check_output_path(path: str | Path) -> Path:
-    """Refuse, in one line, an output path that can never be written as a file: a directory, or one
-    under an existing file. Returns it as a Path."""
-    path = Path(path)
-    if path.is_dir():
-        raise UserError(f"{path} is a directory; name a file to write")
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if parent.exists() and not parent.is_dir():
-        raise UserError(f"cannot write {path}: {parent} is a file, not a directory")
-    return path
-
-
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
-    """Call `write` on a temp file in the same folder, fsync, then rename it over `path`: a crash leaves
-    the old file or the new one, never a torn one. The temp file is created with mode 0o666, so the
-    kernel applies the umask (mkstemp's 0600 would need a chmod and a read of the process-wide umask)."""
-    path = check_output_path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-            break
-        except FileExistsError:  # another writer's temp file: draw another name
-            continue
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """`text` (UTF-8) to `path` through `atomic_write`."""
-    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def save_genotype(path: str | Path, genotype: Genotype) -> None:

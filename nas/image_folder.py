@@ -32,10 +32,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nas.atomic import atomic_write
 from nas.config import DataConfig
 from nas.datasets import DATASETS, DatasetInfo, ImageSet
 from nas.errors import UserError
-from nas.genotype import atomic_write
 
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}

@@ -15,9 +15,9 @@ from typing import Any, TypeVar
 
 from omegaconf import OmegaConf
 
+from nas.atomic import atomic_write_text
 from nas.config import load_config, to_dict, to_yaml
 from nas.errors import UserError
-from nas.genotype import atomic_write_text
 from nas.rundir import CONFIG_FILE
 
 T = TypeVar("T")

@@ -63,7 +63,7 @@ except ImportError:  # not POSIX: PID checks only
 
 
 def _is_temp(path: Path) -> bool:
-    """A temp file of `nas.genotype.atomic_write` (or of a lock being created)."""
+    """A temp file of `nas.atomic.atomic_write` (or of a lock being created)."""
     return path.name.startswith(".") and path.name.endswith(".tmp")
 
 

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nas.genotype import atomic_write_text
+from nas.atomic import atomic_write_text
 from nas.rundir import METRICS_LOG
 
 

@@ -132,8 +132,8 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
 
     import torch
 
+    from nas.atomic import atomic_write_text
     from nas.checkpoint import load_checkpoint, save_checkpoint
-    from nas.genotype import atomic_write_text
 
     save_checkpoint(tmp_path / "last.pt", {"epoch": 3})
     with pytest.raises((pickle.PicklingError, AttributeError)):

@@ -8,7 +8,7 @@ import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nas.genotype import atomic_write
+from nas.atomic import atomic_write
 from nas.rundir import CONFIG_FILE
 
 if TYPE_CHECKING:

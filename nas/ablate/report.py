@@ -31,9 +31,10 @@ from nas.ablate.plots import (
     plot_tau,
 )
 from nas.ablate.spec import DONE, AblationConfig, Run, baseline_genotype, flatten
+from nas.atomic import atomic_write_text
 from nas.diagnostics import genotype_string
 from nas.errors import UserError
-from nas.genotype import atomic_write_text, load_genotype_file
+from nas.genotype import load_genotype_file
 from nas.rundir import GENOTYPE_FILE, METRICS_LOG
 from nas.runlog import read_metrics
 

@@ -24,9 +24,10 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from nas.atomic import atomic_write_text
 from nas.config import SearchRunConfig, TrainRunConfig, load_config, load_structured, to_dict, to_yaml
 from nas.errors import UserError
-from nas.genotype import Genotype, atomic_write_text, load_genotype_file, save_genotype
+from nas.genotype import Genotype, load_genotype_file, save_genotype
 from nas.rundir import ALPHAS_FILE, CONFIG_FILE, RESULT_FILE
 
 ABLATION_FILE = "ablation.yaml"  # the resolved ablation, what `--aggregate` reads

@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from nas.atomic import atomic_write_text
 from nas.errors import UserError
-from nas.genotype import atomic_write_text
 
 PHASE_ORDER = ("data", "arch", "weights", "step", "other")
 

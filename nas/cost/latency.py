@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from nas.genotype import atomic_write_text
+from nas.atomic import atomic_write_text
 
 
 def device_name(device: torch.device) -> str:

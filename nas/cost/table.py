@@ -30,10 +30,11 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from nas.atomic import atomic_write_text
 from nas.config import ModelConfig, SpaceConfig
 from nas.cost.rule import CellRule, one_hot
 from nas.errors import UserError
-from nas.genotype import Genotype, atomic_write_text
+from nas.genotype import Genotype
 
 FORMAT = "nas.cost_table"
 VERSION = 1

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from nas.genotype import atomic_write_text
+from nas.atomic import atomic_write_text
 
 COLUMNS = [  # key, header, format
     ("cosine", "cos(mean, exact)", "{:.3f}"),

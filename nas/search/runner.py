@@ -22,12 +22,13 @@ from timm.scheduler import CosineLRScheduler
 from tqdm import tqdm
 
 from nas import diagnostics
+from nas.atomic import atomic_write_text
 from nas.checkpoint import CHECKPOINT, load_checkpoint, restoring, save_checkpoint, stop_if_diverged
 from nas.config import SearchRunConfig, to_dict, to_yaml
 from nas.cost.expected import cost_term
 from nas.data import search_loaders
 from nas.distributed import gather_rank_states, lr_scale, own_rank_state
-from nas.genotype import atomic_write_text, save_genotype
+from nas.genotype import save_genotype
 from nas.memory import SUPERNET_SIZE, check_supernet, parameter_budget
 from nas.plot import cell_figure, plot_genotype
 from nas.rundir import ALPHAS_FILE, CONFIG_FILE, COST_TABLE_FILE, GENOTYPE_FILE

@@ -20,11 +20,12 @@ from timm.scheduler.scheduler import Scheduler
 from timm.utils import ModelEmaV3
 from tqdm import tqdm
 
+from nas.atomic import atomic_write_text
 from nas.checkpoint import CHECKPOINT, load_checkpoint, restoring, save_checkpoint, stop_if_diverged
 from nas.config import TrainConfig, TrainRunConfig, to_yaml
 from nas.data import train_loaders
 from nas.distributed import gather_rank_states, lr_scale, own_rank_state
-from nas.genotype import Genotype, atomic_write_text, save_genotype
+from nas.genotype import Genotype, save_genotype
 from nas.memory import NETWORK_SIZE, check_network, parameter_budget
 from nas.profile import model_summary
 from nas.rng import Stream, derive_seed
