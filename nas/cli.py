@@ -19,13 +19,7 @@ from nas.atomic import check_output_path
 from nas.cost.commands import add_budget_args, budget_of, budget_table
 from nas.cost.commands import add_parsers as add_cost_parsers
 from nas.errors import UserError
-from nas.genotype import (
-    Genotype,
-    describe,
-    save_genotype,
-    to_darts_string,
-    to_nb201_string,
-)
+from nas.genotype import FORMATS, Genotype, describe, formats, listed, save_genotype
 from nas.rundir import ALPHAS_FILE, CONFIG_FILE, GENOTYPE_FILE, RESULT_FILE
 from nas.space import SPACES, resolve_genotype
 
@@ -238,10 +232,8 @@ def cmd_genotype_convert(args: argparse.Namespace) -> int:
         import json
 
         text = json.dumps(genotype.to_dict(), indent=2)
-    elif args.to == "darts":
-        text = to_darts_string(genotype)
     else:
-        text = to_nb201_string(genotype)
+        text = FORMATS.get(args.to).write(genotype)
     if args.output:
         if args.to == "json":
             save_genotype(args.output, genotype)
@@ -406,11 +398,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = g.add_parser("show", help="text view of every cell")
     p.add_argument("file")
     p.set_defaults(func=cmd_genotype_show)
-    p = g.add_parser(
-        "convert", help="convert between JSON, the DARTS Genotype string and the NB201 arch string"
-    )
+    titles = ["JSON", *(fmt.title for fmt in formats())]  # the string formats the spaces registered
+    p = g.add_parser("convert", help=f"convert between {listed(titles, 'and')}")
     p.add_argument("file")
-    p.add_argument("--to", choices=["json", "darts", "nb201"], required=True)
+    p.add_argument("--to", choices=["json", *FORMATS.names()], required=True)
     p.add_argument("-o", "--output", help="write here instead of stdout")
     p.set_defaults(func=cmd_genotype_convert)
     p = g.add_parser("info", help="parameters and FLOPs of the retrain network")

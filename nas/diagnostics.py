@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from nas.errors import UserError
-from nas.genotype import Genotype, describe, to_darts_string
+from nas.genotype import FORMATS, Genotype, describe
+from nas.space import SPACES
 
 
 def _probs(alpha: torch.Tensor) -> torch.Tensor:
@@ -47,13 +48,15 @@ def epoch_diagnostics(alphas: Mapping[str, torch.Tensor], genotype: Genotype, sp
 
 
 def genotype_string(genotype: Genotype) -> str:
-    """The genotype in its space's native string format (DARTS Genotype(...) or NB201 arch string)."""
-    from nas.genotype import to_nb201_string
-
-    try:
-        return to_nb201_string(genotype) if genotype.space == "nb201" else to_darts_string(genotype)
-    except UserError:
-        return describe(genotype)
+    """The genotype in its space's own string format (`space.string_format`, e.g. the DARTS Genotype(...)
+    string); the text view where the space has none or the genotype does not fit it."""
+    name = SPACES.get(genotype.space).string_format
+    if name is not None:
+        try:
+            return FORMATS.get(name).write(genotype)
+        except UserError:
+            pass
+    return describe(genotype)
 
 
 def genotype_text(genotype: Genotype) -> str:

@@ -5,15 +5,15 @@ lists, per intermediate node, its incoming edges as (op, input) pairs, where inp
 states (for DARTS: 0 and 1 are the two cell inputs, 2.. the intermediate nodes), and the states
 concatenated into the cell's output.
 
-Genotypes round-trip through a versioned JSON file and through the DARTS `Genotype(...)` string and the
-NAS-Bench-201 arch string. Parsing never calls `eval`: the DARTS string is read through `ast`.
-Structural checks that depend on a search space (op names, inputs per node) live in `check_cell`, which
-each space calls with its own rules.
+Genotypes round-trip through a versioned JSON file and through the string formats the spaces register
+(`FORMATS`: the DARTS `Genotype(...)` string, the NAS-Bench-201 arch string, in `search_spaces`). Parsing
+never calls `eval`, and every cell is built by `Cell.make`, which bounds its size. Structural checks that
+depend on a search space (op names, inputs per node) live in `check_cell`, which each space calls with its
+own rules.
 """
 
 from __future__ import annotations
 
-import ast
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +23,7 @@ from typing import Any
 from nas.atomic import atomic_write_text
 from nas.errors import UserError
 from nas.limits import MAX_CELLS, MAX_EDGES_PER_NODE, MAX_GENOTYPE_BYTES, MAX_NODES, MAX_OP_NAME
+from nas.registry import Registry
 
 FORMAT = "nas.genotype"
 VERSION = 1
@@ -177,108 +178,59 @@ def check_cell(
             raise UserError(f"cell {name!r} concat index {c} out of range")
 
 
-# --- DARTS `Genotype(normal=[...], normal_concat=range(2, 6), reduce=[...], reduce_concat=...)` -------
+# --- string formats: each space registers its own (search_spaces/<space>/formats.py) ----------------
 
 
-def to_darts_string(genotype: Genotype) -> str:
-    """The namedtuple repr the DARTS code prints (`print(model.genotype())`)."""
-    parts = []
-    for name in ("normal", "reduce"):
-        cell = genotype.cells.get(name)
-        if cell is None or any(len(node) != 2 for node in cell.nodes):
-            raise UserError(
-                "a DARTS Genotype string needs 'normal' and 'reduce' cells with 2 inputs per node"
-            )
-        edges = ", ".join(f"({op!r}, {j})" for op, j in cell.edges())
-        c = list(cell.concat)
-        contiguous = c == list(range(c[0], c[-1] + 1)) if c else False
-        concat = f"range({c[0]}, {c[-1] + 1})" if contiguous else repr(c)
-        parts += [f"{name}=[{edges}]", f"{name}_concat={concat}"]
-    return f"Genotype({', '.join(parts)})"
+@dataclass(frozen=True)
+class GenotypeFormat:
+    """A genotype string format, registered by the space whose genotypes it writes (`register_format`).
+
+    Every command that reads a genotype reads a text starting with `prefix` through `parse`; `nas genotype
+    convert --to NAME` writes through `write`. Both raise UserError in one line. `parse` never `eval`s and
+    builds its cells with `Cell.make`, so the bounds of `nas.limits` hold for every format.
+    """
+
+    name: str  # `nas genotype convert --to NAME`; the space's `string_format`
+    space: str  # the space whose genotypes `parse` makes
+    prefix: str  # how a text in this format starts (after whitespace)
+    title: str  # how messages name it, e.g. "a DARTS Genotype(...) string"
+    parse: Callable[[str], Genotype]
+    write: Callable[[Genotype], str]
 
 
-def _literal_concat(node: ast.AST) -> list[int]:
-    """A concat written as a literal list or as `range(...)`; a range is measured before it is built, so
-    `range(0, 100000000)` is refused in a line instead of becoming a list of 10^8 ints."""
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "range":
-        args = [ast.literal_eval(a) for a in node.args]
-        if node.keywords or not all(isinstance(a, int) and not isinstance(a, bool) for a in args):
-            raise ValueError("range() takes integers")
-        states = range(*args)
-        if not 0 < len(states) <= MAX_NODES + 2:
-            raise UserError(
-                f"DARTS genotype concat {short(ast.unparse(node))} must name 1 to {MAX_NODES + 2} states"
-            )
-        return list(states)
-    return list(ast.literal_eval(node))
+FORMATS: Registry[GenotypeFormat] = Registry("genotype format")
 
 
-def from_darts_string(text: str, space: str = "darts") -> Genotype:
-    """Parse `Genotype(normal=[('op', j), ...], normal_concat=..., reduce=[...], reduce_concat=...)`."""
-    try:
-        tree = ast.parse(text.strip(), mode="eval").body
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        raise UserError("not a DARTS Genotype(...) string: syntax error") from None
-    if not (isinstance(tree, ast.Call) and isinstance(tree.func, ast.Name) and tree.func.id == "Genotype"):
-        raise UserError("not a DARTS Genotype(...) string")
-    fields = {kw.arg: kw.value for kw in tree.keywords}
-    unknown = sorted(set(fields) - {"normal", "normal_concat", "reduce", "reduce_concat"}, key=str)
-    if unknown or tree.args:
-        raise UserError(f"DARTS Genotype string has unknown fields {short(unknown or 'positional')}")
-    cells = {}
-    try:
-        for name in ("normal", "reduce"):
-            edges = ast.literal_eval(fields[name])
-            if not isinstance(edges, list) or len(edges) % 2:
-                raise UserError(f"DARTS genotype {name!r} must be a list of ('op', input) pairs, 2 per node")
-            nodes = [edges[k : k + 2] for k in range(0, len(edges), 2)]
-            cells[name] = Cell.make(nodes, _literal_concat(fields[f"{name}_concat"]), name)
-    except KeyError as exc:
-        raise UserError(f"DARTS Genotype string lacks the field {exc.args[0]!r}") from None
-    except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError):
-        raise UserError(
-            "DARTS Genotype string: fields must be lists of ('op', input) pairs and ranges"
-        ) from None
-    return Genotype(space, cells)
+def register_format(fmt: GenotypeFormat) -> GenotypeFormat:
+    """Register `fmt` under its name. Its prefix must tell it apart from JSON and every other format, so
+    that `format_of` reads each text one way only."""
+    taken = ["{"] + [other.prefix for other in formats()]
+    if not fmt.prefix or any(p.startswith(fmt.prefix) or fmt.prefix.startswith(p) for p in taken):
+        raise ValueError(f"genotype format {fmt.name!r}: prefix {fmt.prefix!r} is empty or overlaps {taken}")
+    return FORMATS.register(fmt.name, fmt)
 
 
-# --- NAS-Bench-201 arch string `|op~0|+|op~0|op~1|+|op~0|op~1|op~2|` ----------------------------------
+def formats() -> list[GenotypeFormat]:
+    """The registered string formats, by name."""
+    return [FORMATS.get(name) for name in FORMATS]
 
 
-def to_nb201_string(genotype: Genotype) -> str:
-    cell = genotype.cells.get("cell")
-    if cell is None or len(genotype.cells) != 1:
-        raise UserError("a NAS-Bench-201 arch string needs a genotype with exactly one cell named 'cell'")
-    return "+".join("|" + "|".join(f"{op}~{j}" for op, j in node) + "|" for node in cell.nodes)
+def format_of(text: str) -> GenotypeFormat | None:
+    """The registered string format `text` is written in (by its prefix), or None."""
+    stripped = text.lstrip()
+    return next((fmt for fmt in formats() if stripped.startswith(fmt.prefix)), None)
 
 
-def from_nb201_string(text: str, space: str = "nb201") -> Genotype:
-    """Parse `|op~0|+|op~0|op~1|+...`: node k lists `op~input` for its inputs; inputs are ASCII digits."""
-    text = text.strip()
-    parts = text.split("+")
-    if len(parts) > MAX_NODES:
-        raise UserError(f"NAS-Bench-201 arch string has {len(parts)} nodes; at most {MAX_NODES} are allowed")
-    nodes = []
-    for part in parts:
-        if not (part.startswith("|") and part.endswith("|") and len(part) > 2):
-            raise UserError(f"not a NAS-Bench-201 arch string: bad node {short(part)}")
-        node = []
-        for edge in part[1:-1].split("|"):
-            op, sep, j = edge.partition("~")
-            if not sep or not (j.isascii() and j.isdigit() and len(j) <= 6):
-                raise UserError(
-                    f"not a NAS-Bench-201 arch string: bad edge {short(edge)} (expected op~input)"
-                )
-            node.append((op, int(j)))
-        nodes.append(node)
-    return Genotype(space, {"cell": Cell.make(nodes, [len(nodes)])})
+def listed(items: Sequence[str], last: str) -> str:
+    """`a, b and c` (`last` = "and", "nor", ...)."""
+    return ", ".join(items[:-1]) + f" {last} " + items[-1] if len(items) > 1 else "".join(items)
 
 
 # --- files -------------------------------------------------------------------------------------------
 
 
 def parse_genotype_text(text: str, source: str = "genotype") -> Genotype:
-    """Read any of the three forms: JSON, DARTS Genotype(...) string, NB201 arch string."""
+    """Read genotype JSON or any registered string format (`FORMATS`, told apart by their prefixes)."""
     if len(text) > MAX_GENOTYPE_BYTES:
         raise UserError(f"{source} is {len(text):,} characters; a genotype is at most {MAX_GENOTYPE_BYTES:,}")
     stripped = text.strip()
@@ -294,13 +246,12 @@ def parse_genotype_text(text: str, source: str = "genotype") -> Genotype:
                 f"{source} is not a genotype: a number or nesting beyond any genotype's"
             ) from None
         return Genotype.from_dict(data)
-    if stripped.startswith("Genotype("):
-        return from_darts_string(stripped)
-    if stripped.startswith("|"):
-        return from_nb201_string(stripped)
-    raise UserError(
-        f"{source} is neither genotype JSON, a DARTS Genotype(...) string nor an NB201 arch string"
-    )
+    fmt = format_of(stripped)
+    if fmt is not None:
+        return fmt.parse(stripped)
+    titles = [other.title for other in formats()]
+    what = f"neither {listed(['genotype JSON', *titles], 'nor')}" if titles else "not genotype JSON"
+    raise UserError(f"{source} is {what}")
 
 
 def load_genotype_file(path: str | Path) -> Genotype:

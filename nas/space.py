@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from nas.config import ModelConfig, SpaceConfig
 from nas.cost.rule import CellRule
-from nas.genotype import Genotype, load_genotype_file, parse_genotype_text
+from nas.genotype import Genotype, format_of, load_genotype_file, parse_genotype_text
 from nas.registry import Registry
 from nas.rundir import GENOTYPE_FILE
 from nas.sampling import ArchSample
@@ -46,6 +46,7 @@ class SearchSpace(Protocol):
     # init_channels, layers, classes, image_size), the defaults of `nas genotype info`; the first is the default
     networks: dict[str, dict[str, int]]
     parameter_free: frozenset[str]  # the primitives whose op has no weights (collapse diagnostics)
+    string_format: str | None  # its genotype string format in `nas.genotype.FORMATS` (metrics, TensorBoard)
 
     def build_supernet(self, cfg: SpaceConfig, num_classes: int, in_channels: int) -> Supernet: ...
 
@@ -94,12 +95,13 @@ SPACES: Registry[SearchSpace] = Registry("search space")
 
 def resolve_genotype(spec: str) -> Genotype:
     """A genotype from `zoo:NAME`, a run directory (its genotype.json), a file in any supported format, or
-    an inline DARTS `Genotype(...)` / NAS-Bench-201 `|op~0|+...` string, checked against its space."""
+    an inline string in a registered format (`nas.genotype.FORMATS`, e.g. the DARTS `Genotype(...)` or the
+    NAS-Bench-201 `|op~0|+...` string), checked against its space."""
     if spec.startswith("zoo:"):
         from search_spaces import zoo
 
         return zoo.get(spec[4:])
-    if spec.lstrip().startswith(("|", "Genotype(")):
+    if format_of(spec) is not None:
         genotype = parse_genotype_text(spec, source="genotype string")
         SPACES.get(genotype.space).validate(genotype)
         return genotype

@@ -1,7 +1,7 @@
 """Published cells as Genotypes, with where each comes from.
 
 Each entry is stored in the exact string form its authors published (the DARTS `Genotype(...)` repr or
-the NAS-Bench-201 arch string), parsed by `nas.genotype` (never `eval`'d), and carries provenance:
+the NAS-Bench-201 arch string), parsed by its space's format (never `eval`'d), and carries provenance:
 
 - `source`: the paper; `genotype_source`: where the string was copied from (repository and file, as
   text); `reported_test_error`: CIFAR-10 test error in percent as the paper reports it;
@@ -18,8 +18,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from nas.genotype import Genotype, from_darts_string, from_nb201_string
+from nas.genotype import Genotype
 from nas.registry import Registry
+from search_spaces.darts.formats import from_darts_string
+from search_spaces.nb201.formats import from_nb201_string
 
 ZOO: Registry[Genotype] = Registry("zoo genotype")
 

@@ -10,10 +10,11 @@ import torch
 
 import search_spaces  # noqa: F401  (registers the spaces)
 from nas import diagnostics
-from nas.genotype import from_darts_string, from_nb201_string
 from nas.runlog import RunLogger
 from nas.space import SPACES
 from search_spaces import zoo
+from search_spaces.darts.formats import from_darts_string
+from search_spaces.nb201.formats import from_nb201_string
 
 
 def random_alphas(space, edges: int = 14, seed: int = 0) -> dict[str, torch.Tensor]:

@@ -6,18 +6,10 @@ import pytest
 
 import search_spaces  # noqa: F401
 from nas.errors import UserError
-from nas.genotype import (
-    Cell,
-    Genotype,
-    from_darts_string,
-    from_nb201_string,
-    load_genotype_file,
-    parse_genotype_text,
-    save_genotype,
-    to_darts_string,
-    to_nb201_string,
-)
+from nas.genotype import Cell, Genotype, load_genotype_file, parse_genotype_text, save_genotype
 from nas.space import SPACES
+from search_spaces.darts.formats import from_darts_string, to_darts_string
+from search_spaces.nb201.formats import from_nb201_string, to_nb201_string
 
 # printed by the DARTS code (`logging.info('genotype = %s', genotype)`) for DARTS_V2
 DARTS_V2 = (

@@ -11,8 +11,8 @@ from matplotlib.figure import Figure
 
 import nas.plot as plot
 from nas.errors import UserError
-from nas.genotype import from_nb201_string
 from search_spaces import zoo
+from search_spaces.nb201.formats import from_nb201_string
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 HAS_DOT = shutil.which("dot") is not None

@@ -9,16 +9,11 @@ import torch
 
 from nas.config import ModelConfig
 from nas.errors import UserError
-from nas.genotype import (
-    Genotype,
-    from_darts_string,
-    from_nb201_string,
-    parse_genotype_text,
-    to_darts_string,
-    to_nb201_string,
-)
+from nas.genotype import Genotype, parse_genotype_text
 from nas.space import SPACES
 from search_spaces import zoo
+from search_spaces.darts.formats import from_darts_string, to_darts_string
+from search_spaces.nb201.formats import from_nb201_string, to_nb201_string
 
 NAMES = ["DARTS_V1", "DARTS_V2", "GDAS_V1", "NB201_BEST_CIFAR10", "NB201_RESNET", "PC_DARTS", "SNAS"]
 

@@ -13,6 +13,7 @@ from nas.errors import UserError
 from nas.genotype import Cell, Genotype, check_cell
 from nas.limits import MAX_NODES
 from nas.space import SPACES
+from search_spaces.darts.formats import FORMAT
 from search_spaces.darts.imagenet import NetworkImageNet, check_input_size
 from search_spaces.darts.network import NetworkCIFAR
 from search_spaces.darts.ops import OPS, PRIMITIVES
@@ -48,6 +49,7 @@ class DartsSpace:
     primitives = PRIMITIVES
     cell_types = ("normal", "reduce")
     parameter_free = PARAMETER_FREE
+    string_format = FORMAT.name
     networks = {  # DARTS' CIFAR evaluation and the ImageNet mobile setting
         "cifar": {"init_channels": 36, "layers": 20, "classes": 10, "image_size": 32},
         "imagenet": {"init_channels": 48, "layers": 14, "classes": 1000, "image_size": 224},

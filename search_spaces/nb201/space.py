@@ -22,11 +22,12 @@ from nas.cost.rule import CellRule
 from nas.errors import UserError
 from nas.genotype import Cell, Genotype, check_cell
 from nas.space import SPACES
+from search_spaces.nb201.formats import FORMAT
 from search_spaces.nb201.network import InferCell, TinyNetwork
 from search_spaces.nb201.ops import OPS, PRIMITIVES
 from search_spaces.nb201.supernet import EDGES, NODES, NB201Supernet
 
-OUTPUT = NODES - 1  # the cell's output state; matches the concat that nas.genotype.from_nb201_string makes
+OUTPUT = NODES - 1  # the cell's output state; matches the concat that formats.from_nb201_string makes
 
 
 def derive_cell(probs: torch.Tensor, primitives: tuple[str, ...]) -> Cell:
@@ -49,6 +50,7 @@ class NB201Space:
     primitives = PRIMITIVES
     cell_types = ("cell",)
     parameter_free = PARAMETER_FREE
+    string_format = FORMAT.name
     networks = {
         "cifar": {"init_channels": 16, "layers": 5, "classes": 10, "image_size": 32}
     }  # the benchmark's
