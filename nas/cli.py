@@ -154,7 +154,7 @@ def cmd_derive(args: argparse.Namespace) -> int:
     genotype = Genotype(genotype.space, genotype.cells, prov)
     save_genotype(run_dir / GENOTYPE_FILE, genotype)
     write_alphas(run_dir / ALPHAS_FILE, alphas, space.primitives)
-    print(describe(genotype))
+    print(describe(genotype, space.input_states))
     if budget is not None:
         print(f"{metric} {cost:,.6g} <= {limit:,.6g} (budget)")
     return 0
@@ -220,7 +220,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_genotype_show(args: argparse.Namespace) -> int:
-    print(describe(resolve_genotype(args.file)))
+    genotype = resolve_genotype(args.file)
+    print(describe(genotype, SPACES.get(genotype.space).input_states))
     return 0
 
 

@@ -50,18 +50,19 @@ def epoch_diagnostics(alphas: Mapping[str, torch.Tensor], genotype: Genotype, sp
 def genotype_string(genotype: Genotype) -> str:
     """The genotype in its space's own string format (`space.string_format`, e.g. the DARTS Genotype(...)
     string); the text view where the space has none or the genotype does not fit it."""
-    name = SPACES.get(genotype.space).string_format
-    if name is not None:
+    space = SPACES.get(genotype.space)
+    if space.string_format is not None:
         try:
-            return FORMATS.get(name).write(genotype)
+            return FORMATS.get(space.string_format).write(genotype)
         except UserError:
             pass
-    return describe(genotype)
+    return describe(genotype, space.input_states)
 
 
 def genotype_text(genotype: Genotype) -> str:
     """Markdown-friendly text for TensorBoard: the text view and the native string."""
-    return "    " + describe(genotype).replace("\n", "\n    ") + "\n\n    " + genotype_string(genotype)
+    text = describe(genotype, SPACES.get(genotype.space).input_states)
+    return "    " + text.replace("\n", "\n    ") + "\n\n    " + genotype_string(genotype)
 
 
 def heatmap_figure(alphas: Mapping[str, torch.Tensor], primitives: Sequence[str], title: str = ""):

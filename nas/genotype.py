@@ -273,17 +273,17 @@ def save_genotype(path: str | Path, genotype: Genotype) -> None:
     atomic_write_text(path, json.dumps(genotype.to_dict(), indent=2) + "\n")
 
 
-def describe(genotype: Genotype) -> str:
-    """A text view of every cell, one line per node."""
+def describe(genotype: Genotype, input_states: int) -> str:
+    """A text view of every cell, one line per node; nodes are numbered after the cell's `input_states`
+    (its space's `input_states`)."""
     lines = [f"space: {genotype.space}"]
     prov = genotype.provenance
     if prov:
         keys = [k for k in ("run", "epoch", "seed", "sampler", "source") if k in prov]
         lines.append("provenance: " + ", ".join(f"{k}={prov[k]}" for k in keys))
     for name, cell in genotype.cells.items():
-        first = 1 if genotype.space == "nb201" else 2  # state index of the first intermediate node
         lines.append(f"{name} cell (output = concat of states {', '.join(map(str, cell.concat))}):")
         for i, node in enumerate(cell.nodes):
             inputs = ", ".join(f"{op}({j})" for op, j in node)
-            lines.append(f"  node {first + i} <- {inputs}")
+            lines.append(f"  node {input_states + i} <- {inputs}")
     return "\n".join(lines)

@@ -7,8 +7,9 @@
   when it is installed, otherwise drawn with matplotlib (Agg, no display needed).
 - `cell_figure(genotype)`: the matplotlib drawing as a Figure, e.g. for TensorBoard's `add_figure`.
 
-The module knows no search space; it reads only the genotype's shape. The one space-specific rule is how
-many input states a cell has: 1 for "nb201", 2 otherwise (the DARTS convention, as in nas.genotype).
+The module knows no search space; it reads the genotype's shape and one fact of its space, how many input
+states a cell has (`space.input_states`): a single input is drawn as state 0 (NAS-Bench-201's figures),
+several as c_{k-2}, c_{k-1} with the intermediate nodes numbered from 0 (DARTS').
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from matplotlib.patches import Circle, FancyArrowPatch
 from nas.atomic import atomic_write_text
 from nas.errors import UserError
 from nas.genotype import Cell, Genotype
+from nas.space import SPACES
 
 # node colours of the DARTS figures: darkseagreen2, lightblue, palegoldenrod
 INPUT_COLOR, NODE_COLOR, OUTPUT_COLOR = "#b4eeb4", "#add8e6", "#eee8aa"
@@ -47,9 +49,10 @@ RENDERED_FORMATS = ("png", "svg", "pdf")
 
 def _layout(genotype: Genotype) -> tuple[list[str], int]:
     """(labels of the input states, number of the first intermediate node in its label)."""
-    if genotype.space == "nb201":
+    n = SPACES.get(genotype.space).input_states
+    if n == 1:
         return ["0"], 1
-    return ["c_{k-2}", "c_{k-1}"], 0
+    return [f"c_{{k-{n - i}}}" for i in range(n)], 0
 
 
 def _state_labels(genotype: Genotype, cell: Cell) -> list[str]:

@@ -39,6 +39,27 @@ class Supernet(nn.Module):
 
 
 class SearchSpace(Protocol):
+    """What a search space provides. Adding one is one package under `search_spaces/` plus its import in
+    `search_spaces/__init__.py`; nothing in `nas/` names a space. The package:
+
+    - registers an object with the attributes and methods below under its `name` (`SPACES.register`);
+      the genotypes it makes carry `space=name`;
+    - registers its genotype string format, if it has one, with `nas.genotype.register_format`
+      (`GenotypeFormat`: name, space, prefix, title, parse, write; parsing builds cells with `Cell.make`,
+      never `eval`), and names it in `string_format`; a space without one leaves it None and its
+      genotypes travel as JSON;
+    - may add published cells to `search_spaces.zoo` (`zoo:NAME`);
+    - may set `hard_unchosen_grad = True`: `sampler.unchosen_grad: null` then gives the hard samplers'
+      unchosen ops a gradient (its reference GDAS form; `nas.sampling.build_sampler`).
+
+    Config keys it reads: `space.*` (`SpaceConfig`: init_channels, layers, nodes, stem_multiplier, the
+    ones that mean something in the space) in `build_supernet` and `sample_random`; `model.init_channels`,
+    `model.layers`, `model.auxiliary`, `model.network` (a key of `networks`) in `build_network`. The
+    network it builds has a `drop_path_prob` attribute, which the trainer sets every epoch (ignored
+    where the space has no drop path). Its supernet subclasses `Supernet`: one (E, K) alpha tensor per
+    cell type in `alphas`, K = len(primitives).
+    """
+
     name: str
     primitives: tuple[str, ...]  # the columns of alpha, in order
     cell_types: tuple[str, ...]  # the keys of Supernet.alphas and Genotype.cells
@@ -46,11 +67,14 @@ class SearchSpace(Protocol):
     # init_channels, layers, classes, image_size), the defaults of `nas genotype info`; the first is the default
     networks: dict[str, dict[str, int]]
     parameter_free: frozenset[str]  # the primitives whose op has no weights (collapse diagnostics)
+    input_states: int  # states a cell reads before its first intermediate node (DARTS: 2, NB201: 1)
     string_format: str | None  # its genotype string format in `nas.genotype.FORMATS` (metrics, TensorBoard)
 
     def build_supernet(self, cfg: SpaceConfig, num_classes: int, in_channels: int) -> Supernet: ...
 
-    def derive(self, alphas: dict[str, torch.Tensor]) -> Genotype: ...
+    def derive(self, alphas: dict[str, torch.Tensor]) -> Genotype:
+        """The discrete architecture that the space's derive rule reads off the (E, K) logits per cell type."""
+        ...
 
     def sample_random(self, rng: random.Random, cfg: SpaceConfig) -> Genotype:
         """A uniform draw under the same constraints as `derive` (the random baseline)."""
@@ -60,7 +84,9 @@ class SearchSpace(Protocol):
         """The genotype as supernet op weights per cell type, (E, K) one-hot rows (`nas rank`)."""
         ...
 
-    def validate(self, genotype: Genotype) -> None: ...
+    def validate(self, genotype: Genotype) -> None:
+        """Raises UserError naming the first way `genotype` is not a cell of this space."""
+        ...
 
     # --- resource-aware search (`nas.cost`) ---
 

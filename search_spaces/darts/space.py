@@ -49,6 +49,7 @@ class DartsSpace:
     primitives = PRIMITIVES
     cell_types = ("normal", "reduce")
     parameter_free = PARAMETER_FREE
+    input_states = 2
     string_format = FORMAT.name
     networks = {  # DARTS' CIFAR evaluation and the ImageNet mobile setting
         "cifar": {"init_channels": 36, "layers": 20, "classes": 10, "image_size": 32},
@@ -145,7 +146,7 @@ class DartsSpace:
         nodes = _searched_nodes(genotype.provenance)
         ops = [op for op in self.primitives if op != "none"] + ["sep_conv_7x7"]
         for name, cell in genotype.cells.items():
-            check_cell(name, cell, ops, nodes, 2, lambda i: 2)
+            check_cell(name, cell, ops, nodes, self.input_states, lambda i: 2)
 
     def build_network(
         self,

@@ -50,6 +50,7 @@ class NB201Space:
     primitives = PRIMITIVES
     cell_types = ("cell",)
     parameter_free = PARAMETER_FREE
+    input_states = 1
     string_format = FORMAT.name
     networks = {
         "cifar": {"init_channels": 16, "layers": 5, "classes": 10, "image_size": 32}
@@ -107,7 +108,9 @@ class NB201Space:
         if set(genotype.cells) != set(self.cell_types):
             raise UserError(f"NB201 genotype needs cells {list(self.cell_types)}, got {list(genotype.cells)}")
         cell = genotype.cells["cell"]
-        check_cell("cell", cell, self.primitives, NODES - 1, 1, lambda i: i + 1, concat=[OUTPUT])
+        check_cell(
+            "cell", cell, self.primitives, NODES - 1, self.input_states, lambda i: i + 1, concat=[OUTPUT]
+        )
         for i, node in enumerate(cell.nodes):
             if sorted(j for _, j in node) != list(range(i + 1)):
                 raise UserError(f"cell 'cell' node {i + 1} must read each of nodes 0..{i} exactly once")
