@@ -1,12 +1,25 @@
 """Genotype data: JSON and string round-trips, and one clear error for every kind of bad file."""
 
 import json
+import random
 
 import pytest
 
 import search_spaces  # noqa: F401
+from nas.config import SpaceConfig
 from nas.errors import UserError
-from nas.genotype import Cell, Genotype, load_genotype_file, parse_genotype_text, save_genotype
+from nas.genotype import (
+    FORMATS,
+    Cell,
+    Genotype,
+    GenotypeFormat,
+    describe,
+    format_of,
+    load_genotype_file,
+    parse_genotype_text,
+    register_format,
+    save_genotype,
+)
 from nas.space import SPACES
 from search_spaces.darts.formats import from_darts_string, to_darts_string
 from search_spaces.nb201.formats import from_nb201_string, to_nb201_string
@@ -138,3 +151,70 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     os.umask(umask)
     assert stat.S_IMODE((tmp_path / "note.txt").stat().st_mode) == 0o666 & ~umask
     assert torch.load(tmp_path / "last.pt", weights_only=True) == {"epoch": 3}
+
+
+# --- string formats: a space registers its own --------------------------------------------------------
+
+
+def _toy_parse(text: str) -> Genotype:
+    """`toy:op,op,...`: a chain, node i reads state i through the i-th op."""
+    ops = text.strip().removeprefix("toy:").split(",")
+    return Genotype("toy", {"cell": Cell.make([[(op, i)] for i, op in enumerate(ops)], [len(ops)])})
+
+
+def _toy_write(genotype: Genotype) -> str:
+    return "toy:" + ",".join(op for op, _ in genotype.cells["cell"].edges())
+
+
+TOY = GenotypeFormat("toy", "toy", "toy:", "a toy string", _toy_parse, _toy_write)
+
+
+@pytest.fixture
+def toy_format(monkeypatch):
+    """The toy format registered for one test (the registry is restored after it)."""
+    monkeypatch.setattr(FORMATS, "_items", dict(FORMATS._items))
+    return register_format(TOY)
+
+
+def test_a_format_a_space_registers_is_read_everywhere_a_genotype_is(toy_format, capsys):
+    from nas.cli import main
+
+    genotype = parse_genotype_text("  toy:skip_connect,sep_conv_3x3\n")
+    assert genotype.space == "toy" and genotype.cells["cell"].nodes == (
+        (("skip_connect", 0),),
+        (("sep_conv_3x3", 1),),
+    )
+    assert format_of("toy:a") is toy_format and format_of("Genotype(") is FORMATS.get("darts")
+    assert toy_format.write(genotype) == "toy:skip_connect,sep_conv_3x3"
+    with pytest.raises(UserError, match=r"neither genotype JSON, .*NB201 arch string nor a toy string$"):
+        parse_genotype_text("hello")
+    assert main(["genotype", "show", "toy:a,b"]) == 2  # read as an inline genotype, then checked
+    assert "unknown search space 'toy'" in capsys.readouterr().err
+
+
+def test_convert_offers_every_registered_format(toy_format):
+    from nas.cli import build_parser
+
+    args = build_parser().parse_args(["genotype", "convert", "g.json", "--to", "toy"])
+    assert args.to == "toy"
+    for name in ("json", "darts", "nb201"):
+        assert build_parser().parse_args(["genotype", "convert", "g.json", "--to", name]).to == name
+
+
+@pytest.mark.parametrize("prefix", ["", "{", "Genotype", "Genotype(x", "|"])
+def test_a_format_whose_prefix_could_be_read_two_ways_is_refused(prefix, monkeypatch):
+    monkeypatch.setattr(FORMATS, "_items", dict(FORMATS._items))
+    with pytest.raises(ValueError, match="prefix"):
+        register_format(GenotypeFormat("other", "toy", prefix, "another string", _toy_parse, _toy_write))
+
+
+@pytest.mark.parametrize("space_name", SPACES.names())
+def test_every_space_names_a_format_of_its_own_and_numbers_nodes_after_its_inputs(space_name):
+    space = SPACES.get(space_name)
+    assert space.string_format is None or FORMATS.get(space.string_format).space == space.name
+    genotype = space.sample_random(random.Random(0), SpaceConfig())
+    space.validate(genotype)  # the space's own checks count nodes from input_states too
+    lines = describe(genotype, space.input_states).splitlines()
+    firsts = [lines[k + 1] for k, line in enumerate(lines) if " cell (output" in line]
+    assert len(firsts) == len(space.cell_types)
+    assert all(line.startswith(f"  node {space.input_states} <- ") for line in firsts)

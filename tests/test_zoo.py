@@ -9,11 +9,10 @@ import torch
 
 from nas.config import ModelConfig
 from nas.errors import UserError
-from nas.genotype import Genotype, parse_genotype_text
+from nas.genotype import FORMATS, Genotype, formats, parse_genotype_text
 from nas.space import SPACES
 from search_spaces import zoo
-from search_spaces.darts.formats import from_darts_string, to_darts_string
-from search_spaces.nb201.formats import from_nb201_string, to_nb201_string
+from search_spaces.nb201.formats import to_nb201_string
 
 NAMES = ["DARTS_V1", "DARTS_V2", "GDAS_V1", "NB201_BEST_CIFAR10", "NB201_RESNET", "PC_DARTS", "SNAS"]
 
@@ -57,17 +56,23 @@ def test_provenance(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_validates_and_round_trips(name):
     genotype = zoo.get(name)
-    SPACES.get(genotype.space).validate(genotype)
-    if genotype.space == "darts":
-        text = to_darts_string(genotype)
-        assert from_darts_string(text) == genotype
-    else:
-        text = to_nb201_string(genotype)
-        assert from_nb201_string(text) == genotype
+    space = SPACES.get(genotype.space)
+    space.validate(genotype)
+    text = FORMATS.get(space.string_format).write(genotype)  # the space's own string format
     assert parse_genotype_text(text) == genotype
     data = json.loads(json.dumps(genotype.to_dict()))
     back = Genotype.from_dict(data)
     assert back == genotype and back.provenance == genotype.provenance
+
+
+@pytest.mark.parametrize("fmt", formats(), ids=lambda fmt: fmt.name)
+def test_every_registered_format_round_trips_every_zoo_genotype_of_its_space(fmt):
+    genotypes = [zoo.get(name) for name in NAMES if zoo.get(name).space == fmt.space]
+    assert genotypes, f"no zoo genotype of space {fmt.space!r} to test the format {fmt.name!r} on"
+    for genotype in genotypes:
+        text = fmt.write(genotype)
+        assert text.startswith(fmt.prefix)
+        assert fmt.parse(text) == genotype and parse_genotype_text(text) == genotype
 
 
 @pytest.mark.parametrize("name", NAMES)
