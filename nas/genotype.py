@@ -198,7 +198,7 @@ class GenotypeFormat:
     write: Callable[[Genotype], str]
 
 
-FORMATS: Registry[GenotypeFormat] = Registry("genotype format")
+FORMATS: Registry[GenotypeFormat] = Registry("genotype format", plugins="search_spaces")
 
 
 def register_format(fmt: GenotypeFormat) -> GenotypeFormat:

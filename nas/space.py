@@ -116,7 +116,7 @@ class SearchSpace(Protocol):
         ...
 
 
-SPACES: Registry[SearchSpace] = Registry("search space")
+SPACES: Registry[SearchSpace] = Registry("search space", plugins="search_spaces")
 
 
 def resolve_genotype(spec: str) -> Genotype:
