@@ -77,9 +77,8 @@ class SearchRunner(EpochRun):
         self.criterion = nn.CrossEntropyLoss()
         self._build_optimizers()
         self.generator = torch.Generator().manual_seed(cfg.seed + 1)  # the sampler's noise stream
-        self.cost = cost_term(
-            cfg.search.cost, self.space, self.info, cfg.space.nodes, self.model
-        )  # None: off
+        # search.cost (nas.cost): the cost penalty and logged costs; None when it asks for nothing
+        self.cost = cost_term(cfg.search.cost, self.space, self.info, cfg.space.nodes, self.model)
         self.architect = Architect(
             self.model, self.a_opt, self.criterion, self.sampler, self.generator, self.autocast,
             bilevel=cfg.search.bilevel, grad_hook=dist.all_reduce_grads if dist else None,
