@@ -97,8 +97,12 @@ class EpochRun:
         raise NotImplementedError
 
     def checkpointed(self) -> dict[str, Any]:
-        """Checkpoint key -> optimiser, scheduler or other object with state_dict/load_state_dict (None:
-        absent in this run, saved as None)."""
+        """Checkpoint key -> optimiser or other object with state_dict/load_state_dict (None: absent in
+        this run, saved as None). Not the lr schedules: a timm scheduler is a pure function of the epoch
+        and the config, and its state_dict holds the config (`t_initial`), so restoring one would keep a
+        resume with more epochs on the old, shorter schedule. Each run rebuilds them from its config
+        and steps them with the epoch index. (Checkpoints of earlier versions still carry the key; it is
+        ignored.)"""
         return {}
 
     def loaders(self) -> dict[str, Any]:

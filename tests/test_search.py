@@ -106,6 +106,22 @@ def test_resume_in_process_equals_uninterrupted(tmp_path):
         assert torch.equal(p, q)
 
 
+def test_resume_with_more_epochs_follows_the_longer_lr_schedule(tmp_path):
+    """A run resumed with `search.epochs` raised anneals the weight lr over the new length, like tau."""
+    _runner(tmp_path / "run", "search.epochs=1").run()
+    _runner(tmp_path / "run", "search.epochs=3", resume=True).run()
+    _runner(tmp_path / "fresh", "search.epochs=3").run()
+
+    def lrs(run):
+        return [
+            json.loads(line)["lr"] for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+        ]
+
+    resumed, fresh = lrs("run"), lrs("fresh")
+    assert len(resumed) == 3 and resumed == pytest.approx(fresh)
+    assert fresh[1] > fresh[2]  # the schedule anneals over the three epochs
+
+
 def _search_cmd(out_dir, *extra):
     return [sys.executable, "-m", "nas", "search", "--config", str(ROOT / "configs/search/tiny_synthetic.yaml"),
             *TINY_SEARCH, f"out_dir={out_dir}", *extra]  # fmt: skip

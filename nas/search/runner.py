@@ -111,7 +111,7 @@ class SearchRunner(EpochRun):
     # --- checkpoint ---------------------------------------------------------------------------------
 
     def checkpointed(self) -> dict[str, Any]:
-        return {"w_opt": self.w_opt, "a_opt": self.a_opt, "w_sched": self.w_sched}
+        return {"w_opt": self.w_opt, "a_opt": self.a_opt}  # w_sched: rebuilt from the config (see EpochRun)
 
     def loaders(self) -> dict[str, Any]:
         return {"train": self.train_loader, "val": self.val_loader}

@@ -98,7 +98,7 @@ class Trainer(EpochRun):
         save_genotype(self.out_dir / GENOTYPE_FILE, self.genotype)
 
     def checkpointed(self) -> dict[str, Any]:
-        return {"optimizer": self.optimizer, "scheduler": self.scheduler, "ema": self.ema}
+        return {"optimizer": self.optimizer, "ema": self.ema}  # the lr schedule: rebuilt from the config
 
     def loaders(self) -> dict[str, Any]:
         return {"train": self.train_loader}
