@@ -20,6 +20,12 @@ class Stream(IntEnum):
     WORKERS = 7  # the streaming loader's worker processes
 
 
+def sampler_seed(seed: int) -> int:
+    """The seed of the search's architecture-noise generator (the sampler's Gumbel draws): `seed + 1`,
+    older than the named streams above and kept so that every recorded search draws the same noise."""
+    return seed + 1
+
+
 def derive_seed(*keys: int) -> int:
     """An independent seed for each tuple of integers (numpy's SeedSequence hashing)."""
     return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1, dtype=np.uint64)[0])

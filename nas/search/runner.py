@@ -30,6 +30,7 @@ from nas.distributed import lr_scale
 from nas.genotype import save_genotype
 from nas.memory import SUPERNET_SIZE, check_supernet, parameter_budget
 from nas.plot import cell_figure, plot_genotype
+from nas.rng import sampler_seed
 from nas.run import EpochRun
 from nas.rundir import ALPHAS_FILE, COST_TABLE_FILE, GENOTYPE_FILE
 from nas.sampling import build_sampler
@@ -77,7 +78,7 @@ class SearchRunner(EpochRun):
             dist.broadcast_module(self.model)
         self.criterion = nn.CrossEntropyLoss()
         self._build_optimizers()
-        self.generator = torch.Generator().manual_seed(cfg.seed + 1)  # the sampler's noise stream
+        self.generator = torch.Generator().manual_seed(sampler_seed(cfg.seed))
         # search.cost (nas.cost): the cost penalty and logged costs; None when it asks for nothing
         self.cost = cost_term(cfg.search.cost, self.space, self.info, cfg.space.nodes, self.model)
         self.architect = Architect(
