@@ -11,7 +11,7 @@ import argparse
 import contextlib
 import errno
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import search_spaces  # noqa: F401  (registers the search spaces)
@@ -100,25 +100,49 @@ def _sharpness(space, record: dict) -> str:
     return f" (mean op entropy {entropies}; uniform = ln {K} = {math.log(K):.3f})"
 
 
-def cmd_search(args: argparse.Namespace) -> int:
-    from nas import distributed
-    from nas.config import SearchRunConfig
-    from nas.resume import record_resume
-    from nas.search.runner import SearchRunner
+def _run(
+    command: str,
+    args: argparse.Namespace,
+    schema: type,
+    runner: type,
+    done: str,
+    inputs: Callable[..., tuple],
+) -> tuple:
+    """The one path of `nas search` and `nas train`, fresh or resumed: the config (--config or --resume),
+    the process group, the claimed run directory, the runner, the resume's accepted overrides written into
+    config.yaml, the run. Returns the runner and what its `run` returned.
 
-    cfg, changed = _run_config(SearchRunConfig, args, "search")
-    space = SPACES.get(cfg.space.name)
+    Args:
+        runner: `SearchRunner` or `Trainer`, built as runner(cfg, *inputs(cfg, resume), out_dir, ...).
+        done: the file a finished run leaves (`nas.rundir.decide`).
+    """
+    from nas import distributed
+    from nas.resume import record_resume
+
+    cfg, changed = _run_config(schema, args, command)
     dist, resume = _start(cfg, args)
-    with distributed.run_dir(cfg.out_dir, resume, dist, ALPHAS_FILE, SearchRunConfig) as run:
+    extra = inputs(cfg, resume)  # before the run directory is claimed: a bad input leaves nothing behind
+    with distributed.run_dir(cfg.out_dir, resume, dist, done, schema) as run:
         with run.setup():
-            runner = SearchRunner(cfg, space, run.path, resume=run.resume, dist=dist)
+            job = runner(cfg, *extra, run.path, resume=run.resume, dist=dist)
         if changed and run.resume and (dist is None or dist.rank == 0):
             record_resume(run.path, cfg, changed)
-        with _running("search", run.path):
-            record = runner.run()
-    if dist is None or dist.rank == 0:
-        print(f"search finished: {run.path / 'genotype.json'}{_sharpness(space, record)}")
+        with _running(command, run.path):
+            result = job.run()
     distributed.destroy(dist)
+    return job, result
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from nas.config import SearchRunConfig
+    from nas.search.runner import SearchRunner
+
+    def inputs(cfg: SearchRunConfig, resume: bool) -> tuple:
+        return (SPACES.get(cfg.space.name),)
+
+    runner, record = _run("search", args, SearchRunConfig, SearchRunner, ALPHAS_FILE, inputs)
+    if runner.rank == 0:
+        print(f"search finished: {runner.out_dir / GENOTYPE_FILE}{_sharpness(runner.space, record)}")
     return 0
 
 
@@ -183,36 +207,28 @@ def cmd_rank(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from nas import distributed
     from nas.config import TrainRunConfig
-    from nas.resume import record_resume
     from nas.train.trainer import Trainer
 
     if not args.resume and args.genotype is None:
         raise UserError("nas train needs --genotype FILE|RUN_DIR|zoo:NAME (or --resume RUN_DIR)")
-    cfg, changed = _run_config(TrainRunConfig, args, "train")
-    dist, resume = _start(cfg, args)
-    if resume:  # the genotype the run started with
-        saved = Path(cfg.out_dir) / GENOTYPE_FILE
-        if not saved.is_file():
-            raise UserError(f"cannot resume {cfg.out_dir}: it stopped before saving genotype.json; start it "
-                            f"again with nas train --genotype ... out_dir={cfg.out_dir}")  # fmt: skip
-        genotype = resolve_genotype(str(saved))
-    else:
-        genotype = resolve_genotype(args.genotype)
-    space = SPACES.get(genotype.space)
-    with distributed.run_dir(cfg.out_dir, resume, dist, RESULT_FILE, TrainRunConfig) as run:
-        with run.setup():
-            trainer = Trainer(cfg, genotype, space, run.path, resume=run.resume, dist=dist)
-        if changed and run.resume and (dist is None or dist.rank == 0):
-            record_resume(run.path, cfg, changed)
-        with _running("train", run.path):
-            result = trainer.run()
-    if dist is None or dist.rank == 0:
+
+    def inputs(cfg: TrainRunConfig, resume: bool) -> tuple:
+        if resume:  # the genotype the run started with
+            saved = Path(cfg.out_dir) / GENOTYPE_FILE
+            if not saved.is_file():
+                raise UserError(f"cannot resume {cfg.out_dir}: it stopped before saving genotype.json; start it "
+                                f"again with nas train --genotype ... out_dir={cfg.out_dir}")  # fmt: skip
+            genotype = resolve_genotype(str(saved))
+        else:
+            genotype = resolve_genotype(args.genotype)
+        return genotype, SPACES.get(genotype.space)
+
+    trainer, result = _run("train", args, TrainRunConfig, Trainer, RESULT_FILE, inputs)
+    if trainer.rank == 0:
         print(
-            f"test accuracy {result['test_acc']:.2f}%  params {result['params']:,}  -> {run.path / 'metrics.json'}"
+            f"test accuracy {result['test_acc']:.2f}%  params {result['params']:,}  -> {trainer.out_dir / RESULT_FILE}"
         )
-    distributed.destroy(dist)
     return 0
 
 

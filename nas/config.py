@@ -132,11 +132,11 @@ class SearchConfig:
 
 
 @dataclass
-class SearchRunConfig:
-    """Everything `nas search` needs."""
+class RunConfig:
+    """The keys every run command has (`nas search`, `nas train`), first in its config.yaml."""
 
-    name: str = "search"
-    out_dir: str = "runs/search"
+    name: str = "run"
+    out_dir: str = "runs/run"
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: str = "none"  # none | bf16
@@ -145,6 +145,14 @@ class SearchRunConfig:
     log_every: int = 50  # steps between TensorBoard scalars inside an epoch
     progress: bool = True  # tqdm bar
     lr_scaling: str = "none"  # under torchrun: none | linear | sqrt in the number of processes (weight lr)
+
+
+@dataclass
+class SearchRunConfig(RunConfig):
+    """Everything `nas search` needs."""
+
+    name: str = "search"  # a redeclared field keeps its place: the key order of config.yaml stays
+    out_dir: str = "runs/search"
     data: DataConfig = field(default_factory=lambda: DataConfig(batch_size=64))
     space: SpaceConfig = field(default_factory=SpaceConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
@@ -182,19 +190,11 @@ class TrainConfig:
 
 
 @dataclass
-class TrainRunConfig:
+class TrainRunConfig(RunConfig):
     """Everything `nas train` needs (retraining a genotype from scratch)."""
 
     name: str = "train"
     out_dir: str = "runs/train"
-    seed: int = 0
-    device: str = "auto"
-    amp: str = "none"
-    channels_last: bool = False
-    deterministic: bool = False
-    log_every: int = 50
-    progress: bool = True
-    lr_scaling: str = "none"  # under torchrun: none | linear | sqrt in the number of processes
     data: DataConfig = field(default_factory=lambda: DataConfig(batch_size=96, cutout=16))
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -312,7 +312,9 @@ def validate(cfg: Any) -> None:
         f"lr_scaling must be none, linear or sqrt, got {cfg.lr_scaling!r}",
     )
     if isinstance(cfg, SearchRunConfig):
-        _check(cfg.tau.per in ("epoch", "step"), f"tau.per must be 'epoch' or 'step', got {cfg.tau.per!r}")
+        from nas.schedules import validate_schedule  # (it imports TauConfig from here)
+
+        validate_schedule(cfg.tau)
         _check(
             cfg.search.bilevel in ("first_order", "second_order"),
             f"search.bilevel must be 'first_order' or 'second_order', got {cfg.search.bilevel!r}",

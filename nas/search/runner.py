@@ -1,15 +1,15 @@
-"""SearchRunner: the bilevel search loop, per-epoch derive/log/checkpoint, and resume.
+"""SearchRunner: the bilevel search loop and what a search derives and writes each epoch.
 
 Per step: an architecture step on a batch of the alpha split (alpha only), then a weight step on a batch
 of the weight split (w only). Per epoch: tau from the schedule, metrics, TensorBoard, the derived
-genotype, an atomic checkpoint. A run killed at any point resumes from its last checkpoint and ends
-bitwise equal (on CPU) to an uninterrupted run.
+genotype. Set-up, the checkpoint and its resume, and the end of an epoch are the run skeleton's
+(`nas.run.EpochRun`): a run killed at any point resumes from its last checkpoint and ends bitwise equal
+(on CPU) to an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import time
 from collections.abc import Callable
@@ -23,38 +23,30 @@ from tqdm import tqdm
 
 from nas import diagnostics
 from nas.atomic import atomic_write_text
-from nas.checkpoint import CHECKPOINT, load_checkpoint, restoring, save_checkpoint, stop_if_diverged
-from nas.config import SearchRunConfig, to_dict, to_yaml
+from nas.config import SearchRunConfig, to_dict
 from nas.cost.expected import cost_term
 from nas.data import search_loaders
-from nas.distributed import gather_rank_states, lr_scale, own_rank_state
+from nas.distributed import lr_scale
 from nas.genotype import save_genotype
 from nas.memory import SUPERNET_SIZE, check_supernet, parameter_budget
 from nas.plot import cell_figure, plot_genotype
-from nas.rundir import ALPHAS_FILE, CONFIG_FILE, COST_TABLE_FILE, GENOTYPE_FILE
-from nas.runlog import RunLogger
-from nas.runtime import (
-    autocast,
-    configure_backends,
-    pick_device,
-    provenance,
-    rng_state,
-    seed_everything,
-    set_rng_state,
-)
+from nas.run import EpochRun
+from nas.rundir import ALPHAS_FILE, COST_TABLE_FILE, GENOTYPE_FILE
 from nas.sampling import build_sampler
-from nas.schedules import tau_at, validate_schedule
+from nas.schedules import tau_at
 from nas.search.architect import Architect
 from nas.space import SearchSpace
 
 
-class SearchRunner:
-    """Builds everything a search needs from a config and runs (or resumes) it.
+class SearchRunner(EpochRun):
+    """Builds everything a search needs from a config and runs (or resumes) it (`nas.run.EpochRun`).
 
     Args:
         dist: optional `nas.distributed` context (rank, world size, gradient all-reduce); None = one process.
     """
 
+    kind = "search"
+    loss_keys = ("train_loss", "val_loss")
     # `nas bench` sets this to a callable phase name -> context manager that times the phases of a step
     # ("data", "arch", "weights"); None (the default) costs nothing.
     timer: Callable[[str], contextlib.AbstractContextManager] | None = None
@@ -62,48 +54,39 @@ class SearchRunner:
     def __init__(
         self, cfg: SearchRunConfig, space: SearchSpace, out_dir: str | Path, resume: bool = False, dist=None
     ):
+        self.space = space
         self.sampler = build_sampler(cfg.sampler, space)
-        validate_schedule(cfg.tau)
-        self.cfg, self.space, self.out_dir, self.dist = cfg, space, Path(out_dir), dist
-        self.rank = dist.rank if dist else 0
-        self.world_size = dist.world_size if dist else 1
-        self.device = dist.device if dist else pick_device(cfg.device)
-        configure_backends(self.device, cfg.deterministic)
-        seed_everything(cfg.seed)
+        self.tau = cfg.tau.start
+        super().__init__(cfg, out_dir, resume, dist)
+
+    @property
+    def epochs(self) -> int:
+        return self.cfg.search.epochs
+
+    def build(self) -> None:
+        cfg, dist = self.cfg, self.dist
         self.train_loader, self.val_loader, self.info = search_loaders(
             cfg.data, device=self.device, seed=cfg.seed, rank=self.rank, world_size=self.world_size,
             channels_last=cfg.channels_last,
         )  # fmt: skip
         with parameter_budget(self.device, 4 * 3, "the supernet", SUPERNET_SIZE):  # weights, grads, momentum
-            model = space.build_supernet(cfg.space, self.info.num_classes, self.info.in_channels)
+            model = self.space.build_supernet(cfg.space, self.info.num_classes, self.info.in_channels)
         check_supernet(model, cfg, self.info, self.device, self.sampler)  # before it moves there
-        self.model = model.to(self.device)
-        if cfg.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.model = self.place(model)
         if dist:  # identical by seeding already; rank 0's copy makes it so by construction
             dist.broadcast_module(self.model)
         self.criterion = nn.CrossEntropyLoss()
-        self.autocast = functools.partial(autocast, self.device, cfg.amp)
         self._build_optimizers()
         self.generator = torch.Generator().manual_seed(cfg.seed + 1)  # the sampler's noise stream
-        self.cost = cost_term(cfg.search.cost, space, self.info, cfg.space.nodes, self.model)  # None: off
+        self.cost = cost_term(
+            cfg.search.cost, self.space, self.info, cfg.space.nodes, self.model
+        )  # None: off
         self.architect = Architect(
             self.model, self.a_opt, self.criterion, self.sampler, self.generator, self.autocast,
             bilevel=cfg.search.bilevel, grad_hook=dist.all_reduce_grads if dist else None,
             xi=cfg.search.unrolled_xi,
             penalty=self.cost.penalty if self.cost is not None and self.cost.weight > 0 else None,
         )  # fmt: skip
-        self.start_epoch = 0
-        self.tau = cfg.tau.start
-        if resume:
-            self._restore()
-        self.logger = RunLogger(
-            self.out_dir, enabled=self.rank == 0, resume_epoch=self.start_epoch if resume else None
-        )
-        if not resume and self.rank == 0:
-            atomic_write_text(self.out_dir / CONFIG_FILE, to_yaml(cfg, meta=provenance()))
-            if self.cost is not None:  # what `nas derive --max-...` reads
-                self.cost.table.save(self.out_dir / COST_TABLE_FILE)
 
     def _build_optimizers(self) -> None:
         w, a = self.cfg.search.weights, self.cfg.search.arch
@@ -122,58 +105,35 @@ class SearchRunner:
             warmup_lr_init=w.lr_min * scale, warmup_prefix=True,
         )  # fmt: skip
 
+    def write_start(self) -> None:
+        if self.cost is not None:  # what `nas derive --max-...` reads
+            self.cost.table.save(self.out_dir / COST_TABLE_FILE)
+
     # --- checkpoint ---------------------------------------------------------------------------------
 
-    def state_dict(self, next_epoch: int, ranks: list[dict] | None = None) -> dict[str, Any]:
-        """Everything a resume needs; `ranks`: every rank's loader and RNG states (`gather_rank_states`)."""
+    def checkpointed(self) -> dict[str, Any]:
+        return {"w_opt": self.w_opt, "a_opt": self.a_opt, "w_sched": self.w_sched}
+
+    def loaders(self) -> dict[str, Any]:
+        return {"train": self.train_loader, "val": self.val_loader}
+
+    def extra_state(self) -> dict[str, Any]:
         return {
-            "epoch": next_epoch,
             "tau": self.tau,
-            "model": self.model.state_dict(),
-            "w_opt": self.w_opt.state_dict(),
-            "a_opt": self.a_opt.state_dict(),
-            "w_sched": self.w_sched.state_dict(),
             "sampler_generator": self.generator.get_state(),
             "sampler": self.sampler.state_dict(),
-            "data": {"train": self.train_loader.state_dict(), "val": self.val_loader.state_dict()},
-            "rng": rng_state(),
             "world_size": self.world_size,
-            "ranks": ranks,
         }
 
-    def _restore(self) -> None:
-        path = self.out_dir / CHECKPOINT
-        state = load_checkpoint(path, map_location=self.device)
-        with restoring(path):
-            self.model.load_state_dict(state["model"])
-            self.w_opt.load_state_dict(state["w_opt"])
-            self.a_opt.load_state_dict(state["a_opt"])
-            self.w_sched.load_state_dict(state["w_sched"])
-            self.generator.set_state(state["sampler_generator"].cpu())
-            self.sampler.load_state_dict(state.get("sampler", {}))  # absent before samplers had state
-            own = own_rank_state(state, self.rank, self.world_size)  # augmentation streams differ per rank
-            self.train_loader.load_state_dict(own["data"]["train"])
-            self.val_loader.load_state_dict(own["data"]["val"])
-            set_rng_state(own["rng"])
-            self.start_epoch, self.tau = int(state["epoch"]), float(state["tau"])
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["sampler_generator"].cpu())
+        self.sampler.load_state_dict(state.get("sampler", {}))  # absent before samplers had state
+        self.tau = float(state["tau"])
 
     # --- the loop -----------------------------------------------------------------------------------
 
     def tau_for(self, epoch: int, step: int = 0) -> float:
         return tau_at(self.cfg.tau, epoch, self.cfg.search.epochs, step, len(self.train_loader))
-
-    def run(self) -> dict[str, Any]:
-        """Run the remaining epochs; returns the last epoch's metrics (empty if nothing was left to do)."""
-        record: dict[str, Any] = {}
-        try:
-            for epoch in range(self.start_epoch, self.cfg.search.epochs):
-                record = self.run_epoch(epoch)
-                self.end_epoch(epoch, record)
-            if self.rank == 0:
-                self.finish()
-        finally:
-            self.logger.close()
-        return record
 
     def _phase(self, name: str) -> contextlib.AbstractContextManager:
         return self.timer(name) if self.timer is not None else contextlib.nullcontext()
@@ -267,37 +227,37 @@ class SearchRunner:
         }
         return type(genotype)(genotype.space, genotype.cells, prov)
 
-    def end_epoch(self, epoch: int, record: dict[str, Any]) -> None:
-        finite = all(bool(torch.isfinite(a).all()) for a in self.model.arch_parameters())
-        stop_if_diverged(record, ("train_loss", "val_loss"), self.out_dir / CHECKPOINT, finite)
-        data = {"train": self.train_loader.state_dict(), "val": self.val_loader.state_dict()}
-        ranks = gather_rank_states(self.dist, data)
-        if self.dist:
-            self.dist.check_identical(self.model.arch_parameters(), "alphas")
-        if self.rank == 0:
-            genotype = self.genotype(epoch)
-            save_genotype(self.out_dir / GENOTYPE_FILE, genotype)
-            logits = self.derive_logits()
-            record.update(diagnostics.epoch_diagnostics(logits, genotype, self.space))
-            if self.cost is not None:  # expected cost under alpha and the derived cell's actual cost
-                record.update(self.cost.epoch_record(dict(self.model.alphas), genotype))
-            self.logger.epoch(record)
-            self.logger.scalars({k: v for k, v in record.items() if k != "epoch"}, epoch, prefix="search/")
-            diagnostics.log_alphas(self.logger, logits, self.space.primitives, epoch)
-            self.logger.text("genotype", diagnostics.genotype_text(genotype), epoch)
-            self.logger.figure("genotype/cells", cell_figure(genotype), epoch)
-            self.logger.console(
-                f"epoch {epoch}: tau {record['tau']:.3g} lr {record['lr']:.4g} train_acc {record['train_acc']:.2f} "
-                f"val_acc {record['val_acc'] if record['val_acc'] is None else round(record['val_acc'], 2)} "
-                f"({record['epoch_time']:.1f}s)"
-            )
-            save_checkpoint(self.out_dir / CHECKPOINT, self.state_dict(epoch + 1, ranks))
-        if self.dist:
-            self.dist.barrier()
+    def finite(self) -> bool:
+        return all(bool(torch.isfinite(a).all()) for a in self.model.arch_parameters())
 
-    def finish(self) -> None:
-        write_alphas(self.out_dir / ALPHAS_FILE, self.model.alphas, self.space.primitives)
-        plot_genotype(self.genotype(self.cfg.search.epochs - 1), self.out_dir / "genotype.png")
+    def replicated(self) -> tuple[list[torch.Tensor], str]:
+        return self.model.arch_parameters(), "alphas"
+
+    def write_epoch(self, epoch: int, record: dict[str, Any]) -> None:
+        """genotype.json, the epoch's diagnostics (entropy, cost) in `record`, alphas and cells in TensorBoard."""
+        genotype = self.genotype(epoch)
+        save_genotype(self.out_dir / GENOTYPE_FILE, genotype)
+        logits = self.derive_logits()
+        record.update(diagnostics.epoch_diagnostics(logits, genotype, self.space))
+        if self.cost is not None:  # expected cost under alpha and the derived cell's actual cost
+            record.update(self.cost.epoch_record(dict(self.model.alphas), genotype))
+        diagnostics.log_alphas(self.logger, logits, self.space.primitives, epoch)
+        self.logger.text("genotype", diagnostics.genotype_text(genotype), epoch)
+        self.logger.figure("genotype/cells", cell_figure(genotype), epoch)
+
+    def epoch_line(self, record: dict[str, Any]) -> str:
+        val_acc = record["val_acc"] if record["val_acc"] is None else round(record["val_acc"], 2)
+        return (
+            f"epoch {record['epoch']}: tau {record['tau']:.3g} lr {record['lr']:.4g} "
+            f"train_acc {record['train_acc']:.2f} val_acc {val_acc} ({record['epoch_time']:.1f}s)"
+        )
+
+    def finish(self, record: dict[str, Any]) -> dict[str, Any]:
+        """alphas.json and genotype.png (rank 0); returns the last epoch's metrics (empty if none was left)."""
+        if self.rank == 0:
+            write_alphas(self.out_dir / ALPHAS_FILE, self.model.alphas, self.space.primitives)
+            plot_genotype(self.genotype(self.cfg.search.epochs - 1), self.out_dir / "genotype.png")
+        return record
 
 
 def write_alphas(path: Path, alphas: nn.ParameterDict | dict[str, torch.Tensor], primitives) -> None:

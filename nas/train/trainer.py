@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 import json
 import time
 from pathlib import Path
@@ -21,25 +20,15 @@ from timm.utils import ModelEmaV3
 from tqdm import tqdm
 
 from nas.atomic import atomic_write_text
-from nas.checkpoint import CHECKPOINT, load_checkpoint, restoring, save_checkpoint, stop_if_diverged
-from nas.config import TrainConfig, TrainRunConfig, to_yaml
+from nas.config import TrainConfig, TrainRunConfig
 from nas.data import train_loaders
-from nas.distributed import gather_rank_states, lr_scale, own_rank_state
+from nas.distributed import lr_scale
 from nas.genotype import Genotype, save_genotype
 from nas.memory import NETWORK_SIZE, check_network, parameter_budget
 from nas.profile import model_summary
 from nas.rng import Stream, derive_seed
-from nas.rundir import CONFIG_FILE, GENOTYPE_FILE, RESULT_FILE
-from nas.runlog import RunLogger
-from nas.runtime import (
-    autocast,
-    configure_backends,
-    pick_device,
-    provenance,
-    rng_state,
-    seed_everything,
-    set_rng_state,
-)
+from nas.run import EpochRun
+from nas.rundir import GENOTYPE_FILE, RESULT_FILE
 from nas.space import SearchSpace
 
 
@@ -54,31 +43,42 @@ def build_lr_scheduler(optimizer: torch.optim.Optimizer, t: TrainConfig, scale: 
     return CosineLRScheduler(optimizer, t_initial=t.epochs, lr_min=t.lr_min * scale, **warmup)
 
 
-class Trainer:
+class Trainer(EpochRun):
+    """Builds the genotype's network and everything its retraining needs from a config, and runs (or
+    resumes) it (`nas.run.EpochRun`).
+
+    Args:
+        dist: optional `nas.distributed` context (rank, world size, DDP); None = one process.
+    """
+
+    kind = "train"
+    loss_keys = ("train_loss", "test_loss")
+
     def __init__(self, cfg: TrainRunConfig, genotype: Genotype, space: SearchSpace, out_dir: str | Path,
                  resume: bool = False, dist=None):  # fmt: skip
         space.validate(genotype)
-        self.cfg, self.genotype, self.out_dir, self.dist = cfg, genotype, Path(out_dir), dist
-        self.rank = dist.rank if dist else 0
-        self.world_size = dist.world_size if dist else 1
-        self.device = dist.device if dist else pick_device(cfg.device)
-        configure_backends(self.device, cfg.deterministic)
-        seed_everything(cfg.seed)
+        self.genotype, self.space = genotype, space
+        super().__init__(cfg, out_dir, resume, dist)
+
+    @property
+    def epochs(self) -> int:
+        return self.cfg.train.epochs
+
+    def build(self) -> None:
+        cfg, dist = self.cfg, self.dist
         self.train_loader, self.test_loader, self.info = train_loaders(
             cfg.data, device=self.device, seed=cfg.seed, rank=self.rank, world_size=self.world_size,
             channels_last=cfg.channels_last,
         )  # fmt: skip
         with parameter_budget(self.device, 4 * (3 + cfg.train.ema), "the network", NETWORK_SIZE):
-            model = space.build_network(
-                genotype, cfg.model, self.info.num_classes, self.info.in_channels, self.info.image_size
+            model = self.space.build_network(
+                self.genotype, cfg.model, self.info.num_classes, self.info.in_channels, self.info.image_size
             )
-        check_network(model, cfg, genotype, self.info, self.device)  # before it moves there
+        check_network(model, cfg, self.genotype, self.info, self.device)  # before it moves there
         self.summary = model_summary(
             model, (self.info.in_channels, self.info.image_size, self.info.image_size)
         )
-        self.model = model.to(self.device)
-        if cfg.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.model = self.place(model)
         self.forward_model = dist.wrap(self.model, sync_bn=cfg.train.sync_bn) if dist else self.model
         if dist:  # drop-path masks come from the global RNG: a different stream on each rank
             torch.manual_seed(derive_seed(cfg.seed, Stream.INIT, self.rank))
@@ -93,58 +93,26 @@ class Trainer:
         )
         self.scheduler = build_lr_scheduler(self.optimizer, t, scale)
         self.ema = ModelEmaV3(self.model, decay=t.ema_decay) if t.ema else None
-        self.autocast = functools.partial(autocast, self.device, cfg.amp)
-        self.start_epoch = 0
-        if resume:
-            self._restore()
-        self.logger = RunLogger(
-            self.out_dir, enabled=self.rank == 0, resume_epoch=self.start_epoch if resume else None
-        )
-        if not resume and self.rank == 0:
-            atomic_write_text(self.out_dir / CONFIG_FILE, to_yaml(cfg, meta=provenance()))
-            save_genotype(self.out_dir / GENOTYPE_FILE, genotype)
 
-    def state_dict(self, next_epoch: int, ranks: list[dict] | None = None) -> dict[str, Any]:
-        """Everything a resume needs; `ranks`: every rank's loader and RNG states (`gather_rank_states`)."""
-        return {
-            "epoch": next_epoch,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "ema": self.ema.state_dict() if self.ema else None,
-            "data": {"train": self.train_loader.state_dict()},
-            "data_info": dataclasses.asdict(self.info),  # what `nas export` writes into its metadata
-            "rng": rng_state(),
-            "ranks": ranks,
-        }
+    def write_start(self) -> None:
+        save_genotype(self.out_dir / GENOTYPE_FILE, self.genotype)
 
-    def _restore(self) -> None:
-        path = self.out_dir / CHECKPOINT
-        state = load_checkpoint(path, map_location=self.device)
-        with restoring(path):
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
-            if self.ema is not None and state["ema"] is not None:
-                self.ema.load_state_dict(state["ema"])
-            own = own_rank_state(state, self.rank, self.world_size)
-            self.train_loader.load_state_dict(own["data"]["train"])
-            set_rng_state(own["rng"])
-            self.start_epoch = int(state["epoch"])
+    def checkpointed(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer, "scheduler": self.scheduler, "ema": self.ema}
 
-    def run(self) -> dict[str, Any]:
-        record: dict[str, Any] = {}
-        try:
-            for epoch in range(self.start_epoch, self.cfg.train.epochs):
-                record = self.train_epoch(epoch)
-                record.update(self.evaluate(self.model))
-                if self.ema is not None:
-                    record.update({f"ema_{k}": v for k, v in self.evaluate(self.ema.module).items()})
-                self.end_epoch(epoch, record)
-            result = self.finish(record)
-        finally:
-            self.logger.close()
-        return result
+    def loaders(self) -> dict[str, Any]:
+        return {"train": self.train_loader}
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"data_info": dataclasses.asdict(self.info)}  # what `nas export` writes into its metadata
+
+    def run_epoch(self, epoch: int) -> dict[str, Any]:
+        """A training epoch, then the test set evaluated (with the EMA weights too, if kept)."""
+        record = self.train_epoch(epoch)
+        record.update(self.evaluate(self.model))
+        if self.ema is not None:
+            record.update({f"ema_{k}": v for k, v in self.evaluate(self.ema.module).items()})
+        return record
 
     def train_epoch(self, epoch: int) -> dict[str, Any]:
         cfg = self.cfg
@@ -215,23 +183,14 @@ class Trainer:
         loss_sum, top1, top5, n = sums.tolist()
         return {"test_loss": loss_sum / n, "test_acc": 100.0 * top1 / n, "test_acc_top5": 100.0 * top5 / n}
 
-    def end_epoch(self, epoch: int, record: dict[str, Any]) -> None:
-        stop_if_diverged(record, ("train_loss", "test_loss"), self.out_dir / CHECKPOINT)
-        ranks = gather_rank_states(self.dist, {"train": self.train_loader.state_dict()})
-        if self.dist:
-            self.dist.check_identical(list(self.model.parameters()), "weights")
-        if self.rank == 0:
-            self.logger.epoch(record)
-            self.logger.scalars({k: v for k, v in record.items() if k != "epoch"}, epoch, prefix="train/")
-            self.logger.console(
-                f"epoch {epoch}: lr {record['lr']:.4g} train_acc {record['train_acc']:.2f} "
-                f"test_acc {record['test_acc']:.2f} ({record['epoch_time']:.1f}s)"
-            )
-            save_checkpoint(self.out_dir / CHECKPOINT, self.state_dict(epoch + 1, ranks))
-        if self.dist:
-            self.dist.barrier()
+    def epoch_line(self, record: dict[str, Any]) -> str:
+        return (
+            f"epoch {record['epoch']}: lr {record['lr']:.4g} train_acc {record['train_acc']:.2f} "
+            f"test_acc {record['test_acc']:.2f} ({record['epoch_time']:.1f}s)"
+        )
 
     def finish(self, record: dict[str, Any]) -> dict[str, Any]:
+        """The final numbers, written to metrics.json by rank 0 and returned on every rank."""
         if not record:  # resumed a finished run: report it again
             record = self.evaluate(self.model)
         result = {

@@ -1,0 +1,197 @@
+"""EpochRun: the run skeleton that the search (`SearchRunner`) and retraining (`Trainer`) share.
+
+Both are a loop over epochs that a killed process resumes exactly, alone or under torchrun. What they do
+the same way lives here, once:
+- set-up: rank and device, backends, seeds, autocast, the run logger, config.yaml of a fresh run;
+- the checkpoint: epoch, model, the optimisers and schedulers a run names (`checkpointed`), and each rank's
+  loader and RNG states (`loaders`), saved by `state_dict` and restored by `restore`;
+- `run`: the remaining epochs, then `finish`, with the logger closed however it ends;
+- the end of an epoch (`end_epoch`): stop on a NaN loss, gather every rank's states, check that the ranks'
+  replicas agree, rank 0 logs the metrics and writes the checkpoint, then all ranks meet.
+
+A run implements `build` (loaders, model, optimisers), `epochs`, `run_epoch`, `epoch_line` and `finish`;
+the other hooks have defaults. A fix to resume or distributed handling lands here, for both commands.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from nas.atomic import atomic_write_text
+from nas.checkpoint import CHECKPOINT, load_checkpoint, restoring, save_checkpoint, stop_if_diverged
+from nas.config import RunConfig, to_yaml
+from nas.distributed import Distributed, gather_rank_states, own_rank_state
+from nas.rundir import CONFIG_FILE
+from nas.runlog import RunLogger
+from nas.runtime import (
+    autocast,
+    configure_backends,
+    pick_device,
+    provenance,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+)
+
+
+class EpochRun:
+    """Builds a run from its config in `out_dir` (resuming its last checkpoint if `resume`) and runs it.
+
+    Args:
+        dist: optional `nas.distributed` context (rank, world size, collectives); None = one process.
+    """
+
+    kind = "run"  # the TensorBoard prefix of the epoch metrics: "search/", "train/"
+    loss_keys: tuple[str, ...] = ("train_loss",)  # a NaN or infinite one stops the run (`stop_if_diverged`)
+    model: nn.Module
+
+    def __init__(
+        self, cfg: RunConfig, out_dir: str | Path, resume: bool = False, dist: Distributed | None = None
+    ):
+        self.cfg, self.out_dir, self.dist = cfg, Path(out_dir), dist
+        self.rank = dist.rank if dist else 0
+        self.world_size = dist.world_size if dist else 1
+        self.device = dist.device if dist else pick_device(cfg.device)
+        configure_backends(self.device, cfg.deterministic)
+        seed_everything(cfg.seed)
+        self.autocast = functools.partial(autocast, self.device, cfg.amp)
+        self.build()
+        self.start_epoch = 0
+        if resume:
+            self.restore()
+        # a resumed run's metrics.jsonl and TensorBoard events lose what was written after its checkpoint
+        self.logger = RunLogger(
+            self.out_dir, enabled=self.rank == 0, resume_epoch=self.start_epoch if resume else None
+        )
+        if not resume and self.rank == 0:
+            atomic_write_text(self.out_dir / CONFIG_FILE, to_yaml(cfg, meta=provenance()))
+            self.write_start()
+
+    # --- what a run implements ----------------------------------------------------------------------
+
+    def build(self) -> None:
+        """Build the loaders, `self.model` (through `place`) and the optimisers, in a fixed order: the
+        seeded RNG streams depend on it."""
+        raise NotImplementedError
+
+    @property
+    def epochs(self) -> int:
+        raise NotImplementedError
+
+    def run_epoch(self, epoch: int) -> dict[str, Any]:
+        """One epoch on every rank; returns its metrics, already summed over the ranks."""
+        raise NotImplementedError
+
+    def epoch_line(self, record: dict[str, Any]) -> str:
+        """The console line of a finished epoch."""
+        raise NotImplementedError
+
+    def finish(self, record: dict[str, Any]) -> Any:
+        """After the last epoch (on every rank; `record` is empty when a finished run was resumed): write
+        the final outputs and return what `run` returns."""
+        raise NotImplementedError
+
+    def checkpointed(self) -> dict[str, Any]:
+        """Checkpoint key -> optimiser, scheduler or other object with state_dict/load_state_dict (None:
+        absent in this run, saved as None)."""
+        return {}
+
+    def loaders(self) -> dict[str, Any]:
+        """Name -> loader whose position the checkpoint keeps (per rank, under `data`)."""
+        return {}
+
+    def extra_state(self) -> dict[str, Any]:
+        """Further checkpoint keys of this run."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what `extra_state` saved (inside `restoring`: a missing key is a mismatch)."""
+
+    def finite(self) -> bool:
+        """Finiteness checks beyond the losses (the search: the alphas)."""
+        return True
+
+    def replicated(self) -> tuple[list[torch.Tensor], str]:
+        """The tensors every rank must hold bitwise equal after an epoch, and what to call them."""
+        return list(self.model.parameters()), "weights"
+
+    def write_start(self) -> None:
+        """Rank 0, fresh runs: files to write next to config.yaml."""
+
+    def write_epoch(self, epoch: int, record: dict[str, Any]) -> None:
+        """Rank 0, after a good epoch, before its metrics are logged: derived outputs; may add to `record`."""
+
+    # --- shared -------------------------------------------------------------------------------------
+
+    def place(self, model: nn.Module) -> nn.Module:
+        """`model` on this run's device, channels_last if the config asks."""
+        model = model.to(self.device)
+        if self.cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return model
+
+    def loader_states(self) -> dict[str, Any]:
+        return {name: loader.state_dict() for name, loader in self.loaders().items()}
+
+    def state_dict(self, next_epoch: int, ranks: list[dict] | None = None) -> dict[str, Any]:
+        """Everything a resume needs; `ranks`: every rank's loader and RNG states (`gather_rank_states`)."""
+        parts = {k: None if part is None else part.state_dict() for k, part in self.checkpointed().items()}
+        return {
+            "epoch": next_epoch,
+            "model": self.model.state_dict(),
+            **parts,
+            **self.extra_state(),
+            "data": self.loader_states(),
+            "rng": rng_state(),
+            "ranks": ranks,
+        }
+
+    def restore(self) -> None:
+        """Load the last checkpoint of `out_dir`: the epoch to start at, the model, the checkpointed parts
+        and this rank's own loader and RNG states."""
+        path = self.out_dir / CHECKPOINT
+        state = load_checkpoint(path, map_location=self.device)
+        with restoring(path):
+            self.model.load_state_dict(state["model"])
+            for key, part in self.checkpointed().items():
+                if part is not None and state[key] is not None:
+                    part.load_state_dict(state[key])
+            self.load_extra_state(state)
+            own = own_rank_state(state, self.rank, self.world_size)  # augmentation streams differ per rank
+            for name, loader in self.loaders().items():
+                loader.load_state_dict(own["data"][name])
+            set_rng_state(own["rng"])
+            self.start_epoch = int(state["epoch"])
+
+    def run(self) -> Any:
+        """Run the remaining epochs, then `finish`."""
+        record: dict[str, Any] = {}
+        try:
+            for epoch in range(self.start_epoch, self.epochs):
+                record = self.run_epoch(epoch)
+                self.end_epoch(epoch, record)
+            return self.finish(record)
+        finally:
+            self.logger.close()
+
+    def end_epoch(self, epoch: int, record: dict[str, Any]) -> None:
+        """Check, log and checkpoint a finished epoch (collective: every rank calls it)."""
+        stop_if_diverged(record, self.loss_keys, self.out_dir / CHECKPOINT, self.finite())
+        ranks = gather_rank_states(self.dist, self.loader_states())
+        if self.dist:
+            self.dist.check_identical(*self.replicated())
+        if self.rank == 0:
+            self.write_epoch(epoch, record)
+            self.logger.epoch(record)
+            self.logger.scalars(
+                {k: v for k, v in record.items() if k != "epoch"}, epoch, prefix=f"{self.kind}/"
+            )
+            self.logger.console(self.epoch_line(record))
+            save_checkpoint(self.out_dir / CHECKPOINT, self.state_dict(epoch + 1, ranks))
+        if self.dist:
+            self.dist.barrier()
