@@ -16,6 +16,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from nas.errors import UserError
 from nas.limits import check_ranges
+from nas.sampling.base import SamplerConfig  # the sampler section's base schema (lives with the samplers)
 
 T = TypeVar("T")
 
@@ -66,18 +67,6 @@ class SpaceConfig:
     layers: int = 8
     nodes: int = 4  # intermediate nodes per cell (DARTS space)
     stem_multiplier: int = 3
-
-
-@dataclass
-class SamplerConfig:
-    """The keys every sampler has. Each sampler's own options (`sampler.<option>`) live in a subclass
-    next to its code (`nas.sampling`, the sampler's `Options`); `load_config` types the `sampler` section
-    by the chosen `name`, so an option of another sampler is an unknown key."""
-
-    name: str = "gdas"  # see nas.sampling.SAMPLERS
-    # samplers that run only the chosen op (gdas): also give the unchosen ops' weights a gradient (the
-    # reference GDAS code's form on NB201); null = the search space's reference form (NB201: true, DARTS: false)
-    unchosen_grad: bool | None = None
 
 
 @dataclass
@@ -312,7 +301,7 @@ def validate(cfg: Any) -> None:
         f"lr_scaling must be none, linear or sqrt, got {cfg.lr_scaling!r}",
     )
     if isinstance(cfg, SearchRunConfig):
-        from nas.schedules import validate_schedule  # (it imports TauConfig from here)
+        from nas.schedules import validate_schedule
 
         validate_schedule(cfg.tau)
         _check(
