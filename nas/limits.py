@@ -92,8 +92,6 @@ RANGES: dict[str, Range] = {
     "data.stream_above_gb": NON_NEGATIVE,
     "space.init_channels": CHANNELS,
     "space.layers": LAYERS,
-    "space.nodes": Range(1, 10),
-    "space.stem_multiplier": Range(1, 16),
     "tau.start": POSITIVE,
     "tau.end": POSITIVE,
     "tau.warmup_epochs": WARMUP,

@@ -79,7 +79,7 @@ class SearchRunner(EpochRun):
         self._build_optimizers()
         self.generator = torch.Generator().manual_seed(cfg.seed + 1)  # the sampler's noise stream
         self.cost = cost_term(
-            cfg.search.cost, self.space, self.info, cfg.space.nodes, self.model
+            cfg.search.cost, self.space, self.info, cfg.space, self.model
         )  # None: off
         self.architect = Architect(
             self.model, self.a_opt, self.criterion, self.sampler, self.generator, self.autocast,
