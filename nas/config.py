@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from nas.errors import UserError
-from nas.limits import check_ranges
+from nas.limits import Range, check_ranges
+from nas.sampling.base import SamplerConfig  # the sampler section's base schema (lives with the samplers)
 
 T = TypeVar("T")
 
@@ -61,23 +62,16 @@ class DataConfig:
 
 @dataclass
 class SpaceConfig:
-    name: str = "darts"
+    """The keys every search space has. Each space's own keys and defaults (`space.<key>`) live in a
+    subclass next to its code (the space's `Options`); `load_config` types the `space` section by the
+    chosen `name`, so a key of another space is an unknown key. A subclass may carry `RANGES` (field name
+    -> `nas.limits.Range`) for its own numeric keys."""
+
+    name: str = "darts"  # see nas.space.SPACES
     init_channels: int = 16
     layers: int = 8
-    nodes: int = 4  # intermediate nodes per cell (DARTS space)
-    stem_multiplier: int = 3
 
-
-@dataclass
-class SamplerConfig:
-    """The keys every sampler has. Each sampler's own options (`sampler.<option>`) live in a subclass
-    next to its code (`nas.sampling`, the sampler's `Options`); `load_config` types the `sampler` section
-    by the chosen `name`, so an option of another sampler is an unknown key."""
-
-    name: str = "gdas"  # see nas.sampling.SAMPLERS
-    # samplers that run only the chosen op (gdas): also give the unchosen ops' weights a gradient (the
-    # reference GDAS code's form on NB201); null = the search space's reference form (NB201: true, DARTS: false)
-    unchosen_grad: bool | None = None
+    RANGES: ClassVar[dict[str, Range]] = {}  # a subclass's own numeric keys -> their ranges (nas.limits)
 
 
 @dataclass
@@ -235,6 +229,7 @@ def load_structured(
     """`load_config` without the run-config value checks: for any dataclass schema (e.g. an ablation file,
     `kind` naming it in messages). Raises UserError on an unknown key, wrong type or unreadable file."""
     loaded = _read_yaml(Path(path), kind) if path is not None else None
+    saved = loaded is not None and loaded.pop("_meta", None) is not None  # a run's config.yaml
     bad = [o for o in overrides or [] if "=" not in o]
     if bad:
         raise UserError(f"override {bad[0]!r} is not of the form key=value")
@@ -244,6 +239,8 @@ def load_structured(
         raise UserError(f"bad override: {_first_line(exc)}") from None
     cfg = _defaults(schema, [c for c in (loaded, dotlist) if c is not None])
     if loaded is not None:
+        if saved:
+            _drop_legacy_space_keys(loaded, cfg)
         cfg = _merge(cfg, loaded, f"{kind} {path}")
     cfg = _merge(cfg, dotlist, "overrides")
     try:
@@ -253,6 +250,7 @@ def load_structured(
 
 
 def _read_yaml(path: Path, kind: str) -> DictConfig:
+    """The file's mapping, with its `_meta` provenance block (a saved run config) if it has one."""
     if path.is_dir():
         raise UserError(f"{kind} {path} is a directory; name a YAML file")
     if not path.is_file():
@@ -263,25 +261,49 @@ def _read_yaml(path: Path, kind: str) -> DictConfig:
         raise UserError(f"cannot read {kind} {path}: {_first_line(exc)}") from None
     if not isinstance(loaded, DictConfig):
         raise UserError(f"{kind} {path} must be a YAML mapping of keys to values")
-    loaded.pop("_meta", None)  # provenance block of a saved run config
     return loaded
 
 
+# Keys every run's config.yaml had in its `space` section while one DARTS-shaped schema served every space
+# (before the spaces owned their sections): a saved run of a space without them still loads.
+LEGACY_SPACE_KEYS = ("nodes", "stem_multiplier")
+
+
+def _drop_legacy_space_keys(saved: DictConfig, defaults: DictConfig) -> None:
+    """Remove from a saved run config the legacy `space` keys its space's schema does not have."""
+    space, schema = saved.get("space"), defaults.get("space")
+    if isinstance(space, DictConfig) and isinstance(schema, DictConfig):
+        for key in LEGACY_SPACE_KEYS:
+            if key in space and key not in schema:
+                space.pop(key)
+
+
+def _chosen(layers: list[DictConfig], key: str, default: str) -> str:
+    """The value of `key` (e.g. `sampler.name`) that the layers (file, then overrides) leave."""
+    name = default
+    for layer in layers:
+        try:
+            name = OmegaConf.select(layer, key, default=name)
+        except OmegaConfBaseException as exc:
+            raise UserError(f"bad {key}: {_first_line(exc)}") from None
+    return str(name)
+
+
 def _defaults(schema: type, layers: list[DictConfig]) -> DictConfig:
-    """The schema's defaults; for a search config, with the `sampler` section typed by the options class
-    of the sampler that the layers (file, then overrides) name, so its own keys are known and checked."""
+    """The schema's defaults; for a search config, with the `space` and `sampler` sections typed by the
+    options classes of the space and the sampler that the layers (file, then overrides) name, so that
+    their own keys (and defaults) are known and checked. Raises UserError for an unknown name."""
     if schema is not SearchRunConfig:
         return OmegaConf.structured(schema)
     from nas.sampling import SAMPLERS  # the samplers' option classes live with their code
+    from nas.space import SPACES  # and the spaces' (it imports config types only to annotate)
 
-    name = SamplerConfig.name
-    for layer in layers:
-        try:
-            name = OmegaConf.select(layer, "sampler.name", default=name)
-        except OmegaConfBaseException as exc:
-            raise UserError(f"bad sampler.name: {_first_line(exc)}") from None
-    options = SAMPLERS.get(str(name)).Options
-    return OmegaConf.structured(SearchRunConfig(sampler=options(name=str(name))))
+    space = _chosen(layers, "space.name", SpaceConfig.name)
+    sampler = _chosen(layers, "sampler.name", SamplerConfig.name)
+    space_options, sampler_options = SPACES.get(space).Options, SAMPLERS.get(sampler).Options
+    return OmegaConf.structured(
+        SearchRunConfig(space=space_options(name=space), sampler=sampler_options(name=sampler))
+    )
 
 
 def to_yaml(cfg: Any, meta: dict | None = None) -> str:
@@ -312,7 +334,7 @@ def validate(cfg: Any) -> None:
         f"lr_scaling must be none, linear or sqrt, got {cfg.lr_scaling!r}",
     )
     if isinstance(cfg, SearchRunConfig):
-        from nas.schedules import validate_schedule  # (it imports TauConfig from here)
+        from nas.schedules import validate_schedule
 
         validate_schedule(cfg.tau)
         _check(

@@ -1,8 +1,10 @@
 """Every bound the framework puts on its input, in one place.
 
 - `RANGES`: the allowed range of every numeric config field (search and retrain), checked by one walk over
-  the config (`check_ranges`). NaN and infinity are refused everywhere. A numeric field without an entry is
-  a bug (tests/test_limits.py checks that every field has one).
+  the config (`check_ranges`). An options class that lives next to its code (a search space's `Options`)
+  carries the ranges of its own fields instead, as `RANGES` (field name -> Range), so they stay with it.
+  NaN and infinity are refused everywhere. A numeric field without exactly one range is a bug
+  (tests/test_limits.py checks every field, of every space's options too).
 - Genotype bounds (`MAX_*`): what any genotype, in any of its formats, may declare, so that a small file
   cannot make the parser or a network builder allocate without limit.
 
@@ -90,8 +92,6 @@ RANGES: dict[str, Range] = {
     "data.stream_above_gb": NON_NEGATIVE,
     "space.init_channels": CHANNELS,
     "space.layers": LAYERS,
-    "space.nodes": Range(1, 10),
-    "space.stem_multiplier": Range(1, 16),
     "tau.start": POSITIVE,
     "tau.end": POSITIVE,
     "tau.warmup_epochs": WARMUP,
@@ -148,22 +148,25 @@ def check_flags(values: dict[str, Any], ranges: dict[str, Range]) -> None:
             raise UserError(f"{flag} must be {allowed}, got {value}")
 
 
-def numeric_fields(cfg: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """(dotted key, value) of every int or float field of a config dataclass (tuples: one per element)."""
+def numeric_fields(cfg: Any, prefix: str = "") -> Iterator[tuple[str, Any, Range]]:
+    """(dotted key, value, allowed range) of every int or float field of a config dataclass (tuples: one per
+    element). The range is `RANGES[key]`, else the dataclass's own `RANGES[field name]`, else any finite."""
+    own = getattr(cfg, "RANGES", {})
     for f in dataclasses.fields(cfg):
         key, value = prefix + f.name, getattr(cfg, f.name)
+        allowed = RANGES.get(key, own.get(f.name, Range(-INF, INF)))
         if dataclasses.is_dataclass(value):
             yield from numeric_fields(value, key + ".")
         elif isinstance(value, (tuple, list)):
-            yield from ((key, v) for v in value if isinstance(v, (int, float)) and not isinstance(v, bool))
+            numbers = [v for v in value if isinstance(v, (int, float)) and not isinstance(v, bool)]
+            yield from ((key, v, allowed) for v in numbers)
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            yield key, value
+            yield key, value, allowed
 
 
 def check_ranges(cfg: Any) -> None:
     """Refuse the first numeric field outside its range (or NaN / infinite) with one line naming it."""
-    for key, value in numeric_fields(cfg):
-        allowed = RANGES.get(key, Range(-INF, INF))
+    for key, value, allowed in numeric_fields(cfg):
         finite = not isinstance(value, float) or math.isfinite(value)
         if not finite or value not in allowed:
             rule = str(allowed)

@@ -21,7 +21,7 @@ import contextlib
 import os
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -220,11 +220,17 @@ def check_bytes(needed: int, device: torch.device, what: str, knobs: str) -> Non
 
 # --- the two kinds of run --------------------------------------------------------------------------------
 
-# the keys that shrink a network's parameters, and its whole floor (for the messages)
-SUPERNET_SIZE = "space.init_channels, space.layers or space.nodes"
-SUPERNET_KNOBS = "space.init_channels, space.layers, space.nodes or data.batch_size"
+# the keys that shrink a network's parameters, and its whole floor (for the messages); a space's own
+# sizes (its `Options`' int keys) are named where its config is at hand (`space_sizes`)
+SUPERNET_SIZE = "space.init_channels, space.layers or another space.* size"
 NETWORK_SIZE = "model.init_channels or model.layers"
 NETWORK_KNOBS = "model.init_channels, model.layers or data.batch_size"
+
+
+def space_sizes(space_cfg: Any) -> str:
+    """The `space.*` keys that size a supernet, for the messages: every int key of the space's config
+    (init_channels, layers, and the space's own, e.g. DARTS' nodes and stem_multiplier)."""
+    return ", ".join(f"space.{f.name}" for f in fields(space_cfg) if type(getattr(space_cfg, f.name)) is int)
 
 
 def check_supernet(model: nn.Module, cfg: Any, info: Any, device: torch.device, sampler: Any) -> None:
@@ -245,7 +251,7 @@ def check_supernet(model: nn.Module, cfg: Any, info: Any, device: torch.device, 
     key = ("search", repr(cfg.space), repr(cfg.sampler), sampler.unchosen_grad, info.num_classes, shape)
     check_training(model, activations(model, forward, shape, key), device, batch=cfg.data.batch_size,
                    eval_batch=cfg.data.eval_batch_size, slots=1, amp=cfg.amp == "bf16", what="the supernet",
-                   knobs=SUPERNET_KNOBS)  # fmt: skip
+                   knobs=f"{space_sizes(cfg.space)} or data.batch_size")  # fmt: skip
 
 
 def check_network(model: nn.Module, cfg: Any, genotype: Any, info: Any, device: torch.device) -> None:

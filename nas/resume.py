@@ -62,7 +62,8 @@ def resume_config(schema: type[T], run_dir: Path, overrides: list[str]) -> tuple
     saved = load_config(schema, run_dir / CONFIG_FILE, [f"out_dir={run_dir}"])
     cfg = load_config(schema, run_dir / CONFIG_FILE, [*overrides, f"out_dir={run_dir}"])
     before, after = _flat(to_dict(saved)), _flat(to_dict(cfg))
-    changed = {k: [before[k], after[k]] for k in before if before[k] != after[k]}
+    # keys of both (a space or sampler switched by an override has keys of its own; None where absent)
+    changed = {k: [before.get(k), after.get(k)] for k in {**before, **after} if before.get(k) != after.get(k)}
     for key, (old, new) in changed.items():
         if key not in SAFE_ON_RESUME:
             raise UserError(

@@ -29,9 +29,11 @@ import shutil
 import socket
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+
+from omegaconf import OmegaConf
 
 from nas.errors import UserError
 
@@ -259,15 +261,16 @@ def remove_torn_temps(out: Path) -> None:
 
 
 def _same_command(out: Path, schema: type) -> bool:
-    from nas.config import load_structured
-
+    """Whether the config.yaml in `out` is one this command writes: every section of it is a field of
+    `schema` (a search's has `space`, `sampler`, `search`; a retrain's `model`, `train`). Read as plain
+    YAML: run directories sit below the config loader, which looks up the spaces and samplers."""
     if not (out / CONFIG_FILE).is_file():
         return True  # killed before it wrote its config: nothing there identifies another command
     try:
-        load_structured(schema, out / CONFIG_FILE)
-    except UserError:
+        saved = OmegaConf.to_container(OmegaConf.load(out / CONFIG_FILE))
+    except Exception:  # unreadable or not YAML: no run of ours wrote it
         return False
-    return True
+    return isinstance(saved, dict) and set(saved) - {"_meta"} <= {f.name for f in fields(schema)}
 
 
 def decide(out: Path, resume: bool, done: str, schema: type) -> bool:

@@ -21,13 +21,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from nas.config import TauConfig
 from nas.errors import UserError
 from nas.registry import Registry
 from nas.sampling import check_tau
 
-ScheduleFn = Callable[[TauConfig, float, float], float]
+if TYPE_CHECKING:  # nas.config validates with this module: the config type is only an annotation
+    from nas.config import TauConfig
+
+ScheduleFn = Callable[["TauConfig", float, float], float]
 SCHEDULES: Registry[ScheduleFn] = Registry("tau schedule")
 
 

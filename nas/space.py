@@ -6,19 +6,22 @@ live in the `search_spaces` package and register themselves on import.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 import torch.nn as nn
 
-from nas.config import ModelConfig, SpaceConfig
 from nas.cost.rule import CellRule
 from nas.genotype import Genotype, format_of, load_genotype_file, parse_genotype_text
 from nas.registry import Registry
 from nas.rundir import GENOTYPE_FILE
 from nas.sampling import ArchSample
+
+if TYPE_CHECKING:  # nas.config looks the spaces up (their `Options`): the config types are only annotations
+    from nas.config import ModelConfig, SpaceConfig
 
 
 class Supernet(nn.Module):
@@ -52,8 +55,11 @@ class SearchSpace(Protocol):
     - may set `hard_unchosen_grad = True`: `sampler.unchosen_grad: null` then gives the hard samplers'
       unchosen ops a gradient (its reference GDAS form; `nas.sampling.build_sampler`).
 
-    Config keys it reads: `space.*` (`SpaceConfig`: init_channels, layers, nodes, stem_multiplier, the
-    ones that mean something in the space) in `build_supernet` and `sample_random`; `model.init_channels`,
+    Config keys it reads: `space.*` in `build_supernet` and `sample_random`, typed by its `Options`: a
+    `SpaceConfig` subclass (name, init_channels, layers, with the space's own defaults) that adds the
+    space's own keys (DARTS: nodes, stem_multiplier), with their ranges in `Options.RANGES`; a config
+    naming the space gets exactly these keys, and both methods also take a plain `SpaceConfig`
+    (`space_options` fills in the rest); `model.init_channels`,
     `model.layers`, `model.auxiliary`, `model.network` (a key of `networks`) in `build_network`. The
     network it builds has a `drop_path_prob` attribute, which the trainer sets every epoch (ignored
     where the space has no drop path). Its supernet subclasses `Supernet`: one (E, K) alpha tensor per
@@ -61,6 +67,7 @@ class SearchSpace(Protocol):
     """
 
     name: str
+    Options: type[SpaceConfig]  # its `space` section: SpaceConfig plus its own keys, with its defaults
     primitives: tuple[str, ...]  # the columns of alpha, in order
     cell_types: tuple[str, ...]  # the keys of Supernet.alphas and Genotype.cells
     # The space's standard retrain networks (`model.network` -> the sizes its literature reports:
@@ -117,6 +124,16 @@ class SearchSpace(Protocol):
 
 
 SPACES: Registry[SearchSpace] = Registry("search space", plugins="search_spaces")
+
+
+def space_options(space: SearchSpace, cfg: SpaceConfig) -> SpaceConfig:
+    """`cfg` as an instance of the space's `Options`: a plain `SpaceConfig` keeps its name, init_channels
+    and layers and gets the space's defaults for its own keys (what `build_supernet` and `sample_random`
+    read)."""
+    if isinstance(cfg, space.Options):
+        return cfg
+    keys = {f.name for f in dataclasses.fields(space.Options)}
+    return space.Options(**{k: v for k, v in dataclasses.asdict(cfg).items() if k in keys})
 
 
 def resolve_genotype(spec: str) -> Genotype:

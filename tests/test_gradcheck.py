@@ -147,6 +147,7 @@ class ToySpace:
     """Two edges of three ops on globally pooled images: 3^2 = 9 architectures."""
 
     name = "gradcheck_toy"
+    Options = SpaceConfig  # no keys of its own
     primitives = ("a", "b", "c")
     cell_types = ("cell",)
 

@@ -6,9 +6,10 @@ import typing
 
 import pytest
 
-from nas.config import SearchRunConfig, TrainRunConfig, load_config
+from nas.config import SearchRunConfig, SpaceConfig, TrainRunConfig, load_config
 from nas.errors import UserError
 from nas.limits import INF, RANGES, Range, check_flags
+from nas.space import SPACES
 
 
 def _numeric_keys(schema: type, prefix: str = "") -> typing.Iterator[tuple[str, bool]]:
@@ -27,9 +28,29 @@ def _numeric_keys(schema: type, prefix: str = "") -> typing.Iterator[tuple[str, 
 SCHEMAS = {schema: dict(_numeric_keys(schema)) for schema in (SearchRunConfig, TrainRunConfig)}
 
 
+# each space's `space` section (its Options): its own numeric keys, beyond SpaceConfig's
+SPACE_KEYS = {
+    name: {
+        key: is_int
+        for key, is_int in _numeric_keys(SPACES.get(name).Options)
+        if key not in {f.name for f in dataclasses.fields(SpaceConfig)}
+    }
+    for name in SPACES.names()
+}
+
+
 def test_every_numeric_key_has_a_range_and_every_range_a_key():
     assert all(len(keys) > 20 for keys in SCHEMAS.values())  # the walk finds the fields
     assert {key for keys in SCHEMAS.values() for key in keys} == set(RANGES)
+
+
+@pytest.mark.parametrize("space", sorted(SPACE_KEYS))
+def test_every_numeric_key_of_a_space_has_exactly_one_range(space):
+    """A space's own keys have their range in its Options.RANGES, never also in nas.limits.RANGES."""
+    options = SPACES.get(space).Options
+    assert set(options.RANGES) == set(SPACE_KEYS[space])
+    assert not {f"space.{key}" for key in options.RANGES} & set(RANGES)
+    assert {f"space.{key}" for key, _ in _numeric_keys(SpaceConfig)} <= set(RANGES)  # the shared keys
 
 
 def _outside(allowed: Range, is_int: bool) -> str:
@@ -62,9 +83,21 @@ def test_a_value_outside_its_range_is_refused_naming_the_key(schema, key):
                 load_config(schema, None, [f"{key}={value}"])
 
 
+SPACE_CASES = [(space, key) for space, keys in SPACE_KEYS.items() for key in sorted(keys)]
+
+
+@pytest.mark.parametrize(("space", "key"), SPACE_CASES, ids=[f"{s}:{k}" for s, k in SPACE_CASES])
+def test_a_space_key_outside_its_range_is_refused_naming_the_key(space, key):
+    bad = _outside(SPACES.get(space).Options.RANGES[key], SPACE_KEYS[space][key])
+    with pytest.raises(UserError, match=f"^space.{key} must be .*, got {bad}$"):
+        load_config(SearchRunConfig, None, [f"space.name={space}", f"space.{key}={bad}"])
+
+
 def test_defaults_are_inside_their_ranges():
     for schema in SCHEMAS:
         load_config(schema)  # raises if a default broke its own range
+    for space in SPACES.names():
+        load_config(SearchRunConfig, None, [f"space.name={space}"])
 
 
 def test_flags_are_checked_against_their_ranges():

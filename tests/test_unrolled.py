@@ -13,7 +13,7 @@ from torch.func import functional_call
 
 import search_spaces  # noqa: F401  (registers the search spaces)
 from nas.cli import main
-from nas.config import SearchRunConfig, SpaceConfig, load_config
+from nas.config import SearchRunConfig, load_config
 from nas.mixed_op import MixedOp
 from nas.sampling import SAMPLERS, build_sampler, sample_architecture
 from nas.search.architect import Architect
@@ -69,8 +69,9 @@ def smooth_batches(n=16, d=6):
 def supernet(dtype=torch.float64, channels=2, layers=3, nodes=2, seed=0):
     """A tiny DARTS supernet (layers=3: one normal cell, two reduction cells)."""
     torch.manual_seed(seed)
-    cfg = SpaceConfig(init_channels=channels, layers=layers, nodes=nodes)
-    model = SPACES.get("darts").build_supernet(cfg, 3, 3).to(dtype)
+    space = SPACES.get("darts")
+    cfg = space.Options(init_channels=channels, layers=layers, nodes=nodes)
+    model = space.build_supernet(cfg, 3, 3).to(dtype)
     with torch.no_grad():  # alpha far from uniform, so that every sampler sees a non-trivial function
         for a in model.arch_parameters():
             a.normal_()

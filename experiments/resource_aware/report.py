@@ -83,7 +83,6 @@ def cells(paths: list[str], n: int = 500) -> None:
     import numpy as np
 
     import search_spaces  # noqa: F401
-    from nas.config import SpaceConfig
     from nas.cost.table import load_table
     from nas.space import SPACES
 
@@ -95,9 +94,7 @@ def cells(paths: list[str], n: int = 500) -> None:
         table = load_table(path)
         space = SPACES.get(table.net.space)
         rng = random.Random(0)
-        drawn = [
-            space.sample_random(rng, SpaceConfig(name=space.name, nodes=table.net.nodes)) for _ in range(n)
-        ]
+        drawn = [space.sample_random(rng, table.net.space_config(space)) for _ in range(n)]
         f = np.array([table.cost_of(g, space, "flops") for g in drawn])
         t = np.array([table.cost_of(g, space, "latency") for g in drawn])
         df, dt = np.sign(f[:, None] - f[None, :]), np.sign(t[:, None] - t[None, :])

@@ -93,6 +93,8 @@ def derive_within(space, alphas: dict[str, torch.Tensor], table, metric: str, bu
     Raises:
         UserError: in one line, when no cell of the space fits (naming the cheapest cost).
     """
+    from dataclasses import asdict
+
     from nas.cost.rule import one_hot
     from nas.cost.table import UNITS, off_column
     from nas.errors import UserError
@@ -100,10 +102,10 @@ def derive_within(space, alphas: dict[str, torch.Tensor], table, metric: str, bu
     alphas = {ct: torch.as_tensor(a).detach().cpu() for ct, a in alphas.items()}
     table.check(space, {ct: tuple(a.shape) for ct, a in alphas.items()})
     genotype = space.derive(alphas)
-    # the table's node count travels in the provenance, where a DARTS genotype records it
-    genotype = type(genotype)(
-        genotype.space, genotype.cells, {"config": {"space": {"nodes": table.net.nodes}}}
-    )
+    # the table's space config travels in the provenance, where a genotype records its search's (what
+    # the space's checks read, e.g. a DARTS cell's node count)
+    space_cfg = asdict(table.net.space_config(space))
+    genotype = type(genotype)(genotype.space, genotype.cells, {"config": {"space": space_cfg}})
     cost = table.cost_of(genotype, space, metric)
     if cost <= budget + 1e-9 * max(1.0, abs(budget)):
         return genotype, cost

@@ -90,12 +90,13 @@ class CostTerm:
                 "cost_term": penalty}  # fmt: skip
 
 
-def cost_term(cfg, space: Any, info, nodes: int, supernet) -> CostTerm | None:
-    """The search's cost term from `search.cost` (a `CostConfig`), checked against the supernet's alphas;
-    None when the config asks for nothing (weight 0 and no table)."""
+def cost_term(cfg, space: Any, info, space_cfg, supernet) -> CostTerm | None:
+    """The search's cost term from `search.cost` (a `CostConfig`), checked against the supernet's alphas
+    (built from `space_cfg`, the search's `space` section); None when the config asks for nothing
+    (weight 0 and no table)."""
     if cfg.weight == 0 and cfg.table is None:
         return None
-    spec = standard_spec(space, info.num_classes, info.in_channels, info.image_size, nodes)
+    spec = standard_spec(space, info.num_classes, info.in_channels, info.image_size, space_cfg)
     table = table_for(space, cfg.table, spec)
     table.check(space, {ct: tuple(a.shape) for ct, a in supernet.alphas.items()})
     return CostTerm(table, space, cfg.metric, cfg.weight, cfg.target)

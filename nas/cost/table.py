@@ -22,7 +22,7 @@ import contextlib
 import json
 import random
 import statistics
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +50,15 @@ class NetworkSpec:
     network: str = "cifar"
     init_channels: int = 36
     layers: int = 20
-    nodes: int = 4  # DARTS: intermediate nodes per cell
+    nodes: int = 4  # the searched space's `space.nodes`, where it has that key (DARTS: nodes per cell)
     classes: int = 10
     in_channels: int = 3
     image_size: int = 32
+
+    def space_config(self, space: Any) -> SpaceConfig:
+        """The space's config whose cells the table is for: its defaults, with the keys of its own that a
+        spec records (`nodes`, where the space has it)."""
+        return space.Options(name=space.name, **{k: getattr(self, k) for k in _recorded_keys(space)})
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(init_channels=self.init_channels, layers=self.layers, auxiliary=False,
@@ -61,6 +66,13 @@ class NetworkSpec:
 
     def input_shape(self) -> tuple[int, int, int]:
         return (self.in_channels, self.image_size, self.image_size)
+
+
+def _recorded_keys(space: Any) -> list[str]:
+    """The space's own `space.*` keys (beyond SpaceConfig's) that a NetworkSpec records."""
+    common = {f.name for f in fields(SpaceConfig)}
+    spec = {f.name for f in fields(NetworkSpec)}
+    return [f.name for f in fields(space.Options) if f.name not in common and f.name in spec]
 
 
 @dataclass
@@ -123,10 +135,10 @@ def load_table(path: str | Path) -> CostTable:
 # --- counting -----------------------------------------------------------------------------------------
 
 
-def rules_of(space: Any, nodes: int = 4) -> tuple[dict[str, CellRule], dict[str, tuple[int, int]]]:
-    """The derive rule and alpha shape (E, K) of each cell type, read from a random genotype's one-hot
-    form (so the table needs no supernet)."""
-    genotype = space.sample_random(random.Random(0), SpaceConfig(name=space.name, nodes=nodes))
+def rules_of(space: Any, cfg: SpaceConfig) -> tuple[dict[str, CellRule], dict[str, tuple[int, int]]]:
+    """The derive rule and alpha shape (E, K) of each cell type of the space configured by `cfg`, read
+    from a random genotype's one-hot form (so the table needs no supernet)."""
+    genotype = space.sample_random(random.Random(0), cfg)
     shapes = {ct: tuple(w.shape) for ct, w in space.one_hot(genotype).items()}
     return {ct: space.cell_rule(ct, e) for ct, (e, _) in shapes.items()}, shapes
 
@@ -136,10 +148,10 @@ def off_column(rule: CellRule, ops: int) -> int | None:
     return next((k for k in range(ops) if k not in rule.allowed), None)
 
 
-def cover_genotypes(space: Any, nodes: int, op: int) -> list[tuple[Genotype, dict[str, str]]]:
+def cover_genotypes(space: Any, cfg: SpaceConfig, op: int) -> list[tuple[Genotype, dict[str, str]]]:
     """Genotypes with `op` on every kept edge that together keep every row, each with the op its cells
     carry per cell type (a cell type whose derive never keeps `op` carries its first allowed op)."""
-    rules, shapes = rules_of(space, nodes)
+    rules, shapes = rules_of(space, cfg)
     out = []
     for r in range(max(rule.rounds() for rule in rules.values())):
         weights, names = {}, {}
@@ -180,14 +192,15 @@ def _edge_shapes(
 
 def count_table(space: Any, net: NetworkSpec, timer: Any | None = None) -> CostTable:
     """The FLOPs and parameter table of `net` (and latency with a `LatencyTimer`); see the module doc."""
-    rules, shapes = rules_of(space, net.nodes)
+    space_cfg = net.space_config(space)
+    rules, shapes = rules_of(space, space_cfg)
     metrics = ["flops", "params"] + ["latency"] * (timer is not None)
     cells = {m: {ct: torch.zeros(s, dtype=torch.float64) for ct, s in shapes.items()} for m in metrics}
     sites: dict[tuple, dict[str, Any]] = {}
     fixed: dict[str, list[float]] = {m: [] for m in metrics}
     for k in sorted(set().union(*(rule.allowed for rule in rules.values()))):
         done: set[tuple[str, int]] = set()  # (cell type, row) entries of column k filled so far
-        for round_, (genotype, names) in enumerate(cover_genotypes(space, net.nodes, k)):
+        for round_, (genotype, names) in enumerate(cover_genotypes(space, space_cfg, k)):
             network = space.build_network(genotype, net.model_config(), net.classes, net.in_channels,
                                           net.image_size).eval()  # fmt: skip
             # the whole network's FLOPs in the first round of each op: enough to check the additive model
@@ -234,11 +247,18 @@ def _site(sites: dict, key: tuple, module: nn.Module, timer) -> dict:
     return sites[key]
 
 
-def standard_spec(space: Any, classes: int, in_channels: int, image_size: int, nodes: int = 4) -> NetworkSpec:
-    """The space's standard CIFAR retrain network (`space.networks`: DARTS 36 x 20, NB201 16 x 5) for a dataset."""
+def standard_spec(
+    space: Any, classes: int, in_channels: int, image_size: int, cfg: SpaceConfig | None = None
+) -> NetworkSpec:
+    """The space's standard CIFAR retrain network (`space.networks`: DARTS 36 x 20, NB201 16 x 5) for a
+    dataset, with the cells of the search configured by `cfg` (its `space` section; None: the defaults)."""
+    from nas.space import space_options
+
     sizes = space.networks["cifar"]
-    return NetworkSpec(space.name, "cifar", sizes["init_channels"], sizes["layers"], nodes, classes, in_channels,
-                       image_size)  # fmt: skip
+    own = space_options(space, cfg) if cfg is not None else space.Options(name=space.name)
+    return NetworkSpec(space.name, "cifar", sizes["init_channels"], sizes["layers"], classes=classes,
+                       in_channels=in_channels, image_size=image_size,
+                       **{k: getattr(own, k) for k in _recorded_keys(space)})  # fmt: skip
 
 
 def table_for(space: Any, path: str | None, spec: NetworkSpec) -> CostTable:

@@ -48,8 +48,8 @@ def check_size(shapes: Shapes, space: str, limit: int) -> int:
         cells = " + ".join(f"{c} {m}" for c, (m, _) in shapes.items())
         raise UserError(
             f"gradcheck: space {space} has {k}^{e} = {n:,} architectures ({k} ops on each of {cells} edges), "
-            f"more than max_architectures={limit:,} (one forward pass each); use a smaller space "
-            f"(e.g. darts with space.nodes=1: 8^4 = 4,096) or raise max_architectures"
+            f"more than max_architectures={limit:,} (one forward pass each); use a space with fewer edges "
+            f"(e.g. the DARTS space at space.nodes=1: 8^4 = 4,096) or raise max_architectures"
         )
     return n
 

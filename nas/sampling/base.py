@@ -26,9 +26,22 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from nas.config import SamplerConfig
 from nas.errors import UserError
 from nas.registry import Registry
+
+
+@dataclass
+class SamplerConfig:
+    """The keys every sampler has (the `sampler` section of a search config). Each sampler's own options
+    (`sampler.<option>`) live in a subclass next to its code (the sampler's `Options`); `nas.config.load_config`
+    types the `sampler` section by the chosen `name`, so an option of another sampler is an unknown key.
+    It lives here, not in `nas.config`, so that the samplers need nothing from the config loader (which
+    looks the samplers up)."""
+
+    name: str = "gdas"  # see SAMPLERS
+    # samplers that run only the chosen op (gdas): also give the unchosen ops' weights a gradient (the
+    # reference GDAS code's form on NB201); null = the search space's reference form (NB201: true, DARTS: false)
+    unchosen_grad: bool | None = None
 
 
 @dataclass

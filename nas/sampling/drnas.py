@@ -38,9 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Dirichlet, kl_divergence
 
-from nas.config import SamplerConfig
 from nas.errors import UserError
-from nas.sampling.base import Sampler, register
+from nas.sampling.base import Sampler, SamplerConfig, register
 
 BETA_MIN = 1e-6
 CANDIDATES = 4  # Marsaglia-Tsang proposals drawn per element and call

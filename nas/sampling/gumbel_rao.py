@@ -35,10 +35,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from nas.config import SamplerConfig
 from nas.errors import UserError
 from nas.sampling.base import (
     Sampler,
+    SamplerConfig,
     check_tau,
     exponential_noise,
     noise_like,

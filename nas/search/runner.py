@@ -80,7 +80,7 @@ class SearchRunner(EpochRun):
         self._build_optimizers()
         self.generator = torch.Generator().manual_seed(sampler_seed(cfg.seed))
         # search.cost (nas.cost): the cost penalty and logged costs; None when it asks for nothing
-        self.cost = cost_term(cfg.search.cost, self.space, self.info, cfg.space.nodes, self.model)
+        self.cost = cost_term(cfg.search.cost, self.space, self.info, cfg.space, self.model)
         self.architect = Architect(
             self.model, self.a_opt, self.criterion, self.sampler, self.generator, self.autocast,
             bilevel=cfg.search.bilevel, grad_hook=dist.all_reduce_grads if dist else None,

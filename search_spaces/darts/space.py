@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
@@ -11,8 +13,8 @@ from nas.config import ModelConfig, SpaceConfig
 from nas.cost.rule import CellRule
 from nas.errors import UserError
 from nas.genotype import Cell, Genotype, check_cell
-from nas.limits import MAX_NODES
-from nas.space import SPACES
+from nas.limits import MAX_NODES, Range
+from nas.space import SPACES, space_options
 from search_spaces.darts.formats import FORMAT
 from search_spaces.darts.imagenet import NetworkImageNet, check_input_size
 from search_spaces.darts.network import NetworkCIFAR
@@ -40,12 +42,24 @@ def derive_cell(probs: torch.Tensor, primitives: tuple[str, ...], nodes: int) ->
     return Cell.make(node_edges, range(2, 2 + nodes))
 
 
+@dataclass
+class DartsOptions(SpaceConfig):
+    """The DARTS space's `space` section: DARTS' search network (16 channels, 8 cells) and its own keys."""
+
+    name: str = "darts"
+    nodes: int = 4  # intermediate nodes per cell
+    stem_multiplier: int = 3  # the stem's output channels, in multiples of init_channels
+
+    RANGES: ClassVar[dict[str, Range]] = {"nodes": Range(1, 10), "stem_multiplier": Range(1, 16)}
+
+
 # the primitives whose op, as built, has no weights
 PARAMETER_FREE = frozenset(op for op in PRIMITIVES if not list(OPS.get(op)(8, 1, True).parameters()))
 
 
 class DartsSpace:
     name = "darts"
+    Options = DartsOptions
     primitives = PRIMITIVES
     cell_types = ("normal", "reduce")
     parameter_free = PARAMETER_FREE
@@ -57,7 +71,7 @@ class DartsSpace:
     }
 
     def build_supernet(self, cfg: SpaceConfig, num_classes: int, in_channels: int) -> DartsSupernet:
-        return DartsSupernet(cfg, self.primitives, num_classes, in_channels)
+        return DartsSupernet(space_options(self, cfg), self.primitives, num_classes, in_channels)
 
     def derive(self, alphas: dict[str, torch.Tensor]) -> Genotype:
         cells = {}
@@ -70,6 +84,7 @@ class DartsSpace:
     def sample_random(self, rng: random.Random, cfg: SpaceConfig) -> Genotype:
         """A uniform draw under the derive rule's constraints, independently per cell type: per node two
         distinct inputs among the earlier states, each with an op other than `none`."""
+        cfg = space_options(self, cfg)
         ops = [op for op in self.primitives if op != "none"]
         cells = {}
         for name in self.cell_types:
@@ -170,7 +185,7 @@ def _searched_nodes(provenance: dict) -> int:
     """`space.nodes` of the search that produced the genotype (provenance.config), default 4."""
     config = provenance.get("config")
     space = config.get("space") if isinstance(config, dict) else None
-    nodes = space.get("nodes", SpaceConfig.nodes) if isinstance(space, dict) else SpaceConfig.nodes
+    nodes = space.get("nodes", DartsOptions.nodes) if isinstance(space, dict) else DartsOptions.nodes
     if isinstance(nodes, bool) or not isinstance(nodes, int) or not 1 <= nodes <= MAX_NODES:
         raise UserError(f"genotype provenance config.space.nodes must be an integer in 1..{MAX_NODES}")
     return nodes

@@ -3,14 +3,18 @@ edge is a MixedOp over the primitives, with separate alphas for normal and reduc
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn as nn
 
-from nas.config import SpaceConfig
 from nas.mixed_op import MixedOp
 from nas.sampling import ArchSample
 from nas.space import Supernet
 from search_spaces.darts.ops import FactorizedReduce, ReLUConvBN, build_op
+
+if TYPE_CHECKING:
+    from search_spaces.darts.space import DartsOptions
 
 
 def num_edges(nodes: int) -> int:
@@ -69,7 +73,7 @@ class SearchCell(nn.Module):
 
 
 class DartsSupernet(Supernet):
-    def __init__(self, cfg: SpaceConfig, primitives: tuple[str, ...], num_classes: int, in_channels: int):
+    def __init__(self, cfg: DartsOptions, primitives: tuple[str, ...], num_classes: int, in_channels: int):
         super().__init__()
         self.primitives = primitives
         C, nodes = cfg.init_channels, cfg.nodes

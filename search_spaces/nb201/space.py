@@ -13,6 +13,7 @@ Config conventions for this space: `space.layers` / `model.layers` is the number
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -41,12 +42,23 @@ def derive_cell(probs: torch.Tensor, primitives: tuple[str, ...]) -> Cell:
     return Cell.make(nodes, [OUTPUT])
 
 
+@dataclass
+class NB201Options(SpaceConfig):
+    """The NAS-Bench-201 space's `space` section: the benchmark's network, 16 channels and 5 cells per
+    stage; the cell is fixed (4 nodes), so there are no keys of its own."""
+
+    name: str = "nb201"
+    init_channels: int = 16
+    layers: int = 5  # cells per stage
+
+
 # the primitives whose op, as built inside a cell, has no weights
 PARAMETER_FREE = frozenset(op for op in PRIMITIVES if not list(OPS.get(op)(8, 8, 1, True, True).parameters()))
 
 
 class NB201Space:
     name = "nb201"
+    Options = NB201Options
     primitives = PRIMITIVES
     cell_types = ("cell",)
     parameter_free = PARAMETER_FREE

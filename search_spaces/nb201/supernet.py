@@ -46,8 +46,7 @@ class NB201Supernet(Supernet):
     """3x3 conv stem + BN, three stages of `cfg.layers` search cells at C, 2C, 4C joined by residual
     stride-2 blocks, BN + ReLU, global average pooling, linear classifier.
 
-    `cfg.layers` is the number of cells per stage (NAS-Bench-201 uses 5); `cfg.nodes` and
-    `cfg.stem_multiplier` are DARTS settings and are ignored here.
+    `cfg.layers` is the number of cells per stage (NAS-Bench-201 uses 5).
     """
 
     def __init__(self, cfg: SpaceConfig, primitives: tuple[str, ...], num_classes: int, in_channels: int):

@@ -1,0 +1,179 @@
+"""The package layout, checked from the source: imports run one way.
+
+Every `import` in `nas/` (at module level and inside functions alike, since a lazy import that closes a
+circle is still a circle) is an edge of a graph that must have no cycle; the engine reaches the concrete
+spaces only at its registration points; the tools (`nas ablate`, `nas bench`, `nas gradcheck`, the CLI)
+sit on top and nothing below imports them; no engine module names a concrete space.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TOOLS = ("nas.cli", "nas.__main__", "nas.ablate", "nas.bench", "nas.gradcheck")
+# where the engine may import `search_spaces` (registration: the CLI loads the spaces; these two load
+# them lazily for a library caller who asks for a zoo genotype or an exported model)
+SPACE_IMPORTERS = {"nas.cli", "nas.export", "nas.space"}
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in sorted((ROOT / "nas").rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = path
+    return out
+
+
+MODULES = _modules()
+
+
+def _owner(target: str) -> str | None:
+    """The module of `nas` that an imported name lives in (`nas.genotype.Cell` -> `nas.genotype`)."""
+    while target and target not in MODULES:
+        target = target.rpartition(".")[0]
+    return target or None
+
+
+def _imports(name: str) -> set[str]:
+    """Everything `name` imports (modules of nas, and "search_spaces"), outside `if TYPE_CHECKING:`."""
+    path = MODULES[name]
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+                continue
+            if isinstance(child, ast.Import):
+                targets = [alias.name for alias in child.names]
+            elif isinstance(child, ast.ImportFrom):
+                base = child.module or ""
+                if child.level:
+                    pkg = package
+                    for _ in range(child.level - 1):
+                        pkg = pkg.rpartition(".")[0]
+                    base = f"{pkg}.{base}" if base else pkg
+                # `from pkg import sub` imports the submodule; otherwise the names come from `base`
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base for a in child.names]
+            else:
+                visit(child)
+                continue
+            for target in targets:
+                if target.split(".")[0] == "search_spaces":
+                    found.add("search_spaces")
+                owner = _owner(target)
+                if (
+                    owner and owner != name and not name.startswith(owner + ".")
+                ):  # a parent package is no edge
+                    found.add(owner)
+
+    visit(ast.parse(path.read_text(encoding="utf-8")))
+    return found
+
+
+GRAPH = {name: _imports(name) for name in MODULES}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[list[str]] = []
+    for root in graph:
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root] & graph.keys())))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            v, edges = work[-1]
+            w = next(edges, None)
+            if w is not None:
+                if w not in index:
+                    index[w] = low[w] = len(index)
+                    stack.append(w)
+                    on_stack.add(w)
+                    work.append((w, iter(sorted(graph[w] & graph.keys()))))
+                elif w in on_stack:
+                    low[v] = min(low[v], index[w])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[v])
+            if low[v] == index[v]:
+                component = []
+                while True:
+                    w = stack.pop()
+                    on_stack.discard(w)
+                    component.append(w)
+                    if w == v:
+                        break
+                if len(component) > 1:
+                    out.append(sorted(component))
+    return out
+
+
+def _is_tool(name: str) -> bool:
+    return any(name == t or name.startswith(t + ".") for t in TOOLS)
+
+
+def test_the_graph_sees_imports():
+    """The checks below are only as good as the graph: it must hold edges we know exist."""
+    assert "nas.genotype" in GRAPH["nas.space"]
+    assert "nas.search.runner" in GRAPH["nas.cli"]
+    assert "search_spaces" in GRAPH["nas.cli"]
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_import_cycles():
+    assert _cycles(GRAPH) == []
+
+
+def test_engine_reaches_spaces_only_at_registration_points():
+    assert {name for name, deps in GRAPH.items() if "search_spaces" in deps} <= SPACE_IMPORTERS
+
+
+@pytest.mark.parametrize("name", sorted(n for n in MODULES if not _is_tool(n)))
+def test_engine_never_imports_the_tools(name):
+    assert sorted(d for d in GRAPH[name] if _is_tool(d)) == []
+
+
+def test_engine_names_no_concrete_space():
+    """A string equal to a registered space's name, in `nas/`, only as the config default."""
+    from nas.space import SPACES
+
+    names = set(SPACES.names())
+    assert len(names) >= 2
+    hits = []
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and node.value in names:
+                hits.append(f"{name}:{node.lineno} {node.value!r}")
+    assert [h for h in hits if not h.startswith("nas.config:")] == []
+
+
+def test_a_library_caller_finds_the_spaces_without_importing_them():
+    """The engine's plug-in registries import `search_spaces` on their first lookup."""
+    code = (
+        "import sys\n"
+        "from nas.genotype import parse_genotype_text\n"
+        "from nas.space import SPACES\n"
+        "assert 'search_spaces' not in sys.modules\n"
+        "g = parse_genotype_text('|nor_conv_3x3~0|+|skip_connect~0|none~1|+|avg_pool_3x3~0|none~1|none~2|')\n"
+        "print(g.space, SPACES.get(g.space).input_states, ' '.join(SPACES.names()))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["nb201", "1", "darts", "nb201"]
