@@ -17,7 +17,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TOOLS = ("nas.cli", "nas.__main__", "nas.ablate", "nas.bench", "nas.gradcheck")
+TOOLS = ("nas.cli", "nas.__main__", "nas.ablate", "nas.bench", "nas.gradcheck", "nas.cost.commands")
+# The drawing in the README's Layout section, bottom up: a module imports only from its own tier or below.
+TIERS = (
+    ("base", "errors rng stats layers augment profile"),
+    ("records", "genotype checkpoint runlog rundir runtime atomic limits registry"),
+    ("contracts", "space schedules memory sampling mixed_op cost.rule"),
+    ("config", "config diagnostics plot cost"),
+    ("data", "data stream image_folder datasets distributed resume"),
+    ("runs", "search train run export"),
+    ("tools", "cli __main__ ablate bench gradcheck cost.commands"),
+)
 # where the engine may import `search_spaces` (registration: the CLI loads the spaces; these two load
 # them lazily for a library caller who asks for a zoo genotype or an exported model)
 SPACE_IMPORTERS = {"nas.cli", "nas.export", "nas.space"}
@@ -124,6 +134,17 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return out
 
 
+def _tier(name: str) -> int:
+    """The tier of a module: the one whose entry is the longest prefix of its name (`nas` itself: 0)."""
+    short, best = name.removeprefix("nas."), (0, 0) if name == "nas" else None
+    for i, (_, names) in enumerate(TIERS):
+        for entry in names.split():
+            if (short == entry or short.startswith(entry + ".")) and (best is None or len(entry) > best[1]):
+                best = (i, len(entry))
+    assert best is not None, f"{name} is in no tier of the README's layout drawing"
+    return best[0]
+
+
 def _is_tool(name: str) -> bool:
     return any(name == t or name.startswith(t + ".") for t in TOOLS)
 
@@ -134,10 +155,28 @@ def test_the_graph_sees_imports():
     assert "nas.search.runner" in GRAPH["nas.cli"]
     assert "search_spaces" in GRAPH["nas.cli"]
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert (
+        _tier("nas.cli")
+        > _tier("nas.search.runner")
+        > _tier("nas.config")
+        > _tier("nas.space")
+        > _tier("nas.errors")
+    )
+    assert _tier("nas.cost.rule") < _tier("nas.cost.table") < _tier("nas.cost.commands")
 
 
 def test_no_import_cycles():
     assert _cycles(GRAPH) == []
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_imports_run_down_the_layout_drawing(name):
+    up = [
+        f"{d} ({TIERS[_tier(d)][0]})"
+        for d in sorted(GRAPH[name] - {"search_spaces"})
+        if _tier(d) > _tier(name)
+    ]
+    assert up == [], f"{name} ({TIERS[_tier(name)][0]}) imports upwards"
 
 
 def test_engine_reaches_spaces_only_at_registration_points():
