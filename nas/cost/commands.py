@@ -8,6 +8,7 @@ from pathlib import Path
 from nas.cost.table import METRICS, UNITS, CostTable, NetworkSpec, count_table, load_table
 from nas.errors import UserError
 from nas.rundir import COST_TABLE_FILE
+from nas.space import SPACES
 
 
 def add_parsers(sub) -> None:
@@ -17,7 +18,7 @@ def add_parsers(sub) -> None:
     for name, help_ in [("table", "count FLOPs and parameters of every op at every edge of a retrain network"),
                         ("profile", "the same plus measured latency of every op on a device")]:  # fmt: skip
         p = g.add_parser(name, help=help_)
-        p.add_argument("--space", required=True, help="search space: darts | nb201")
+        p.add_argument("--space", required=True, help=f"search space: {' | '.join(SPACES.names())}")
         p.add_argument("--init-channels", type=int, help="default: the space's standard network (36 | 16)")
         p.add_argument("--layers", type=int, help="default: the space's standard network (20 | 5)")
         p.add_argument("--nodes", type=int, default=4, help="DARTS: intermediate nodes per cell (default 4)")
