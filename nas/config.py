@@ -16,7 +16,10 @@ from omegaconf.errors import OmegaConfBaseException
 
 from nas.errors import UserError
 from nas.limits import Range, check_ranges
+from nas.sampling import SAMPLERS, build_sampler
 from nas.sampling.base import SamplerConfig  # the sampler section's base schema (lives with the samplers)
+from nas.schedules import validate_schedule
+from nas.space import SPACES  # imports config types only to annotate: the spaces' `Options` type `space`
 
 T = TypeVar("T")
 
@@ -295,9 +298,6 @@ def _defaults(schema: type, layers: list[DictConfig]) -> DictConfig:
     their own keys (and defaults) are known and checked. Raises UserError for an unknown name."""
     if schema is not SearchRunConfig:
         return OmegaConf.structured(schema)
-    from nas.sampling import SAMPLERS  # the samplers' option classes live with their code
-    from nas.space import SPACES  # and the spaces' (it imports config types only to annotate)
-
     space = _chosen(layers, "space.name", SpaceConfig.name)
     sampler = _chosen(layers, "sampler.name", SamplerConfig.name)
     space_options, sampler_options = SPACES.get(space).Options, SAMPLERS.get(sampler).Options
@@ -334,16 +334,12 @@ def validate(cfg: Any) -> None:
         f"lr_scaling must be none, linear or sqrt, got {cfg.lr_scaling!r}",
     )
     if isinstance(cfg, SearchRunConfig):
-        from nas.schedules import validate_schedule
-
         validate_schedule(cfg.tau)
         _check(
             cfg.search.bilevel in ("first_order", "second_order"),
             f"search.bilevel must be 'first_order' or 'second_order', got {cfg.search.bilevel!r}",
         )
         _nesterov(cfg.search.weights, "search.weights")
-        from nas.sampling import build_sampler
-
         build_sampler(cfg.sampler)  # the sampler checks its own options
         cost = cfg.search.cost
         _check(cost.metric in ("flops", "params", "latency"),

@@ -35,6 +35,7 @@ from nas.config import ModelConfig, SpaceConfig
 from nas.cost.rule import CellRule, one_hot
 from nas.errors import UserError
 from nas.genotype import Genotype
+from nas.space import space_options
 
 FORMAT = "nas.cost_table"
 VERSION = 1
@@ -252,8 +253,6 @@ def standard_spec(
 ) -> NetworkSpec:
     """The space's standard CIFAR retrain network (`space.networks`: DARTS 36 x 20, NB201 16 x 5) for a
     dataset, with the cells of the search configured by `cfg` (its `space` section; None: the defaults)."""
-    from nas.space import space_options
-
     sizes = space.networks["cifar"]
     own = space_options(space, cfg) if cfg is not None else space.Options(name=space.name)
     return NetworkSpec(space.name, "cifar", sizes["init_channels"], sizes["layers"], classes=classes,
