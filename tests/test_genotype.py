@@ -218,3 +218,14 @@ def test_every_space_names_a_format_of_its_own_and_numbers_nodes_after_its_input
     firsts = [lines[k + 1] for k, line in enumerate(lines) if " cell (output" in line]
     assert len(firsts) == len(space.cell_types)
     assert all(line.startswith(f"  node {space.input_states} <- ") for line in firsts)
+
+
+@pytest.mark.parametrize("space_name", SPACES.names())
+def test_describe_names_a_single_output_state_and_a_concat_of_several(space_name):
+    space = SPACES.get(space_name)
+    genotype = space.sample_random(random.Random(0), SpaceConfig())
+    heads = [line for line in describe(genotype, space.input_states).splitlines() if " cell (output" in line]
+    for cell, head in zip(genotype.cells.values(), heads):
+        states = ", ".join(map(str, cell.concat))
+        expected = f"state {states}" if len(cell.concat) == 1 else f"concat of states {states}"
+        assert head.endswith(f"(output = {expected}):")
