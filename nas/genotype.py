@@ -282,12 +282,9 @@ def describe(genotype: Genotype, input_states: int) -> str:
         keys = [k for k in ("run", "epoch", "seed", "sampler", "source") if k in prov]
         lines.append("provenance: " + ", ".join(f"{k}={prov[k]}" for k in keys))
     for name, cell in genotype.cells.items():
-        out = (
-            f"state {cell.concat[0]}"
-            if len(cell.concat) == 1
-            else f"concat of states {', '.join(map(str, cell.concat))}"
-        )
-        lines.append(f"{name} cell (output = {out}):")
+        states = ", ".join(map(str, cell.concat))
+        output = f"state {states}" if len(cell.concat) == 1 else f"concat of states {states}"
+        lines.append(f"{name} cell (output = {output}):")
         for i, node in enumerate(cell.nodes):
             inputs = ", ".join(f"{op}({j})" for op, j in node)
             lines.append(f"  node {input_states + i} <- {inputs}")

@@ -136,7 +136,8 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def _tier(name: str) -> int:
     """The tier of a module: the one whose entry is the longest prefix of its name (`nas` itself: 0)."""
-    short, best = name.removeprefix("nas."), (0, 0) if name == "nas" else None
+    short = name.removeprefix("nas.")
+    best = (0, 0) if name == "nas" else None
     for i, (_, names) in enumerate(TIERS):
         for entry in names.split():
             if (short == entry or short.startswith(entry + ".")) and (best is None or len(entry) > best[1]):
