@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from nas.errors import UserError
 from nas.limits import Range, check_ranges
@@ -205,9 +205,26 @@ def _first_line(exc: BaseException) -> str:
     return f"{key}: {line}" if key and not line.startswith(f"{key}:") else line
 
 
+def _unknown_key(base: DictConfig, key: str) -> str:
+    """`space.nodes: unknown key (space nb201 takes: name, init_channels, layers)`: the keys of the section
+    the unknown key was put in, that section named with its `name` where it has one (a space, a sampler)."""
+    section, _, _ = key.rpartition(".")
+    node = OmegaConf.select(base, section) if section else base
+    if not isinstance(node, DictConfig):
+        return f"{key}: unknown key"
+    label = section or "the top level"
+    if section and isinstance(node.get("name"), str):
+        label = f"{section} {node.name}"
+    return f"{key}: unknown key ({label} takes: {', '.join(str(k) for k in node.keys())})"
+
+
 def _merge(base: DictConfig, other: DictConfig, where: str) -> DictConfig:
     try:
         return OmegaConf.merge(base, other)
+    except (
+        ConfigKeyError
+    ) as exc:  # OmegaConf says "Key 'x' not in 'NB201Options'": name what is known instead
+        raise UserError(f"bad {where}: {_unknown_key(base, str(exc.full_key))}") from None
     except OmegaConfBaseException as exc:
         message, key = _first_line(exc), getattr(exc, "full_key", None)
         if key and str(key).split(".")[-1] not in message:  # e.g. a value of the wrong type: name its key

@@ -124,11 +124,11 @@ def test_flatten_merges_nested_and_dotted_keys():
 @pytest.mark.parametrize(
     "changes,overrides,message",
     [
-        ({"bogus": 1}, [], "Key 'bogus' not in 'AblationConfig'"),
-        ({}, ["grid.tau.schedul=[linear]"], "Key 'schedul' not in 'TauConfig'"),
+        ({"bogus": 1}, [], "bogus: unknown key (the top level takes: "),
+        ({}, ["grid.tau.schedul=[linear]"], "tau.schedul: unknown key (tau takes: schedule, start"),
         ({}, ["grid.tau.schedule=[linear,sawtooth]"], "unknown tau schedule 'sawtooth'"),
         ({}, ["grid.tau.end=[0.0]"], "tau.end must be finite and > 0"),
-        ({}, ["proxy_train.overrides.train.epoch=2"], "Key 'epoch' not in 'TrainConfig'"),
+        ({}, ["proxy_train.overrides.train.epoch=2"], "train.epoch: unknown key (train takes: "),
         ({}, ["jobs=0"], "jobs must be >= 1"),
         ({"base": "nowhere.yaml"}, [], "config file not found: nowhere.yaml"),
     ],

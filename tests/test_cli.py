@@ -83,7 +83,7 @@ def _error(capsys, *argv):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["bogus.key=1"], "Key 'bogus'"),
+        (["bogus.key=1"], "bogus: unknown key (the top level takes: name, out_dir"),
         (["tau.start=0"], "tau.start must be finite and > 0"),
         (["tau.end=-1"], "tau.end must be finite and > 0"),
         (["tau.start=nan"], "tau.start must be finite"),
