@@ -1,0 +1,131 @@
+"""`nas genotype show|convert|info|list|plot`: the genotype subcommands (text views, format conversion,
+parameters and FLOPs of the retrain network, the zoo, cell pictures)."""
+
+from __future__ import annotations
+
+import argparse
+
+from nas.atomic import check_output_path
+from nas.errors import UserError
+from nas.genotype import FORMATS, describe, formats, listed, save_genotype
+from nas.space import SPACES, resolve_genotype
+
+
+def add_parsers(sub) -> None:
+    """Register `nas genotype ...` under the CLI's subparsers `sub`."""
+    g = sub.add_parser("genotype", help="show, convert and measure genotypes").add_subparsers(
+        dest="genotype_command", required=True, parser_class=sub._parser_class
+    )
+    p = g.add_parser("show", help="text view of every cell")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_genotype_show)
+    titles = ["JSON", *(fmt.title for fmt in formats())]  # the string formats the spaces registered
+    p = g.add_parser("convert", help=f"convert between {listed(titles, 'and')}")
+    p.add_argument("file")
+    p.add_argument("--to", choices=["json", *FORMATS.names()], required=True)
+    p.add_argument("-o", "--output", help="write here instead of stdout")
+    p.set_defaults(func=cmd_genotype_convert)
+    p = g.add_parser("info", help="parameters and FLOPs of the retrain network")
+    p.add_argument("file")
+    p.add_argument("--network", help="the space's network (default: its first, at the sizes its literature "
+                   "uses: DARTS cifar 36 channels x 20 layers or imagenet 48 x 14; NB201 cifar 16 channels x 5 "
+                   "cells per stage; the flags below change them)")  # fmt: skip
+    p.add_argument("--init-channels", type=int)
+    p.add_argument("--layers", type=int)
+    p.add_argument("--classes", type=int)
+    p.add_argument("--in-channels", type=int, default=3)
+    p.add_argument("--image-size", type=int)
+    p.set_defaults(func=cmd_genotype_info)
+    p = g.add_parser("list", help="published genotypes usable as zoo:NAME")
+    p.set_defaults(func=cmd_genotype_list)
+    p = g.add_parser("plot", help="draw the cells (.dot always; .png/.svg with Graphviz or matplotlib)")
+    p.add_argument("file")
+    p.add_argument("-o", "--output", required=True, help="cell.svg, cell.png, cell.pdf or cell.dot")
+    p.set_defaults(func=cmd_genotype_plot)
+
+
+def cmd_genotype_show(args: argparse.Namespace) -> int:
+    genotype = resolve_genotype(args.file)
+    print(describe(genotype, SPACES.get(genotype.space).input_states))
+    return 0
+
+
+def cmd_genotype_convert(args: argparse.Namespace) -> int:
+    if args.output:
+        check_output_path(args.output)
+    genotype = resolve_genotype(args.file)
+    if args.to == "json":
+        import json
+
+        text = json.dumps(genotype.to_dict(), indent=2)
+    else:
+        text = FORMATS.get(args.to).write(genotype)
+    if args.output:
+        if args.to == "json":
+            save_genotype(args.output, genotype)
+        else:
+            from nas.atomic import atomic_write_text
+
+            atomic_write_text(args.output, text + "\n")
+    else:
+        print(text)
+    return 0
+
+
+def cmd_genotype_info(args: argparse.Namespace) -> int:
+    import torch
+
+    from nas.config import ModelConfig
+    from nas.limits import INFO_RANGES, check_flags
+    from nas.memory import check_inference, parameter_budget
+    from nas.profile import model_summary
+
+    check_flags(vars(args), INFO_RANGES)
+    genotype = resolve_genotype(args.file)
+    space = SPACES.get(genotype.space)
+    network = args.network or next(iter(space.networks))
+    if network not in space.networks:
+        raise UserError(
+            f"the {space.name} space has no {network} network (it has: {', '.join(space.networks)})"
+        )
+    for key, value in space.networks[network].items():  # the space's standard network, unless set
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    cfg = ModelConfig(init_channels=args.init_channels, layers=args.layers, auxiliary=True, network=network)
+    with parameter_budget(torch.device("cpu"), 4 * 3, "the network", "--init-channels or --layers"):
+        # one SGD could train here
+        net = space.build_network(genotype, cfg, args.classes, args.in_channels, args.image_size)
+    shape = (args.in_channels, args.image_size, args.image_size)
+    check_inference(net, shape, "--init-channels, --layers or --image-size")  # the FLOP count's pass
+    summary = model_summary(net, shape)
+    print(f"space {genotype.space}, {network} network: {args.init_channels} channels, {args.layers} layers, "
+          f"{args.classes} classes, {args.in_channels}x{args.image_size}x{args.image_size} input")  # fmt: skip
+    if summary["params_with_auxiliary"] == summary["params"]:  # the network has no auxiliary head
+        print(f"parameters: {summary['params']:,}")
+    else:
+        print(f"parameters (without auxiliary head): {summary['params']:,}")
+        print(f"parameters (with auxiliary head):    {summary['params_with_auxiliary']:,}")
+    print(f"FLOPs (batch 1): {summary['flops']:,}  ({summary['macs'] / 1e6:.1f} M multiply-adds)")
+    return 0
+
+
+def cmd_genotype_list(args: argparse.Namespace) -> int:
+    from search_spaces import zoo
+
+    print(f"{'name':<20} {'space':<6} {'error %':>8}  source")
+    for name in zoo.names():
+        g = zoo.get(name)
+        err = g.provenance.get("reported_test_error")
+        print(
+            f"{'zoo:' + name:<20} {g.space:<6} {err if err is not None else '-':>8}  {g.provenance.get('source', '')}"
+        )
+    return 0
+
+
+def cmd_genotype_plot(args: argparse.Namespace) -> int:
+    from nas.plot import plot_genotype
+
+    check_output_path(args.output)
+    written = plot_genotype(resolve_genotype(args.file), args.output)
+    print(f"wrote {written}")
+    return 0
