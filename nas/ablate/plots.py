@@ -156,11 +156,15 @@ def plot_strip(rows: list[dict[str, Any]], path: Path) -> bool:
         ax.scatter(x + jitter.uniform(-0.15, 0.15, len(values)), values, color=_color(i), s=30, label=label)
         ax.hlines(statistics.median(values), x - 0.3, x + 0.3, color=_color(i), linewidth=1)
         x += 1
-    for r in others:
+    values = [r["proxy_test_acc"] for r in done]
+    gap, label_y = 0.045 * (max(values) - min(values) or 1.0), -float("inf")
+    for r in sorted(others, key=lambda r: r["proxy_test_acc"]):  # labels pushed apart where values are close
+        label_y = max(r["proxy_test_acc"], label_y + gap)
         ax.scatter([x], [r["proxy_test_acc"]], marker="D", color="black", s=26)
         ax.annotate(
-            r["setting"], (x, r["proxy_test_acc"]), xytext=(6, 0), textcoords="offset points", fontsize=7
+            r["setting"], (x, r["proxy_test_acc"]), xytext=(x + 0.12, label_y), fontsize=7, va="center"
         )
+    ax.set_xlim(-0.5, x + (1.6 if others else 0.5))  # room for the baselines' labels
     ax.set_xticks(range(len(columns)), columns, rotation=20, fontsize=8)
     ax.set_ylabel("proxy test accuracy (%)")
     ax.set_title("searched vs random cells (one dot per retrained cell, bar = median)", fontsize=10)
