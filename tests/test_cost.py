@@ -208,3 +208,13 @@ def test_pareto_plot(tmp_path):
     assert not plot_pareto(
         [{"kind": "search", "setting": "x", "proxy_test_acc": None, "flops": 1}], tmp_path / "q.png"
     )
+
+
+def test_nodes_flag_is_refused_for_a_space_whose_cell_size_is_fixed(tmp_path, capsys):
+    from nas.cli import main
+
+    out = tmp_path / "t.json"
+    assert main(["cost", "table", "--space", "nb201", "--nodes", "3", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == "nas: error: --nodes: the nb201 space's cell has a fixed number of nodes\n"
+    assert not out.exists()

@@ -21,7 +21,7 @@ def add_parsers(sub) -> None:
         p.add_argument("--space", required=True, help=f"search space: {' | '.join(SPACES.names())}")
         p.add_argument("--init-channels", type=int, help="default: the space's standard network (36 | 16)")
         p.add_argument("--layers", type=int, help="default: the space's standard network (20 | 5)")
-        p.add_argument("--nodes", type=int, default=4, help="DARTS: intermediate nodes per cell (default 4)")
+        p.add_argument("--nodes", type=int, help="DARTS: intermediate nodes per cell (default 4)")
         p.add_argument("--classes", type=int, default=10)
         p.add_argument("--in-channels", type=int, default=3)
         p.add_argument("--image-size", type=int, default=32)
@@ -50,8 +50,11 @@ def cmd_cost(args: argparse.Namespace) -> int:
 
     space = SPACES.get(args.space)
     sizes = space.networks["cifar"]  # the space's standard CIFAR network
+    if args.nodes is not None and not hasattr(space.Options, "nodes"):
+        raise UserError(f"--nodes: the {args.space} space's cell has a fixed number of nodes")
+    given = {} if args.nodes is None else {"nodes": args.nodes}  # else the spec's default, as `standard_spec`
     spec = NetworkSpec(args.space, "cifar", args.init_channels or sizes["init_channels"], args.layers or sizes["layers"],
-                       args.nodes, args.classes, args.in_channels, args.image_size)  # fmt: skip
+                       classes=args.classes, in_channels=args.in_channels, image_size=args.image_size, **given)  # fmt: skip
     timer = None
     if args.cost_command == "profile":
         import torch
