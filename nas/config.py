@@ -221,9 +221,7 @@ def _unknown_key(base: DictConfig, key: str) -> str:
 def _merge(base: DictConfig, other: DictConfig, where: str) -> DictConfig:
     try:
         return OmegaConf.merge(base, other)
-    except (
-        ConfigKeyError
-    ) as exc:  # OmegaConf says "Key 'x' not in 'NB201Options'": name what is known instead
+    except ConfigKeyError as exc:  # OmegaConf's "Key 'x' not in 'NB201Options'": name what the section takes
         raise UserError(f"bad {where}: {_unknown_key(base, str(exc.full_key))}") from None
     except OmegaConfBaseException as exc:
         message, key = _first_line(exc), getattr(exc, "full_key", None)

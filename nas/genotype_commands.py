@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from nas.atomic import check_output_path
+from nas.atomic import atomic_write_text, check_output_path
 from nas.errors import UserError
 from nas.genotype import FORMATS, describe, formats, listed, save_genotype
 from nas.space import SPACES, resolve_genotype
@@ -54,6 +54,9 @@ def cmd_genotype_convert(args: argparse.Namespace) -> int:
     if args.output:
         check_output_path(args.output)
     genotype = resolve_genotype(args.file)
+    if args.to == "json" and args.output:
+        save_genotype(args.output, genotype)
+        return 0
     if args.to == "json":
         import json
 
@@ -61,12 +64,7 @@ def cmd_genotype_convert(args: argparse.Namespace) -> int:
     else:
         text = FORMATS.get(args.to).write(genotype)
     if args.output:
-        if args.to == "json":
-            save_genotype(args.output, genotype)
-        else:
-            from nas.atomic import atomic_write_text
-
-            atomic_write_text(args.output, text + "\n")
+        atomic_write_text(args.output, text + "\n")
     else:
         print(text)
     return 0

@@ -36,8 +36,9 @@ TIERS = (
     ("runs", "search train run export"),
     ("tools", "cli __main__ genotype_commands ablate bench gradcheck cost.commands"),
 )
-# where the engine may import `search_spaces` (registration: the CLI loads the spaces; these two load
-# them lazily for a library caller who asks for a zoo genotype or an exported model)
+# where the engine may import `search_spaces` (registration: the CLI loads the spaces, its genotype
+# commands list the zoo; export and space load them lazily for a library caller who asks for a zoo genotype
+# or an exported model)
 SPACE_IMPORTERS = {"nas.cli", "nas.genotype_commands", "nas.export", "nas.space"}
 
 

@@ -156,8 +156,8 @@ def plot_strip(rows: list[dict[str, Any]], path: Path) -> bool:
         ax.scatter(x + jitter.uniform(-0.15, 0.15, len(values)), values, color=_color(i), s=30, label=label)
         ax.hlines(statistics.median(values), x - 0.3, x + 0.3, color=_color(i), linewidth=1)
         x += 1
-    values = [r["proxy_test_acc"] for r in done]
-    gap, label_y = 0.045 * (max(values) - min(values) or 1.0), -float("inf")
+    every = [r["proxy_test_acc"] for r in done]
+    gap, label_y = 0.045 * (max(every) - min(every) or 1.0), -float("inf")
     for r in sorted(others, key=lambda r: r["proxy_test_acc"]):  # labels pushed apart where values are close
         label_y = max(r["proxy_test_acc"], label_y + gap)
         ax.scatter([x], [r["proxy_test_acc"]], marker="D", color="black", s=26)
