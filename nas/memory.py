@@ -21,7 +21,7 @@ import contextlib
 import os
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -237,15 +237,16 @@ def check_supernet(model: nn.Module, cfg: Any, info: Any, device: torch.device, 
     """Refuse a search whose supernet (built on the CPU under `parameter_budget`) cannot fit `device`:
     weights with SGD momentum, alphas with Adam, one sampled architecture's activations per batch
     (`sampler`: the run's `nas.sampling.Sampler`, whose sample decides which ops run)."""
-    from nas.sampling import ArchSample, sample_architecture
+    from nas.sampling import sample_architecture
+
+    first_order = getattr(cfg.search, "bilevel", "first_order") == "first_order"
 
     def forward(net: nn.Module, x: torch.Tensor) -> Any:
         alphas = {k: torch.zeros(a.shape) for k, a in net.alphas.items()}
         gen = torch.Generator().manual_seed(0)  # its own stream: the run's sampler generator is untouched
-        samples = sample_architecture(alphas, sampler, 1.0, gen)
-        return net(
-            x, {k: ArchSample(s.weights.to("meta"), s.choices, s.unchosen_grad) for k, s in samples.items()}
-        )
+        # as the architecture step runs it (nas.search.architect): first order detaches unchosen ops
+        samples = sample_architecture(alphas, sampler, 1.0, gen, detach_unchosen=first_order)
+        return net(x, {k: replace(s, weights=s.weights.to("meta")) for k, s in samples.items()})
 
     shape = (info.in_channels, info.image_size, info.image_size)
     key = ("search", repr(cfg.space), repr(cfg.sampler), sampler.unchosen_grad, info.num_classes, shape)

@@ -53,6 +53,12 @@ class MixedOp(nn.Module):
     unchosen weights, exactly 0 in the forward pass, are added to the output, so the output is unchanged but
     every w_j (j != k) receives the sum of the output's gradient, and every alpha of the edge a gradient,
     even when the chosen op is `none` (whose own weight then gets none).
+
+    `detach_unchosen` (one-hot weights, every op needed for the alpha gradient: gumbel_st, reinmax,
+    gumbel_rao in a first-order architecture step): every op runs as with soft weights, but the unchosen
+    ones (weight exactly 0) without autograd. The output is the same sum, bitwise; w_j still gets
+    <grad, op_j(x)>; the gradient that would flow back through op_j is grad * 0, so skipping that backward
+    pass changes nothing but its cost (and the activations it would keep).
     """
 
     def __init__(self, ops: list[nn.Module]):
@@ -61,10 +67,15 @@ class MixedOp(nn.Module):
         self._live = [i for i, op in enumerate(ops) if not getattr(op, "is_zero", False)]
 
     def forward(
-        self, x: torch.Tensor, weights: torch.Tensor, choice: int | None = None, unchosen_grad: bool = False
+        self,
+        x: torch.Tensor,
+        weights: torch.Tensor,
+        choice: int | None = None,
+        unchosen_grad: bool = False,
+        detach_unchosen: bool = False,
     ) -> torch.Tensor:
         # weights: (K,)
-        if choice is not None:  # weights[choice] is exactly 1.0 in the forward pass
+        if choice is not None and not detach_unchosen:  # weights[choice] is exactly 1.0 in the forward pass
             out = times_one(self.ops[choice](x), weights[choice])
             if unchosen_grad:  # sum of the unchosen weights: 1.0 - 1.0 == 0.0 exactly, d/dw_j = 1 for j != k
                 out = out + (weights.sum() - weights[choice]).to(out.dtype)
@@ -72,7 +83,12 @@ class MixedOp(nn.Module):
         w = weights.to(x.dtype)
         out = None
         for i in self._live:
-            term = self.ops[i](x) * w[i]
+            if detach_unchosen and i != choice:
+                with torch.no_grad():
+                    h = self.ops[i](x)
+            else:
+                h = self.ops[i](x)
+            term = h * w[i]
             out = term if out is None else out + term
         if out is None:  # every candidate is `none`
             out = self.ops[0](x) * w[0]

@@ -209,3 +209,43 @@ def test_one_hot_forward_with_chosen_only_runs_one_op_and_gives_the_same_weight_
         else:
             assert torch.allclose(g, chosen[name], atol=1e-6), name
     assert sum(g is None for g in chosen.values()) > sum(g is None for g in full.values())
+
+
+@pytest.mark.parametrize("space", ["darts", "nb201"])
+@pytest.mark.parametrize("name", [n for n in sorted(SAMPLERS) if SAMPLERS.get(n).one_hot])
+def test_detached_unchosen_ops_give_the_same_alpha_gradient_without_their_backward_pass(space, name):
+    """A first-order architecture step of a one-hot sampler: running the unchosen ops without autograd
+    gives bitwise the same loss and alpha gradient, and keeps no graph for them."""
+    import search_spaces  # noqa: F401
+    from nas.space import SPACES
+
+    sp = SPACES.get(space)
+    torch.manual_seed(0)
+    net = sp.build_supernet(sp.Options(name=space, init_channels=4, layers=3), 3, 3)
+    x, y = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 0])
+    sampler = build_sampler(name)
+    counts, results = [], []
+    for detach in (False, True):
+        calls = [0]
+
+        def count(module, args, output, calls=calls):
+            calls[0] += output.grad_fn is not None
+
+        hooks = [m.register_forward_hook(count) for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+        alphas = list(net.alphas.values())
+        samples = sample_architecture(dict(net.alphas), sampler, 0.7, _gen(11), detach_unchosen=detach)
+        if sampler.chosen_only:
+            assert all(s.choices is not None and not s.detach_unchosen for s in samples.values())
+        else:
+            assert all(s.detach_unchosen == detach for s in samples.values())
+        loss = torch.nn.functional.cross_entropy(net(x, samples), y)
+        results.append((loss.detach(), torch.autograd.grad(loss, alphas)))
+        counts.append(calls[0])
+        for h in hooks:
+            h.remove()
+    (loss0, g0), (loss1, g1) = results
+    assert torch.equal(loss0, loss1)
+    for a, b in zip(g0, g1):
+        assert torch.equal(a, b) and a.abs().sum() > 0
+    if not sampler.chosen_only:  # fewer convolutions recorded for backward
+        assert counts[1] < counts[0]

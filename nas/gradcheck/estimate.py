@@ -16,6 +16,7 @@ sample's dL/dW serves every temperature and every straight-through variant, soft
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -37,12 +38,18 @@ class Upstream:
 
     def __call__(self, samples: dict[str, ArchSample]) -> list[torch.Tensor]:
         key = tuple(
-            (name, s.weights.detach().cpu().numpy().tobytes(), tuple(s.choices or ()), s.unchosen_grad)
+            (
+                name,
+                s.weights.detach().cpu().numpy().tobytes(),
+                tuple(s.choices or ()),
+                s.unchosen_grad,
+                s.detach_unchosen,
+            )
             for name, s in samples.items()
         )
         if key not in self.cache:
             leaves = {
-                name: ArchSample(s.weights.detach().clone().requires_grad_(), s.choices, s.unchosen_grad)
+                name: replace(s, weights=s.weights.detach().clone().requires_grad_())
                 for name, s in samples.items()
             }
             x, y = self.batch

@@ -46,15 +46,20 @@ class SamplerConfig:
 
 @dataclass
 class ArchSample:
-    """Op weights for one cell type; `choices` is set where only the chosen ops run."""
+    """Op weights for one cell type; `choices` is set where the forward pass is one-hot and the MixedOp
+    may exploit it: only the chosen ops run, or (`detach_unchosen`) every op runs but only the chosen one
+    with autograd."""
 
     weights: torch.Tensor  # (E, K)
     choices: list[int] | None = None  # host-side chosen op per edge
     unchosen_grad: bool = False  # chosen-only: unchosen weights get a gradient too (see nas.mixed_op.MixedOp)
+    detach_unchosen: bool = False  # every op runs, the unchosen ones without autograd (see MixedOp)
 
-    def edge(self, e: int) -> tuple[torch.Tensor, int | None, bool]:
-        """Arguments of edge e's `MixedOp.forward` after the input: (weights (K,), choice, unchosen_grad)."""
-        return self.weights[e], None if self.choices is None else self.choices[e], self.unchosen_grad
+    def edge(self, e: int) -> tuple[torch.Tensor, int | None, bool, bool]:
+        """Arguments of edge e's `MixedOp.forward` after the input:
+        (weights (K,), choice, unchosen_grad, detach_unchosen)."""
+        choice = None if self.choices is None else self.choices[e]
+        return self.weights[e], choice, self.unchosen_grad, self.detach_unchosen
 
 
 def check_tau(tau: float) -> float:
@@ -193,24 +198,31 @@ def sample_architecture(
     tau: float,
     generator: torch.Generator,
     chosen_only: bool = False,
+    detach_unchosen: bool = False,
 ) -> dict[str, ArchSample]:
     """Sample op weights for every cell type (in sorted key order, so the noise stream is fixed).
 
-    Where only the chosen ops run, the chosen indices of all cell types reach the host in a single
-    transfer: one device synchronisation per sample, not one per edge. `chosen_only`: a sampler whose
-    forward pass is one-hot (`one_hot`) also returns its choices, so only the chosen ops run (for the
-    weight step, which needs no alpha gradient).
+    Where the choices are needed, the chosen indices of all cell types reach the host in a single
+    transfer: one device synchronisation per sample, not one per edge. For a sampler whose forward pass is
+    one-hot (`one_hot`):
+    - `chosen_only`: only the chosen ops run (the weight step, which needs no alpha gradient);
+    - `detach_unchosen`: every op runs, the unchosen ones without autograd (a first-order architecture
+      step: the unchosen weights are exactly 0 in the forward pass, so no gradient flows back through
+      their ops, and d loss / d w_j = <d loss / d out, op_j(x)> needs only op_j's output; the same
+      gradients as running every op with autograd, without the backward pass of K - 1 ops per edge).
+    A sampler that runs only the chosen op (`chosen_only` class flag, GDAS) always returns its choices.
     """
     if isinstance(sampler, str):
         sampler = build_sampler(sampler)
     names = sorted(alphas)
     weights = {name: sampler.weights(alphas[name], tau, generator) for name in names}
-    if not (sampler.chosen_only or (chosen_only and sampler.one_hot)):
+    detach = detach_unchosen and sampler.one_hot and not (sampler.chosen_only or chosen_only)
+    if not (sampler.chosen_only or (chosen_only and sampler.one_hot) or detach):
         return {name: ArchSample(weights[name]) for name in names}
     flat = torch.cat([weights[name].detach().argmax(-1) for name in names]).tolist()  # one sync
     out, start = {}, 0
     for name in names:
         n = weights[name].shape[0]
-        out[name] = ArchSample(weights[name], flat[start : start + n], sampler.unchosen_grad)
+        out[name] = ArchSample(weights[name], flat[start : start + n], sampler.unchosen_grad, detach)
         start += n
     return out

@@ -66,8 +66,13 @@ class Architect:
         self.penalty = penalty
 
     def sample(self, tau: float) -> dict[str, ArchSample]:
-        """The architecture step's sample: differentiable in alpha."""
-        return sample_architecture(dict(self.model.alphas), self.sampler, tau, self.generator)
+        """The architecture step's sample: differentiable in alpha. In a first-order step a one-hot
+        sampler's unchosen ops run without autograd (same gradient, no backward pass through them); the
+        second-order step differentiates through weight gradients, where they do contribute."""
+        return sample_architecture(
+            dict(self.model.alphas), self.sampler, tau, self.generator,
+            detach_unchosen=self.bilevel == "first_order",
+        )  # fmt: skip
 
     def sample_for_weights(self, tau: float) -> dict[str, ArchSample]:
         """The weight step's sample, from detached alphas: no alpha gradient is computed or accumulated,

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -71,8 +72,7 @@ def _leaf_samples(samples: dict[str, ArchSample], dtype: torch.dtype) -> dict[st
     """The sampled op weights as fresh leaf tensors (in the weights' dtype, so that float64 models keep
     float64 gradients for the difference quotient); hard choices are kept."""
     return {
-        name: ArchSample(s.weights.detach().to(dtype).requires_grad_(), s.choices, s.unchosen_grad)
-        for name, s in samples.items()
+        name: replace(s, weights=s.weights.detach().to(dtype).requires_grad_()) for name, s in samples.items()
     }
 
 
