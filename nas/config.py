@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from nas.errors import UserError
+from nas.ground_truth import GroundTruthConfig
 from nas.limits import Range, check_ranges
 from nas.sampling import SAMPLERS, build_sampler
 from nas.sampling.base import SamplerConfig  # the sampler section's base schema (lives with the samplers)
@@ -155,6 +156,8 @@ class SearchRunConfig(RunConfig):
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     tau: TauConfig = field(default_factory=TauConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    # the space's ground truth (nas.ground_truth), where it has one: the derived cell's accuracy per epoch
+    ground_truth: GroundTruthConfig = field(default_factory=GroundTruthConfig)
 
 
 @dataclass

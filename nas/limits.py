@@ -138,6 +138,10 @@ INFO_RANGES: dict[str, Range] = {
     "--in-channels": Range(1, 64),
     "--image-size": Range(1, 4096),
 }
+RANK_RANGES: dict[str, Range] = {  # nas rank: each random cell costs one pass over the held-out split
+    "--random": Range(0, 100_000),
+    "--random-seed": Range(0, 2**31 - 1),
+}
 
 
 def check_flags(values: dict[str, Any], ranges: dict[str, Range]) -> None:

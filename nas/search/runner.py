@@ -28,6 +28,7 @@ from nas.cost.expected import cost_term
 from nas.data import search_loaders
 from nas.distributed import lr_scale
 from nas.genotype import save_genotype
+from nas.ground_truth import ground_truth_of
 from nas.memory import SUPERNET_SIZE, check_supernet, parameter_budget
 from nas.plot import cell_figure, plot_genotype
 from nas.rng import sampler_seed
@@ -57,6 +58,7 @@ class SearchRunner(EpochRun):
     ):
         self.space = space
         self.sampler = build_sampler(cfg.sampler, space)
+        self.truth = ground_truth_of(space, cfg.ground_truth)  # None where the space has none
         self.tau = cfg.tau.start
         super().__init__(cfg, out_dir, resume, dist)
 
@@ -239,6 +241,8 @@ class SearchRunner(EpochRun):
         save_genotype(self.out_dir / GENOTYPE_FILE, genotype)
         logits = self.derive_logits()
         record.update(diagnostics.epoch_diagnostics(logits, genotype, self.space))
+        if self.truth is not None:  # how good the derived cell really is (gt_<dataset>, gt_<dataset>_pct)
+            record.update(self.truth.record(genotype))
         if self.cost is not None:  # expected cost under alpha and the derived cell's actual cost
             record.update(self.cost.epoch_record(dict(self.model.alphas), genotype))
         diagnostics.log_alphas(self.logger, logits, self.space.primitives, epoch)
