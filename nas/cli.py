@@ -24,7 +24,7 @@ from nas.genotype_commands import add_ground_truth_args, ground_truth_config
 from nas.genotype_commands import add_parsers as add_genotype_parsers
 from nas.ground_truth import ground_truth_of
 from nas.rundir import ALPHAS_FILE, CONFIG_FILE, GENOTYPE_FILE, RESULT_FILE
-from nas.space import SPACES, resolve_genotype
+from nas.space import SPACES, exclude_ops, resolve_genotype
 
 # errors of the file system or the machine that a user fixes (space, permissions, paths), reported in one line
 ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
@@ -172,7 +172,7 @@ def cmd_derive(args: argparse.Namespace) -> int:
             raise UserError(f"{run_dir / CHECKPOINT} holds no architecture parameters")
         sampler = build_sampler(cfg.sampler, space)
         logits = {k: sampler.derive_logits(torch.as_tensor(v)) for k, v in alphas.items()}
-        genotype = space.derive(logits)
+        genotype = space.derive(exclude_ops(logits, space.primitives, cfg.search.derive_exclude))
     prov = {"run": cfg.name, "epoch": state["epoch"] - 1, "seed": cfg.seed, "sampler": cfg.sampler.name,
             "probabilities": probabilities(logits, space.primitives), "config": to_dict(cfg)}  # fmt: skip
     budget = budget_of(args)

@@ -106,6 +106,9 @@ class ArchOptimConfig:
     lr: float = 3e-4
     betas: tuple[float, float] = (0.5, 0.999)
     weight_decay: float = 1e-3
+    # regularisers on alpha (nas.search.regularizers), each ramped from 0 over the architecture epochs
+    beta_decay: float = 0.0  # beta-DARTS: lambda * mean logsumexp(alpha) per edge (the paper: 50); 0 = off
+    entropy: float = 0.0  # w * mean op entropy: > 0 sharpens, < 0 keeps the distribution spread; 0 = off
 
 
 @dataclass
@@ -124,6 +127,7 @@ class SearchConfig:
     bilevel: str = "first_order"  # first_order | second_order
     unrolled_xi: float | None = None  # virtual step size for second order; null = the weight lr
     arch_start_epoch: int = 0  # update alpha only from this epoch on (weights warm up first)
+    derive_exclude: list[str] = field(default_factory=list)  # ops derive never picks, e.g. [none]
     weights: WeightOptimConfig = field(default_factory=WeightOptimConfig)
     arch: ArchOptimConfig = field(default_factory=ArchOptimConfig)
     cost: CostConfig = field(default_factory=CostConfig)
@@ -359,6 +363,12 @@ def validate(cfg: Any) -> None:
         )
         _nesterov(cfg.search.weights, "search.weights")
         build_sampler(cfg.sampler)  # the sampler checks its own options
+        primitives = SPACES.get(cfg.space.name).primitives
+        for op in cfg.search.derive_exclude:
+            _check(op in primitives, f"search.derive_exclude: {op!r} is not an op of space {cfg.space.name} "
+                                     f"({', '.join(primitives)})")  # fmt: skip
+        _check(set(primitives) - set(cfg.search.derive_exclude) != set(),
+               "search.derive_exclude excludes every op of the space")  # fmt: skip
         cost = cfg.search.cost
         _check(cost.metric in ("flops", "params", "latency"),
                f"search.cost.metric must be flops, params or latency, got {cost.metric!r}")  # fmt: skip

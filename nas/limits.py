@@ -110,6 +110,8 @@ RANGES: dict[str, Range] = {
     "search.arch.lr": POSITIVE,
     "search.arch.betas": UNIT_OPEN,
     "search.arch.weight_decay": NON_NEGATIVE,
+    "search.arch.beta_decay": Range(0, 1e4),
+    "search.arch.entropy": Range(-1e4, 1e4),
     "search.cost.weight": NON_NEGATIVE,  # lambda; 0 = off
     "search.cost.target": NON_NEGATIVE,  # null = no hinge
     "model.init_channels": CHANNELS,

@@ -22,6 +22,17 @@ from nas.sampling import ArchSample, Sampler, sample_architecture
 from nas.space import Supernet
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Penalty = Callable[[dict[str, torch.Tensor]], torch.Tensor]
+
+
+def combine(penalties: list[Penalty | None]) -> Penalty | None:
+    """The sum of the given alpha-only penalties (None entries skipped); None when there are none."""
+    terms = [p for p in penalties if p is not None]
+    if not terms:
+        return None
+    if len(terms) == 1:
+        return terms[0]
+    return lambda alphas: sum(p(alphas) for p in terms)
 
 
 class Architect:

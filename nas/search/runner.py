@@ -36,8 +36,9 @@ from nas.run import EpochRun
 from nas.rundir import ALPHAS_FILE, COST_TABLE_FILE, GENOTYPE_FILE
 from nas.sampling import build_sampler
 from nas.schedules import tau_at
-from nas.search.architect import Architect
-from nas.space import SearchSpace
+from nas.search.architect import Architect, combine
+from nas.search.regularizers import arch_penalty, ramp
+from nas.space import SearchSpace, exclude_ops
 
 
 class SearchRunner(EpochRun):
@@ -59,6 +60,7 @@ class SearchRunner(EpochRun):
         self.space = space
         self.sampler = build_sampler(cfg.sampler, space)
         self.truth = ground_truth_of(space, cfg.ground_truth)  # None where the space has none
+        self.epoch = 0  # the epoch in progress (the regularisers' ramp reads it)
         self.tau = cfg.tau.start
         super().__init__(cfg, out_dir, resume, dist)
 
@@ -83,11 +85,13 @@ class SearchRunner(EpochRun):
         self.generator = torch.Generator().manual_seed(sampler_seed(cfg.seed))
         # search.cost (nas.cost): the cost penalty and logged costs; None when it asks for nothing
         self.cost = cost_term(cfg.search.cost, self.space, self.info, cfg.space, self.model)
+        penalties = [self.cost.penalty if self.cost is not None and self.cost.weight > 0 else None]
+        arch = cfg.search.arch
+        penalties.append(arch_penalty(arch.beta_decay, arch.entropy, self.sampler, self.reg_scale))
         self.architect = Architect(
             self.model, self.a_opt, self.criterion, self.sampler, self.generator, self.autocast,
             bilevel=cfg.search.bilevel, grad_hook=dist.all_reduce_grads if dist else None,
-            xi=cfg.search.unrolled_xi,
-            penalty=self.cost.penalty if self.cost is not None and self.cost.weight > 0 else None,
+            xi=cfg.search.unrolled_xi, penalty=combine(penalties),
         )  # fmt: skip
 
     def _build_optimizers(self) -> None:
@@ -134,6 +138,10 @@ class SearchRunner(EpochRun):
 
     # --- the loop -----------------------------------------------------------------------------------
 
+    def reg_scale(self) -> float:
+        """The architecture regularisers' ramp at the current epoch (nas.search.regularizers.ramp)."""
+        return ramp(self.epoch, self.cfg.search.arch_start_epoch, self.cfg.search.epochs)
+
     def tau_for(self, epoch: int, step: int = 0) -> float:
         return tau_at(self.cfg.tau, epoch, self.cfg.search.epochs, step, len(self.train_loader))
 
@@ -143,6 +151,7 @@ class SearchRunner(EpochRun):
     def run_epoch(self, epoch: int, max_steps: int | None = None) -> dict[str, Any]:
         """One epoch of search steps (only the first `max_steps` of them if given: `nas bench`)."""
         self.w_sched.step(epoch)
+        self.epoch = epoch
         self.model.train()
         lr = self.w_opt.param_groups[0]["lr"]
         update_alpha = epoch >= self.cfg.search.arch_start_epoch
@@ -217,7 +226,9 @@ class SearchRunner(EpochRun):
     def genotype(self, epoch: int):
         """The derived genotype with its provenance (config, seed, epoch, op probabilities)."""
         logits = self.derive_logits()
-        genotype = self.space.derive(logits)
+        genotype = self.space.derive(
+            exclude_ops(logits, self.space.primitives, self.cfg.search.derive_exclude)
+        )
         prov = {
             "run": self.cfg.name,
             "epoch": epoch,
