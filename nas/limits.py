@@ -114,6 +114,8 @@ RANGES: dict[str, Range] = {
     "search.arch.entropy": Range(-1e4, 1e4),
     "search.cost.weight": NON_NEGATIVE,  # lambda; 0 = off
     "search.cost.target": NON_NEGATIVE,  # null = no hinge
+    "ground_truth.epochs": EPOCHS,  # a space's source checks its own values (NATS-Bench: 12 or 200)
+    "ground_truth.trial_seed": SEED,
     "model.init_channels": CHANNELS,
     "model.layers": LAYERS,
     "model.auxiliary_weight": NON_NEGATIVE,
