@@ -419,6 +419,25 @@ def test_ground_truth_ablation_judges_every_cell_by_the_table_without_retraining
         assert 0 <= int(row["stable_epoch"]) <= 1
     text = (truth_ablation / "results.md").read_text()
     assert "NAS-Bench-201 cifar10 accuracy (%)" in text and "percentile in the space" in text
+    assert (truth_ablation / "ground_truth.png").read_bytes()[:8] == PNG
+
+
+def test_settings_are_tested_against_each_other_and_the_reference(truth_ablation):
+    import json
+
+    from nas.stats import kruskal_wallis, permutation_diff
+
+    rows = read_csv(truth_ablation / "results.csv")
+    groups = {s: [float(r["score"]) for r in rows if r["setting"] == s] for s in ("constant", "linear")}
+    across = json.loads((truth_ablation / "comparison.json").read_text())["across_settings"]
+    assert across["reference"] == "linear" and sorted(across["groups"]) == ["constant", "linear"]
+    assert across["h"] == pytest.approx(kruskal_wallis(list(groups.values()))[0])
+    (versus,) = across["versus"]
+    assert versus["setting"] == "constant"
+    assert versus["diff"] == pytest.approx(sum(groups["constant"]) / 2 - sum(groups["linear"]) / 2)
+    assert versus["p"] == pytest.approx(permutation_diff(groups["constant"], groups["linear"]))
+    assert versus["ci95"][0] <= versus["diff"] <= versus["ci95"][1]
+    assert "## Settings against each other" in (truth_ablation / "results.md").read_text()
 
 
 def test_ground_truth_ablation_on_a_space_without_one_is_refused(tmp_path, capsys):

@@ -17,7 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nas.stats import kendall_tau, mann_whitney_greater, percentile
+from nas.stats import (
+    bootstrap_diff_ci,
+    cliffs_delta,
+    kendall_tau,
+    kruskal_wallis,
+    mann_whitney_greater,
+    min_detectable_difference,
+    percentile,
+    permutation_diff,
+)
 
 
 def rank_results(path: Path) -> list[float]:
@@ -135,4 +144,83 @@ def markdown(
             lines.append(
                 f"| {r['run']} | {'–' if acc is None else f'{acc:.2f}'} | {pct} | `{r.get('genotype') or ''}` |"
             )
+    return lines
+
+
+# --- settings against each other (e.g. temperature schedules) ------------------------------------------
+
+
+@dataclass
+class AcrossSettings:
+    """Do the settings differ in score? A Kruskal-Wallis test over all of them and, with a reference
+    setting, each other setting against it (difference of means with a bootstrap 95% interval, a two-sided
+    permutation p, Cliff's delta) and the smallest difference the grid could have detected."""
+
+    groups: dict[str, list[float]]
+    h: float | None = None
+    p: float | None = None
+    reference: str | None = None
+    pooled_sd: float | None = None
+    versus: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def across_settings(rows: list[dict[str, Any]], reference: str | None) -> AcrossSettings | None:
+    """The test over the searched rows' scores by setting; None with fewer than two settings that have two
+    or more finished seeds."""
+    groups: dict[str, list[float]] = {}
+    for row in rows:
+        if row.get("kind") == "search" and row.get("score") is not None:
+            groups.setdefault(row["setting"], []).append(float(row["score"]))
+    groups = {k: v for k, v in groups.items() if len(v) >= 2}
+    if len(groups) < 2:
+        return None
+    out = AcrossSettings(groups)
+    out.h, out.p = kruskal_wallis(list(groups.values()))
+    residuals = [x - statistics.mean(v) for v in groups.values() for x in v]
+    dof = len(residuals) - len(groups)
+    out.pooled_sd = math.sqrt(sum(r * r for r in residuals) / dof) if dof > 0 else None
+    if reference in groups:
+        out.reference = reference
+        ref = groups[reference]
+        for name, values in groups.items():
+            if name == reference:
+                continue
+            lo, hi = bootstrap_diff_ci(values, ref)
+            mdd = min_detectable_difference(out.pooled_sd, len(values), len(ref)) if out.pooled_sd else None
+            out.versus.append({"setting": name, "diff": statistics.mean(values) - statistics.mean(ref),
+                               "ci95": [lo, hi], "p": permutation_diff(values, ref),
+                               "cliffs_delta": cliffs_delta(values, ref), "min_detectable": mdd})  # fmt: skip
+    return out
+
+
+def across_markdown(test: AcrossSettings | None, score: str) -> list[str]:
+    """The "settings against each other" section of results.md (empty without a test)."""
+    if test is None:
+        return []
+    sizes = ", ".join(f"{k} {len(v)}" for k, v in test.groups.items())
+    lines = [
+        "## Settings against each other",
+        "",
+        f"Score: {score}. Kruskal-Wallis over {len(test.groups)} settings ({sizes} finished seeds): "
+        f"H = {test.h:.3f}, permutation p = {test.p:.3g}. Pooled within-setting sd: "
+        + ("–" if test.pooled_sd is None else f"{test.pooled_sd:.3f}")
+        + ".",
+    ]
+    if test.reference is not None:
+        lines += [
+            "",
+            f"Each setting against `{test.reference}`: difference of means with a 95% bootstrap interval, "
+            "two-sided permutation p, Cliff's delta (-1..1), and the smallest difference a two-sided t-test "
+            "at 5% would detect with 80% power at the pooled sd and these seed counts.",
+            "",
+            f"| setting | mean − {test.reference} | 95% interval | p | Cliff's δ | detectable at 80% power |",
+            "|---|---|---|---|---|---|",
+        ]
+        for v in test.versus:
+            mdd = "–" if v["min_detectable"] is None else f"±{v['min_detectable']:.2f}"
+            lines.append(f"| {v['setting']} | {v['diff']:+.2f} | [{v['ci95'][0]:+.2f}, {v['ci95'][1]:+.2f}] "
+                         f"| {v['p']:.3g} | {v['cliffs_delta']:+.2f} | {mdd} |")  # fmt: skip
     return lines

@@ -106,6 +106,23 @@ def plot_entropy(rows: list[dict[str, Any]], path: Path) -> bool:
     return _save(fig, path)
 
 
+def plot_truth_curve(rows: list[dict[str, Any]], key: str, label: str, path: Path) -> bool:
+    """The ground truth of the cell each setting derived, per epoch (mean and min-max band over seeds)."""
+    if not any(m.get(key) is not None for r in rows for m in r["_curve"]):
+        return False
+    fig, (ax,) = _figure(1, width=6.0, height=3.6)
+    for i, (setting, group) in enumerate(by_setting(rows).items()):
+        epochs, mean, lo, hi = _curves(group, key)
+        ax.plot(epochs, mean, marker="o", markersize=2, label=setting, color=_color(i))
+        ax.fill_between(epochs, lo, hi, color=_color(i), alpha=0.12)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(label)
+    ax.set_title("the derived cell, judged by the ground truth, per epoch", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
 def plot_accuracy(rows: list[dict[str, Any]], path: Path, score: str = "proxy retrain test acc (%)") -> bool:
     """The score of each cell (proxy test accuracy, or its ground truth; `score` names it) and the supernet's
     val accuracy per setting: mean +- std, seeds as dots."""

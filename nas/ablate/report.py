@@ -29,6 +29,7 @@ from nas.ablate.plots import (
     plot_ranking,
     plot_strip,
     plot_tau,
+    plot_truth_curve,
 )
 from nas.ablate.spec import DONE, AblationConfig, Run, baseline_genotype, flatten
 from nas.atomic import atomic_write_text
@@ -282,6 +283,9 @@ def write_markdown(
     section = compare.markdown(comparisons, rows + baselines, score)
     if section:
         text += ["", *section]
+    across = compare.across_markdown(compare.across_settings(rows, spec.reference), score)
+    if across:
+        text += ["", *across]
     cells = _cells_table(rows, out)
     if cells:
         text += ["", "## Derived cells (`op←input`)", "", *cells]
@@ -325,12 +329,18 @@ def write_report(spec: AblationConfig, runs: list[Run], out: Path) -> list[Path]
         "accuracy.png": lambda p: plot_accuracy(searched, p, label),
         "pareto.png": lambda p: plot_pareto(rows, p),
     }
+    if spec.evaluate == "ground_truth":  # the derived cell's ground truth per epoch (nas search logs it)
+        key = f"gt_{_truth(spec, runs, out)[1]}"
+        plots["ground_truth.png"] = lambda p: plot_truth_curve(searched, key, label, p)
+    across = compare.across_settings(rows, spec.reference)
+    if spec.baselines is not None or across is not None:
+        data = {"settings": [c.as_dict() for c in comparisons], "runs": [_public(r) for r in rows],
+                "across_settings": None if across is None else across.as_dict()}  # fmt: skip
+        atomic_write_text(out / "comparison.json", json.dumps(data, indent=1) + "\n")
+        written.append(out / "comparison.json")
     if spec.baselines is not None:
         plots["search_vs_random.png"] = lambda p: plot_strip(rows, p, label)
         plots["ranking.png"] = lambda p: plot_ranking(rows, p, label)
-        data = {"settings": [c.as_dict() for c in comparisons], "runs": [_public(r) for r in rows]}
-        atomic_write_text(out / "comparison.json", json.dumps(data, indent=1) + "\n")
-        written.append(out / "comparison.json")
     written += [out / name for name, draw in plots.items() if draw(out / name)]
     write_hparams(spec, rows, out)
     return written
