@@ -362,7 +362,14 @@ def validate(cfg: Any) -> None:
             f"search.bilevel must be 'first_order' or 'second_order', got {cfg.search.bilevel!r}",
         )
         _nesterov(cfg.search.weights, "search.weights")
-        build_sampler(cfg.sampler)  # the sampler checks its own options
+        sampler = build_sampler(cfg.sampler)  # the sampler checks its own options
+        if cfg.tau.schedule == "learned":
+            learners = ", ".join(n for n in SAMPLERS if SAMPLERS.get(n).learns_tau)
+            _check(sampler.learns_tau, f"tau.schedule=learned needs a sampler whose sample is differentiable in "
+                                       f"tau ({learners}); {cfg.sampler.name} is not")  # fmt: skip
+            _check(
+                cfg.search.bilevel == "first_order", "tau.schedule=learned needs search.bilevel=first_order"
+            )
         primitives = SPACES.get(cfg.space.name).primitives
         for op in cfg.search.derive_exclude:
             _check(op in primitives, f"search.derive_exclude: {op!r} is not an op of space {cfg.space.name} "

@@ -62,12 +62,14 @@ class ArchSample:
         return self.weights[e], choice, self.unchosen_grad, self.detach_unchosen
 
 
-def check_tau(tau: float) -> float:
-    """tau must be a finite number > 0 (tau = 0 is the undefined argmax limit)."""
-    tau = float(tau)
-    if not (math.isfinite(tau) and tau > 0):
-        raise UserError(f"temperature tau must be finite and > 0, got {tau}")
-    return tau
+def check_tau(tau: float | torch.Tensor) -> float | torch.Tensor:
+    """tau must be a finite number > 0 (tau = 0 is the undefined argmax limit). A 0-dim tensor (a learned
+    temperature, `tau.schedule=learned`) is checked by value and returned as it is, so that the gradient
+    reaches it."""
+    value = float(tau.detach()) if isinstance(tau, torch.Tensor) else float(tau)
+    if not (math.isfinite(value) and value > 0):
+        raise UserError(f"temperature tau must be finite and > 0, got {value}")
+    return tau if isinstance(tau, torch.Tensor) else value
 
 
 def exponential_noise(shape: torch.Size | tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
@@ -109,8 +111,9 @@ def straight_through(soft: torch.Tensor, hard: torch.Tensor | None = None) -> to
     return _StraightThrough.apply(soft, one_hot_argmax(soft.detach()) if hard is None else hard)
 
 
-def gumbel_softmax(alpha: torch.Tensor, tau: float, noise: torch.Tensor) -> torch.Tensor:
-    """softmax((log_softmax(alpha) + g) / tau) in float32; finite for tau >= 0.01 and |alpha| <= 1e4."""
+def gumbel_softmax(alpha: torch.Tensor, tau: float | torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """softmax((log_softmax(alpha) + g) / tau) in float32; finite for tau >= 0.01 and |alpha| <= 1e4. tau
+    may be a 0-dim tensor (a learned temperature): the sample is then differentiable in it."""
     logits = F.log_softmax(alpha.float(), dim=-1) + noise  # (E, K)
     return F.softmax(logits / tau, dim=-1)
 
@@ -124,6 +127,7 @@ class Sampler:
     chosen_only: ClassVar[bool] = False
     one_hot: ClassVar[bool] = False
     uses_tau: ClassVar[bool] = True
+    learns_tau: ClassVar[bool] = False  # its alpha gradient is differentiable in tau (`tau.schedule=learned`)
 
     def __init__(self, options: SamplerConfig | None = None, unchosen_grad: bool = False):
         self.options = options if options is not None else self.Options(name=self.name)

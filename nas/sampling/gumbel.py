@@ -20,6 +20,7 @@ from nas.sampling.base import Sampler, check_tau, gumbel_softmax, noise_like, re
 @register
 class Gumbel(Sampler):
     name = "gumbel"
+    learns_tau = True  # tau divides the logits of the relaxed sample: the sample is differentiable in it
 
     def weights(self, alpha: torch.Tensor, tau: float, generator: torch.Generator) -> torch.Tensor:
         return gumbel_softmax(alpha, check_tau(tau), noise_like(alpha, generator))

@@ -35,7 +35,7 @@ from nas.rng import sampler_seed
 from nas.run import EpochRun
 from nas.rundir import ALPHAS_FILE, COST_TABLE_FILE, GENOTYPE_FILE
 from nas.sampling import build_sampler
-from nas.schedules import tau_at
+from nas.schedules import LearnedTemperature, tau_at
 from nas.search.architect import Architect, combine
 from nas.search.regularizers import arch_penalty, ramp
 from nas.space import SearchSpace, exclude_ops
@@ -81,6 +81,9 @@ class SearchRunner(EpochRun):
         if dist:  # identical by seeding already; rank 0's copy makes it so by construction
             dist.broadcast_module(self.model)
         self.criterion = nn.CrossEntropyLoss()
+        # tau.schedule=learned: tau is an architecture parameter (nas.schedules.LearnedTemperature)
+        learned = cfg.tau.schedule == "learned"
+        self.temperature = LearnedTemperature(cfg.tau.start, cfg.tau.end).to(self.device) if learned else None
         self._build_optimizers()
         self.generator = torch.Generator().manual_seed(sampler_seed(cfg.seed))
         # search.cost (nas.cost): the cost penalty and logged costs; None when it asks for nothing
@@ -91,7 +94,7 @@ class SearchRunner(EpochRun):
         self.architect = Architect(
             self.model, self.a_opt, self.criterion, self.sampler, self.generator, self.autocast,
             bilevel=cfg.search.bilevel, grad_hook=dist.all_reduce_grads if dist else None,
-            xi=cfg.search.unrolled_xi, penalty=combine(penalties),
+            xi=cfg.search.unrolled_xi, penalty=combine(penalties), temperature=self.temperature,
         )  # fmt: skip
 
     def _build_optimizers(self) -> None:
@@ -102,9 +105,10 @@ class SearchRunner(EpochRun):
             self.model.weight_parameters(), lr=w.lr * scale, momentum=w.momentum, nesterov=w.nesterov,
             weight_decay=w.weight_decay, **fused,
         )  # fmt: skip
-        self.a_opt = torch.optim.Adam(
-            self.model.arch_parameters(), lr=a.lr, betas=tuple(a.betas), weight_decay=a.weight_decay
-        )
+        groups = [{"params": self.model.arch_parameters()}]
+        if self.temperature is not None:  # no weight decay on log tau (it would pull tau towards 1)
+            groups.append({"params": [self.temperature.theta], "weight_decay": 0.0})
+        self.a_opt = torch.optim.Adam(groups, lr=a.lr, betas=tuple(a.betas), weight_decay=a.weight_decay)
         # timm's cosine schedule is a pure function of the epoch: exact on resume
         self.w_sched = CosineLRScheduler(
             self.w_opt, t_initial=self.cfg.search.epochs, lr_min=w.lr_min * scale, warmup_t=w.warmup_epochs,
@@ -126,6 +130,7 @@ class SearchRunner(EpochRun):
     def extra_state(self) -> dict[str, Any]:
         return {
             "tau": self.tau,
+            "learned_tau": None if self.temperature is None else self.temperature.theta.detach().cpu(),
             "sampler_generator": self.generator.get_state(),
             "sampler": self.sampler.state_dict(),
             "world_size": self.world_size,
@@ -135,6 +140,9 @@ class SearchRunner(EpochRun):
         self.generator.set_state(state["sampler_generator"].cpu())
         self.sampler.load_state_dict(state.get("sampler", {}))  # absent before samplers had state
         self.tau = float(state["tau"])
+        if self.temperature is not None:
+            with torch.no_grad():
+                self.temperature.theta.copy_(state["learned_tau"])
 
     # --- the loop -----------------------------------------------------------------------------------
 
@@ -143,6 +151,8 @@ class SearchRunner(EpochRun):
         return ramp(self.epoch, self.cfg.search.arch_start_epoch, self.cfg.search.epochs)
 
     def tau_for(self, epoch: int, step: int = 0) -> float:
+        if self.temperature is not None:  # its current value (the architecture step uses the tensor)
+            return float(self.temperature.value().detach())
         return tau_at(self.cfg.tau, epoch, self.cfg.search.epochs, step, len(self.train_loader))
 
     def _phase(self, name: str) -> contextlib.AbstractContextManager:
@@ -244,7 +254,8 @@ class SearchRunner(EpochRun):
         return all(bool(torch.isfinite(a).all()) for a in self.model.arch_parameters())
 
     def replicated(self) -> tuple[list[torch.Tensor], str]:
-        return self.model.arch_parameters(), "alphas"
+        learned = [] if self.temperature is None else [self.temperature.theta]
+        return [*self.model.arch_parameters(), *learned], "alphas"
 
     def write_epoch(self, epoch: int, record: dict[str, Any]) -> None:
         """genotype.json, the epoch's diagnostics (entropy, cost) in `record`, alphas and cells in TensorBoard."""
