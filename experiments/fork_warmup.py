@@ -5,7 +5,8 @@ While alpha is fixed, a one-hot sampler's weight steps sample argmax(log_softmax
 depend on tau (dividing by tau keeps the argmax) nor on which one-hot sampler draws it (gumbel_st, gdas and
 reinmax draw the same noise from the same generator; gumbel_rao draws more and differs). So for a fixed seed,
 split, data, space and weight recipe, every such search has the same checkpoint at the end of its warm-up,
-whatever its sampler, temperature schedule or architecture-step settings. This script writes a run directory
+whatever its sampler, temperature schedule or architecture-step settings (and a sampler that ignores tau,
+softmax or drnas, shares its warm-up with itself under any architecture-step settings). This script writes a run directory
 holding that checkpoint (and the warm-up's metrics lines) with the target run's own resolved config; `nas
 search --resume DIR` then runs the architecture epochs. `nas ablate` resumes such a directory like one it
 killed itself, so a fork placed at `OUT/runs/<id>` is picked up by the ablation.
@@ -42,9 +43,12 @@ def _flat(tree: dict, prefix: str = "") -> dict:
 
 
 def check_compatible(source: SearchRunConfig, target: SearchRunConfig) -> None:
-    for cfg in (source, target):
-        if cfg.sampler.name not in SHARED:
-            raise UserError(f"sampler {cfg.sampler.name} does not share its warm-up (only {sorted(SHARED)})")
+    from nas.sampling import SAMPLERS
+
+    same = source.sampler == target.sampler and not SAMPLERS.get(target.sampler.name).uses_tau
+    if not same and not {source.sampler.name, target.sampler.name} <= SHARED:
+        raise UserError(f"samplers {source.sampler.name} and {target.sampler.name} do not share a warm-up (only "
+                        f"{sorted(SHARED)} do, or one sampler that ignores tau with itself)")  # fmt: skip
     a, b = _flat(to_dict(source)), _flat(to_dict(target))
     for key in sorted(set(a) | set(b)):
         if any(key == f or key.startswith(f + ".") for f in FREE):
@@ -61,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--source-config", required=True, help="the source run's config.yaml")
     p.add_argument("--config", help="the target's base search config")
     p.add_argument("overrides", nargs="*")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)
     try:
         out = Path(args.out_dir)
         target = load_config(SearchRunConfig, args.config, [*args.overrides, f"out_dir={out}"])
