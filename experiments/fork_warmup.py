@@ -11,7 +11,9 @@ holding that checkpoint (and the warm-up's metrics lines) with the target run's 
 search --resume DIR` then runs the architecture epochs. `nas ablate` resumes such a directory like one it
 killed itself, so a fork placed at `OUT/runs/<id>` is picked up by the ablation.
 
-    python experiments/fork_warmup.py WARM.pt WARM_METRICS.jsonl OUT_DIR --config BASE.yaml key=value ...
+    python experiments/fork_warmup.py WARM.pt WARM_METRICS.jsonl OUT_DIR --source-config SRC/config.yaml \
+        --config BASE.yaml key=value ...
+    python experiments/fork_warmup.py --ablation ABLATION.yaml 0=WARM0.pt:SRC0 1=WARM1.pt:SRC1 ...
 
 Checks before writing: the checkpoint is at the warm-up's end (its epoch equals the target's
 arch_start_epoch); the target's sampler is one of those that share the warm-up; the config keys that shape
@@ -32,7 +34,16 @@ from nas.errors import UserError
 
 SHARED = {"gumbel_st", "gdas", "reinmax"}  # one-hot samplers drawing the same noise in the weight step
 # what may differ between runs that share a warm-up (everything else must be equal)
-FREE = ("name", "out_dir", "progress", "sampler", "tau", "search.arch", "search.derive_exclude", "ground_truth")
+FREE = (
+    "name",
+    "out_dir",
+    "progress",
+    "sampler",
+    "tau",
+    "search.arch",
+    "search.derive_exclude",
+    "ground_truth",
+)
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
@@ -54,13 +65,17 @@ def check_compatible(source: SearchRunConfig, target: SearchRunConfig) -> None:
         if any(key == f or key.startswith(f + ".") for f in FREE):
             continue
         if a.get(key) != b.get(key):
-            raise UserError(f"{key} differs ({a.get(key)!r} in the source, {b.get(key)!r} here): no shared warm-up")
+            raise UserError(
+                f"{key} differs ({a.get(key)!r} in the source, {b.get(key)!r} here): no shared warm-up"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint")
-    p.add_argument("metrics", help="the source run's metrics.jsonl (its first arch_start_epoch lines are copied)")
+    p.add_argument(
+        "metrics", help="the source run's metrics.jsonl (its first arch_start_epoch lines are copied)"
+    )
     p.add_argument("out_dir")
     p.add_argument("--source-config", required=True, help="the source run's config.yaml")
     p.add_argument("--config", help="the target's base search config")
@@ -90,5 +105,44 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def fork_ablation(ablation: str, warm: dict[int, tuple[str, str]], overrides: list[str] = ()) -> list[str]:
+    """Fork every grid point of an ablation that has no run directory yet and shares a warm-up with one of
+    `warm` (seed -> (checkpoint, source run directory)); returns the run ids forked. `nas ablate` then
+    resumes them like runs it started itself."""
+    from nas.ablate.spec import load_ablation, plan, searches
+
+    spec = load_ablation(ablation, list(overrides))
+    out = Path(spec.out_dir)
+    forked = []
+    for run in searches(plan(spec)):
+        target = out / "runs" / run.id
+        seed = run.point.get(spec.seed_key)
+        if target.exists() or seed not in warm:
+            continue
+        checkpoint, source = warm[seed]
+        args = [
+            checkpoint,
+            f"{source}/metrics.jsonl",
+            str(target),
+            "--source-config",
+            f"{source}/config.yaml",
+        ]
+        if spec.base:
+            args += ["--config", spec.base]
+        try:
+            check_compatible(load_config(SearchRunConfig, f"{source}/config.yaml"),
+                             load_config(SearchRunConfig, spec.base, run.search_args))  # fmt: skip
+        except UserError:
+            continue  # e.g. a sampler with a warm-up of its own
+        if main([*args, *run.search_args]) == 0:
+            forked.append(run.id)
+    return forked
+
+
 if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--ablation":  # --ablation FILE SEED=CKPT:RUN_DIR ...
+        pairs = dict(a.split("=", 1) for a in sys.argv[3:])
+        warm = {int(k): tuple(v.split(":", 1)) for k, v in pairs.items()}
+        print("forked:", " ".join(fork_ablation(sys.argv[2], warm)) or "nothing")
+        sys.exit(0)
     sys.exit(main())
