@@ -101,6 +101,7 @@ def run_point(
     say: Callable[[str], None],
     env: dict[str, str] | None = None,
     stop: threading.Event | None = None,
+    preexec: Callable[[], None] | None = None,
 ) -> str | None:
     """Runs one grid point's (or baseline's) unfinished stages as `python -m nas` subprocesses, one after
     another, each logged to `out/logs/<id>.<stage>.log`. Every executor runs a point through this function,
@@ -108,7 +109,7 @@ def run_point(
 
     Returns None when every stage finished, else a failure message; raises `StageKilled` when a stage's
     process was killed by a signal. `env` is the stages' environment (None: this process's); once `stop` is
-    set, no further stage starts.
+    set, no further stage starts; `preexec` runs in each stage's process before it starts `nas`.
     """
     for stage in stages(spec, run):
         if stop is not None and stop.is_set():
@@ -127,7 +128,9 @@ def run_point(
             cmd = [sys.executable, "-m", "nas", *args]
             f.write(f"# {socket.gethostname()}, pid {os.getpid()}\n$ {shlex.join(cmd)}\n")
             f.flush()
-            rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
+            rc = subprocess.run(
+                cmd, stdout=f, stderr=subprocess.STDOUT, env=env, preexec_fn=preexec
+            ).returncode
         if rc < 0:
             raise StageKilled(f"{run.id}: {stage} was killed by signal {-rc}; see {log}")
         if rc != 0:

@@ -17,9 +17,12 @@ progress line counts points done / running / failed as the local executor's does
 
 from __future__ import annotations
 
-import importlib.util
+import ctypes
 import os
+import signal
 import socket
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,7 @@ from nas.ablate.spec import AblationConfig, Run
 from nas.errors import UserError
 
 INSTALL = 'pip install -e ".[ray]"'
+PR_SET_PDEATHSIG, KILL = 1, int(signal.SIGKILL)  # prctl(2): the signal a process gets when its parent dies
 
 
 class _Tracker:
@@ -45,6 +49,22 @@ class _Tracker:
         return events
 
 
+def _die_with_worker() -> Callable[[], None] | None:
+    """On Linux, a hook for the stage's process: SIGKILL when the worker that started it dies. Older Ray
+    (2.9, say) leaves a dead worker's children running, and the orphan stage would keep the run directory's
+    lock that the retry needs. Elsewhere None (Ray then has to end them)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl, worker = ctypes.CDLL(None, use_errno=True).prctl, os.getpid()  # looked up before the fork
+
+    def hook() -> None:
+        prctl(PR_SET_PDEATHSIG, KILL)
+        if os.getppid() != worker:  # the worker died before the prctl
+            os._exit(1)
+
+    return hook
+
+
 def _point_task(spec: AblationConfig, run: Run, out: Path, cwd: str, index: int, gpus: float, tracker: Any):
     """One point on a Ray worker: `run_point` from the driver's working directory, with the environment
     of the resources Ray gave the task."""
@@ -56,16 +76,20 @@ def _point_task(spec: AblationConfig, run: Run, out: Path, cwd: str, index: int,
             f"{cwd} does not exist on {host}: the ablation's directories must be on a file system that every "
             "Ray node mounts at the same path"
         )
-    ray.get(tracker.post.remote(index, None))
+    # the posts are waited for only at the end: a task blocked in ray.get hands its CPUs back and Ray may
+    # start another; at the end that costs nothing, and the driver then sees every message before the result
+    posts = [tracker.post.remote(index, None)]
     env = dict(os.environ, OMP_NUM_THREADS=str(max(1, int(spec.executor.cpus))))
     if not gpus:  # Ray leaves CUDA_VISIBLE_DEVICES alone for a task that asked for no GPU
         env["CUDA_VISIBLE_DEVICES"] = ""
     before = os.getcwd()
     os.chdir(cwd)  # one task at a time per worker; restored for the next task
     try:
-        return run_point(spec, run, out, lambda m: ray.get(tracker.post.remote(index, f"{m} [{host}]")), env)
+        say = lambda m: posts.append(tracker.post.remote(index, f"{m} [{host}]"))  # noqa: E731
+        return run_point(spec, run, out, say, env, preexec=_die_with_worker())
     finally:
         os.chdir(before)
+        ray.get(posts)
 
 
 def _check_reachable(address: str) -> None:
@@ -98,8 +122,10 @@ class RayExecutor:
     """Each point a Ray task; see the module docstring."""
 
     def __init__(self, spec: AblationConfig):
-        if importlib.util.find_spec("ray") is None:
-            raise UserError(f"executor.name=ray needs Ray, which is not installed: {INSTALL}")
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise UserError(f"executor.name=ray needs Ray, which is not installed: {INSTALL}") from None
         ex = spec.executor
         if not ex.cpus > 0:
             raise UserError(f"executor.cpus must be > 0, got {ex.cpus}")
