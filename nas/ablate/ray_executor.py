@@ -1,7 +1,7 @@
 """The `ray` executor: each grid point (its search, rank and proxy stages; a baseline's retrain) is one Ray
 task that asks for `executor.cpus` CPUs and `executor.gpus` GPUs, so Ray, not `nas`, decides where and how
 many run at once: on a Ray instance started for the run (`executor.address` null, a laptop with no setup) or
-on a cluster (`auto`, `HOST:6379`, `ray://HOST:10001`).
+on a cluster (`auto`: the one this node belongs to, or RAY_ADDRESS; `HOST:6379`).
 
 A task runs `nas.ablate.launch.run_point` on its worker, the same function the local executor runs, so a
 finished stage is skipped and a checkpointed one resumed there too. Ray retries a task whose worker was
@@ -97,7 +97,7 @@ def _check_reachable(address: str) -> None:
     retry it for minutes."""
     host, _, port = address.rpartition(":")
     if "://" in address or not port.isdigit() or not host:
-        return  # `auto`, `ray://...`: Ray's own checks answer at once
+        return  # `auto`, `ray://...`: Ray's own checks answer quickly
     try:
         socket.create_connection((host, int(port)), timeout=10).close()
     except OSError as exc:
@@ -140,8 +140,11 @@ class RayExecutor:
     def _connect(self) -> None:
         import ray
 
-        try:  # log_to_driver off: the stages log to out_dir/logs, their messages come through the tracker
-            ray.init(address=self.spec.executor.address, include_dashboard=False, log_to_driver=False)
+        # "local": a new instance even where `ray start` left one on this machine (which ray.init() would join);
+        # log_to_driver off: the stages log to out_dir/logs, their messages come through the tracker
+        address = self.spec.executor.address or "local"
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
         except ConnectionError as exc:
             raise UserError(f"cannot connect to Ray at {self.spec.executor.address}: {exc}") from None
 
@@ -162,7 +165,7 @@ class RayExecutor:
                 {task.remote(self.spec, r, out, cwd, i, gpus, tracker): i for i, r in enumerate(runs)}
             )
             return self._wait(pending, runs, tracker)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, SystemExit):  # Ctrl-C; SIGTERM (ray.init makes it a SystemExit)
             for ref in pending:
                 ray.cancel(ref, force=True)  # kills the worker and, with its process group, the stage
             raise

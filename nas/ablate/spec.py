@@ -59,7 +59,7 @@ class ExecutorSpec:
     """What runs the grid points (`nas.ablate.executors`): `local` processes, `jobs` at once, or `ray` tasks."""
 
     name: str = "local"
-    address: str | None = None  # ray: the cluster (`auto`, `HOST:6379`, `ray://HOST:10001`); null = start one
+    address: str | None = None  # ray: the cluster (`auto`, `HOST:6379`); null = a new instance for the run
     cpus: float = 1.0  # ray: CPUs each point's task asks for (its torch threads)
     gpus: float | None = None  # ray: GPUs per task; null = 1 where the cluster has GPUs, else 0
     retries: int = 3  # ray: how often a point whose worker was lost (or whose stage was killed) is retried
