@@ -54,6 +54,25 @@ def test_progress_counts_points_done_running_failed():
     ]
 
 
+def test_progress_on_a_terminal_keeps_the_counts_on_one_line_under_the_messages():
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    stream = Terminal()
+    progress = executors.Progress(2, stream)
+    progress.started(0)
+    progress.say(0, "a: search started")
+    progress.finished(0, None)
+    progress.close()
+    clear = "\r\033[K"
+    assert stream.getvalue() == (
+        f"{clear}ablate: 0/2 points done, 1 running, 0 failed"
+        f"{clear}[1/2] a: search started\nablate: 0/2 points done, 1 running, 0 failed"
+        f"{clear}ablate: 1/2 points done, 0 running, 0 failed\n"
+    )
+
+
 @pytest.mark.parametrize(
     "overrides,message",
     [
@@ -93,6 +112,21 @@ def test_bad_ray_options_stop_before_any_work_with_one_line(tmp_path, capsys, ov
     err = capsys.readouterr().err
     assert err.startswith(f"nas: error: {message}") and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+@needs_ray
+def test_a_point_that_failed_for_good_is_one_line():
+    import ray
+
+    from nas.ablate.launch import StageKilled
+    from nas.ablate.ray_executor import _failure
+
+    run = ablate.Run("p", {}, "p", [])
+    killed = StageKilled("p: search was killed by signal 9; see out/logs/p.search.log")
+    wrapped = ray.exceptions.RayTaskError("_point_task", "Traceback ...\nStageKilled: ...", killed)
+    assert _failure(run, wrapped) == str(killed)
+    lost = _failure(run, ray.exceptions.WorkerCrashedError())
+    assert lost.startswith("p: WorkerCrashedError: ") and "\n" not in lost
 
 
 def _attempts(log: Path) -> list[tuple[int, str]]:

@@ -146,7 +146,7 @@ class RayExecutor:
         try:
             ray.init(address=address, include_dashboard=False, log_to_driver=False)
         except ConnectionError as exc:
-            raise UserError(f"cannot connect to Ray at {self.spec.executor.address}: {exc}") from None
+            raise UserError(f"cannot connect to Ray at {address}: {exc}") from None
 
     def run(self, runs: list[Run], out: Path) -> list[str]:
         import ray
@@ -167,7 +167,7 @@ class RayExecutor:
             return self._wait(pending, runs, tracker)
         except (KeyboardInterrupt, SystemExit):  # Ctrl-C; SIGTERM (ray.init makes it a SystemExit)
             for ref in pending:
-                ray.cancel(ref, force=True)  # kills the worker and, with its process group, the stage
+                ray.cancel(ref, force=True)  # kills the worker, and its stage with it (the death signal)
             raise
         finally:
             ray.shutdown()
