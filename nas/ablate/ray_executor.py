@@ -17,6 +17,7 @@ progress line counts points done / running / failed as the local executor's does
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -89,7 +90,8 @@ def _point_task(spec: AblationConfig, run: Run, out: Path, cwd: str, index: int,
         return run_point(spec, run, out, say, env, preexec=_die_with_worker())
     finally:
         os.chdir(before)
-        ray.get(posts)
+        with contextlib.suppress(ray.exceptions.RayError):  # a lost tracker loses messages, not the point
+            ray.get(posts)
 
 
 def _check_reachable(address: str) -> None:
@@ -156,7 +158,8 @@ class RayExecutor:
         try:
             ex = self.spec.executor
             gpus = ex.gpus if ex.gpus is not None else float(ray.cluster_resources().get("GPU", 0) >= 1)
-            tracker = ray.remote(_Tracker).options(num_cpus=0).remote()
+            # restarted (empty) if Ray kills it, e.g. its memory monitor when the node runs short
+            tracker = ray.remote(_Tracker).options(num_cpus=0, max_restarts=-1, max_task_retries=-1).remote()
             task = ray.remote(_point_task).options(
                 num_cpus=ex.cpus, num_gpus=gpus, max_retries=ex.retries, retry_exceptions=[StageKilled]
             )
@@ -180,7 +183,11 @@ class RayExecutor:
         try:
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
-                for index, message in ray.get(tracker.drain.remote()):
+                try:
+                    events = ray.get(tracker.drain.remote())
+                except ray.exceptions.RayError:  # the tracker is being restarted: its messages are lost
+                    events = []
+                for index, message in events:
                     if message is None:
                         progress.started(index)
                     else:
