@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from nas.ablate import executors
 from nas.ablate import launch as ablate_run
 from nas.ablate import spec as ablate
 from nas.cli import main
@@ -172,7 +173,7 @@ def test_stage_command_skips_finished_resumes_checkpointed_restarts_killed(tmp_p
 def test_jobs_get_their_own_gpu_and_share_the_cpu_threads(tmp_path, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    launcher = ablate_run._Launcher(ablate.AblationConfig(jobs=2), tmp_path, 4)
+    launcher = executors.LocalExecutor(ablate.AblationConfig(jobs=2))
     gpus = [launcher.gpus.get(), launcher.gpus.get()]
     assert sorted(gpus) == ["3", "5"]
     env = launcher.env(gpus[0])

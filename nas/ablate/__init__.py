@@ -2,7 +2,10 @@
 baseline architectures retrained the same way.
 
 - `spec`: the ablation file, its runs (grid points and baselines), their configs, all checked first;
-- `launch`: one subprocess per stage (`nas search`, `nas rank`, `nas train`), `jobs` runs at once;
+- `launch`: the stages of a point, one subprocess each (`nas search`, `nas rank`, `nas train`), skipped
+  when finished, resumed from a checkpoint;
+- `executors`: who runs the points: `local` processes, `jobs` at once (default), or `ray` tasks on a local
+  Ray instance or a cluster (`ray_executor`);
 - `report`: tables (`results.csv`, `results.md`: per setting, and searched against random), from whatever
   run directories exist; `plots`: the figures.
 
@@ -39,7 +42,7 @@ def main(
     only: list[str] | None = None,
 ) -> int:
     """`nas ablate`: run (or print, or aggregate) an ablation. Returns the exit code."""
-    from nas.ablate.launch import execute
+    from nas.ablate.executors import open_executor
     from nas.ablate.report import write_report
 
     if aggregate is not None:
@@ -53,14 +56,15 @@ def main(
     spec = load_ablation(config, overrides)
     out = Path(spec.out_dir)
     runs = select(plan(spec), only) if only else plan(spec)
+    executor = None if commands else open_executor(spec)  # its options and packages, before any work
     check_plan(spec, runs, out, data=not commands)
-    if commands:
+    if executor is None:
         print_commands(config, overrides, runs)
         return 0
     out.mkdir(parents=True, exist_ok=True)
     write_snapshots(spec, out)
     start = time.perf_counter()
-    failures = execute(spec, runs, out)
+    failures = executor.run(runs, out)
     seconds = time.perf_counter() - start
     print(f"{len(runs) - len(failures)}/{len(runs)} runs finished in {seconds:.0f}s", file=sys.stderr)
     for message in failures:

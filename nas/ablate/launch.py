@@ -1,24 +1,24 @@
-"""Running an ablation's stages (`nas ablate`): one subprocess per stage, `jobs` runs at once.
+"""The stages of an ablation's runs (`nas ablate`): what each runs, when it is skipped or resumed, and
+`run_point`, which every executor (`nas.ablate.executors`: local processes, Ray tasks) runs a point with.
 
 Each grid point runs `python -m nas search` into `out_dir/runs/<id>`; with baselines,
 `python -m nas rank` (its supernet's accuracy of every baseline and of its own cell) into
 `out_dir/rank/<id>.json`; then `python -m nas train --genotype` (the proxy retrain) into
-`out_dir/proxy/<id>`. A baseline runs the proxy retrain only. A stage that finished (its last file exists) is skipped,
-one with a checkpoint resumes with `--resume`, and one killed before its first checkpoint starts over, so
-an interrupted ablation loses at most one epoch per run. Where CUDA GPUs exist each job gets its own
-(round robin over CUDA_VISIBLE_DEVICES or all devices); on a CPU the cores are shared between the jobs.
+`out_dir/proxy/<id>`. A baseline runs the proxy retrain only. A stage that finished (its last file exists)
+is skipped, one with a checkpoint resumes with `--resume`, and one killed before its first checkpoint
+starts over, so an interrupted ablation loses at most one epoch per run, whichever executor ran it.
 """
 
 from __future__ import annotations
 
 import os
-import queue
 import shlex
+import socket
 import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from pathlib import Path
 
 from nas.ablate.spec import (
@@ -90,75 +90,51 @@ def stage_command(spec: AblationConfig, run: Run, stage: str, out: Path) -> tupl
     return "started", ["train", "--genotype", genotype, "--config", str(out / BASE_TRAIN), *args]
 
 
-class _Launcher:
-    """Runs each run's stages as subprocesses, `jobs` at once, one GPU per job where GPUs exist."""
-
-    def __init__(self, spec: AblationConfig, out: Path, total: int):
-        import torch
-
-        self.spec, self.out, self.total = spec, out, total
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        gpus = [g for g in visible.split(",") if g] if visible is not None else []
-        if visible is None and torch.cuda.is_available():
-            gpus = [str(i) for i in range(torch.cuda.device_count())]
-        self.gpus: queue.Queue[str] = queue.Queue()
-        for i in range(spec.jobs):
-            self.gpus.put(gpus[i % len(gpus)] if gpus else "")
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
-        self.threads = str(max(1, (os.cpu_count() or 1) // spec.jobs))
-
-    def say(self, index: int, message: str) -> None:
-        with self.lock:
-            print(f"[{index + 1}/{self.total}] {message}", file=sys.stderr, flush=True)
-
-    def env(self, gpu: str) -> dict[str, str]:
-        env = dict(os.environ)
-        if gpu:
-            env["CUDA_VISIBLE_DEVICES"] = gpu
-        if self.spec.jobs > 1 and "OMP_NUM_THREADS" not in env:  # share the CPU cores between the jobs
-            env["OMP_NUM_THREADS"] = self.threads
-        return env
-
-    def __call__(self, index: int, run: Run) -> str | None:
-        """Runs one grid point's stages; returns a failure message, or None."""
-        gpu = self.gpus.get()
-        try:
-            for stage in stages(self.spec, run):
-                if self.stop.is_set():
-                    return f"{run.id}: interrupted"
-                step = stage_command(self.spec, run, stage, self.out)
-                if step is None:
-                    self.say(index, f"{run.id}: {stage} finished before, skipped")
-                    continue
-                what, args = step
-                self.say(index, f"{run.id}: {stage} {what}" + (f" on GPU {gpu}" if gpu else ""))
-                log = self.out / "logs" / f"{run.id}.{stage}.log"
-                log.parent.mkdir(parents=True, exist_ok=True)
-                start = time.perf_counter()
-                with open(log, "a") as f:
-                    cmd = [sys.executable, "-m", "nas", *args]
-                    f.write("$ " + shlex.join(cmd) + "\n")
-                    f.flush()
-                    rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=self.env(gpu)).returncode
-                if rc != 0:
-                    return f"{run.id}: {stage} exited with code {rc}; see {log}"
-                self.say(index, f"{run.id}: {stage} finished in {time.perf_counter() - start:.0f}s")
-            return None
-        finally:
-            self.gpus.put(gpu)
+class StageKilled(RuntimeError):
+    """A stage's process was killed by a signal (a lost worker, the OOM killer, a pre-empted job): worth
+    retrying, unlike a stage that exited with an error of its own. Its retry resumes from the checkpoint."""
 
 
-def execute(spec: AblationConfig, runs: list[Run], out: Path) -> list[str]:
-    """Run every stage that has not finished; returns the failure messages."""
-    launcher = _Launcher(spec, out, len(runs))
-    pool = ThreadPoolExecutor(max_workers=spec.jobs)
-    futures = [pool.submit(launcher, i, run) for i, run in enumerate(runs)]
-    try:
-        failures = [msg for msg in (f.result() for f in futures) if msg]
-    except KeyboardInterrupt:
-        launcher.stop.set()  # the subprocesses got the same SIGINT; start no new ones
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown()
-    return failures
+def run_point(
+    spec: AblationConfig,
+    run: Run,
+    out: Path,
+    say: Callable[[str], None],
+    env: dict[str, str] | None = None,
+    stop: threading.Event | None = None,
+    preexec: Callable[[], None] | None = None,
+) -> str | None:
+    """Runs one grid point's (or baseline's) unfinished stages as `python -m nas` subprocesses, one after
+    another, each logged to `out/logs/<id>.<stage>.log`. Every executor runs a point through this function,
+    so what a stage runs and when it is skipped or resumed is decided here only.
+
+    Returns None when every stage finished, else a failure message; raises `StageKilled` when a stage's
+    process was killed by a signal. `env` is the stages' environment (None: this process's); once `stop` is
+    set, no further stage starts; `preexec` runs in each stage's process before it starts `nas`.
+    """
+    for stage in stages(spec, run):
+        if stop is not None and stop.is_set():
+            return f"{run.id}: interrupted"
+        step = stage_command(spec, run, stage, out)
+        if step is None:
+            say(f"{run.id}: {stage} finished before, skipped")
+            continue
+        what, args = step
+        gpu = (env or {}).get("CUDA_VISIBLE_DEVICES")
+        say(f"{run.id}: {stage} {what}" + (f" on GPU {gpu}" if gpu else ""))
+        log = out / "logs" / f"{run.id}.{stage}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        with open(log, "a") as f:
+            cmd = [sys.executable, "-m", "nas", *args]
+            f.write(f"# {socket.gethostname()}, pid {os.getpid()}\n$ {shlex.join(cmd)}\n")
+            f.flush()
+            rc = subprocess.run(
+                cmd, stdout=f, stderr=subprocess.STDOUT, env=env, preexec_fn=preexec
+            ).returncode
+        if rc < 0:
+            raise StageKilled(f"{run.id}: {stage} was killed by signal {-rc}; see {log}")
+        if rc != 0:
+            return f"{run.id}: {stage} exited with code {rc}; see {log}"
+        say(f"{run.id}: {stage} finished in {time.perf_counter() - start:.0f}s")
+    return None

@@ -67,6 +67,17 @@ EVALUATE = ("proxy", "ground_truth")
 
 
 @dataclass
+class ExecutorSpec:
+    """What runs the grid points (`nas.ablate.executors`): `local` processes, `jobs` at once, or `ray` tasks."""
+
+    name: str = "local"
+    address: str | None = None  # ray: the cluster (`auto`, `HOST:6379`); null = a new instance for the run
+    cpus: float = 1.0  # ray: CPUs each point's task asks for (its torch threads)
+    gpus: float | None = None  # ray: GPUs per task; null = 1 where the cluster has GPUs, else 0
+    retries: int = 3  # ray: how often a point whose worker was lost (or whose stage was killed) is retried
+
+
+@dataclass
 class AblationConfig:
     """What `nas ablate --config FILE` reads."""
 
@@ -75,7 +86,8 @@ class AblationConfig:
     overrides: dict[str, Any] = field(default_factory=dict)  # search keys set for every run
     grid: dict[str, Any] = field(default_factory=dict)  # search key -> list of values
     seed_key: str = "seed"  # the grid key whose values are repeats: tables show mean +- std over it
-    jobs: int = 1  # runs at once
+    jobs: int = 1  # runs at once (the local executor's)
+    executor: ExecutorSpec = field(default_factory=ExecutorSpec)
     proxy_train: ProxyTrainSpec | None = None  # null = no retrain
     baselines: BaselineSpec | None = None  # null = none; needs proxy_train unless evaluate=ground_truth
     # what judges the cells in the tables, the tests and the plots: proxy (the proxy retrain's test accuracy)
