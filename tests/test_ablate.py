@@ -170,6 +170,15 @@ def test_stage_command_skips_finished_resumes_checkpointed_restarts_killed(tmp_p
     assert ablate_run.stage_command(spec, run, "search", tmp_path) is None
 
 
+def test_baselines_rank_false_drops_only_the_rank_stage(tmp_path):
+    ranked = ablate.load_ablation(write_ablation(tmp_path / "a.yaml", tmp_path))
+    unranked = ablate.load_ablation(write_ablation(tmp_path / "b.yaml", tmp_path, baselines={**TINY["baselines"], "rank": False}))
+    search, baseline = ablate.plan(ranked)[0], next(r for r in ablate.plan(ranked) if r.is_baseline)
+    assert ablate_run.stages(ranked, search) == ["search", "rank", "proxy"]
+    assert ablate_run.stages(unranked, search) == ["search", "proxy"]
+    assert ablate_run.stages(ranked, baseline) == ablate_run.stages(unranked, baseline) == ["proxy"]
+
+
 def test_jobs_get_their_own_gpu_and_share_the_cpu_threads(tmp_path, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)

@@ -42,7 +42,8 @@ def stages(spec: AblationConfig, run: Run) -> list[str]:
     proxy = ["proxy"] * (spec.proxy_train is not None)
     if run.is_baseline:  # judged by its proxy retrain, or only looked up in the ground truth
         return proxy
-    return ["search"] + ["rank"] * (spec.baselines is not None) + proxy
+    rank = spec.baselines is not None and spec.baselines.rank
+    return ["search"] + ["rank"] * rank + proxy
 
 
 def rank_file(out: Path, run_id: str) -> Path:

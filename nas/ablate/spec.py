@@ -53,6 +53,7 @@ class BaselineSpec:
     seed: int = 0  # draws the random architectures (random-i from (seed, i)); the baselines' retrain seed
     zoo: list[str] = field(default_factory=list)  # published genotypes, by zoo name
     genotypes: list[str] = field(default_factory=list)  # genotype files (any format nas reads)
+    rank: bool = True  # score every baseline inside each finished search's supernet (`nas rank`, Kendall tau)
 
 
 @dataclass
