@@ -76,6 +76,10 @@ class SpaceConfig:
 
     RANGES: ClassVar[dict[str, Range]] = {}  # a subclass's own numeric keys -> their ranges (nas.limits)
 
+    def check(self, cfg: Any) -> None:
+        """Refuse (UserError, one line) what ranges cannot express: rules between the space's keys, or
+        between them and the rest of the run's config `cfg`. A space's `Options` extends this."""
+
 
 @dataclass
 class TauConfig:
@@ -356,6 +360,7 @@ def validate(cfg: Any) -> None:
         )
         _nesterov(cfg.search.weights, "search.weights")
         build_sampler(cfg.sampler)  # the sampler checks its own options
+        cfg.space.check(cfg)  # and the space its own
         cost = cfg.search.cost
         _check(cost.metric in ("flops", "params", "latency"),
                f"search.cost.metric must be flops, params or latency, got {cost.metric!r}")  # fmt: skip

@@ -212,10 +212,14 @@ class SearchRunner(EpochRun):
         """Per cell type, the logits whose softmax is the sampler's op probabilities (derive reads them)."""
         return {k: self.sampler.derive_logits(a.detach()) for k, a in self.model.alphas.items()}
 
+    def edge_logits(self) -> dict[str, torch.Tensor]:
+        """Per cell type, the edge-normalisation logits derive reads too (empty without edge normalisation)."""
+        return {k: b.detach() for k, b in self.model.edge_logits().items()}
+
     def genotype(self, epoch: int):
         """The derived genotype with its provenance (config, seed, epoch, op probabilities)."""
         logits = self.derive_logits()
-        genotype = self.space.derive(logits)
+        genotype = self.space.derive(logits, self.edge_logits() or None)
         prov = {
             "run": self.cfg.name,
             "epoch": epoch,
@@ -255,15 +259,22 @@ class SearchRunner(EpochRun):
     def finish(self, record: dict[str, Any]) -> dict[str, Any]:
         """alphas.json and genotype.png (rank 0); returns the last epoch's metrics (empty if none was left)."""
         if self.rank == 0:
-            write_alphas(self.out_dir / ALPHAS_FILE, self.model.alphas, self.space.primitives)
+            write_alphas(
+                self.out_dir / ALPHAS_FILE, self.model.alphas, self.space.primitives, self.edge_logits()
+            )
             plot_genotype(self.genotype(self.cfg.search.epochs - 1), self.out_dir / "genotype.png")
         return record
 
 
-def write_alphas(path: Path, alphas: nn.ParameterDict | dict[str, torch.Tensor], primitives) -> None:
-    """Final logits per cell type at full precision (Python floats round-trip float32 exactly)."""
+def write_alphas(
+    path: Path, alphas: nn.ParameterDict | dict[str, torch.Tensor], primitives, betas: dict | None = None
+) -> None:
+    """Final logits per cell type at full precision (Python floats round-trip float32 exactly); with edge
+    normalisation, its logits per cell type too (`betas`)."""
     data = {
         "primitives": list(primitives),
         "alphas": {name: a.detach().double().cpu().tolist() for name, a in alphas.items()},
     }
+    if betas:
+        data["betas"] = {name: b.detach().double().cpu().tolist() for name, b in betas.items()}
     atomic_write_text(path, json.dumps(data, indent=1) + "\n")
