@@ -122,6 +122,16 @@ class CostConfig:
 
 
 @dataclass
+class GuardConfig:
+    """The collapse guard (`nas.search.guard`; DARTS+, Liang et al. 2019): once alpha trains, a search stops
+    at the end of the first epoch whose derived first cell (DARTS: normal) holds more than `max_ops` edges
+    with an op of `ops`, and keeps the architecture of the epoch before. Off while `max_ops` is null."""
+
+    max_ops: int | None = None
+    ops: list[str] | None = None  # null = the space's parameter-free ops (DARTS: pooling, skip_connect)
+
+
+@dataclass
 class SearchConfig:
     epochs: int = 50
     bilevel: str = "first_order"  # first_order | second_order
@@ -130,6 +140,7 @@ class SearchConfig:
     weights: WeightOptimConfig = field(default_factory=WeightOptimConfig)
     arch: ArchOptimConfig = field(default_factory=ArchOptimConfig)
     cost: CostConfig = field(default_factory=CostConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
 
 
 @dataclass
@@ -361,6 +372,7 @@ def validate(cfg: Any) -> None:
         _nesterov(cfg.search.weights, "search.weights")
         build_sampler(cfg.sampler)  # the sampler checks its own options
         cfg.space.check(cfg)  # and the space its own
+        _guard(cfg.search.guard, SPACES.get(cfg.space.name).primitives)
         cost = cfg.search.cost
         _check(cost.metric in ("flops", "params", "latency"),
                f"search.cost.metric must be flops, params or latency, got {cost.metric!r}")  # fmt: skip
@@ -376,6 +388,14 @@ def validate(cfg: Any) -> None:
             f"train.lr_schedule must be cosine or step, got {cfg.train.lr_schedule!r}",
         )
         _nesterov(cfg.train, "train")
+
+
+def _guard(guard: GuardConfig, primitives: tuple[str, ...]) -> None:
+    for op in guard.ops or []:
+        _check(
+            op in primitives, f"search.guard.ops: {op!r} is not an op of the space ({', '.join(primitives)})"
+        )
+    _check(guard.ops is None or guard.max_ops is not None, "search.guard.ops needs search.guard.max_ops")
 
 
 def _nesterov(optim: Any, prefix: str) -> None:

@@ -112,6 +112,7 @@ RANGES: dict[str, Range] = {
     "search.arch.weight_decay": NON_NEGATIVE,
     "search.cost.weight": NON_NEGATIVE,  # lambda; 0 = off
     "search.cost.target": NON_NEGATIVE,  # null = no hinge
+    "search.guard.max_ops": Range(0, MAX_NODES * MAX_EDGES_PER_NODE),  # null = off
     "model.init_channels": CHANNELS,
     "model.layers": LAYERS,
     "model.auxiliary_weight": NON_NEGATIVE,

@@ -36,6 +36,7 @@ from nas.rundir import ALPHAS_FILE, COST_TABLE_FILE, GENOTYPE_FILE
 from nas.sampling import build_sampler
 from nas.schedules import tau_at
 from nas.search.architect import Architect
+from nas.search.guard import CollapseGuard
 from nas.space import SearchSpace
 
 
@@ -58,7 +59,12 @@ class SearchRunner(EpochRun):
         self.space = space
         self.sampler = build_sampler(cfg.sampler, space)
         self.tau = cfg.tau.start
+        guard = cfg.search.guard
+        self.guard = CollapseGuard(guard, space) if guard.max_ops is not None else None
+        self.stopped_at: int | None = None  # the epoch at which the guard ended the search
         super().__init__(cfg, out_dir, resume, dist)
+        if self.guard is not None:  # the architecture this run starts from is the last one within the bound
+            self.guard.keep(self.model.arch_parameters(), self.start_epoch - 1)
 
     @property
     def epochs(self) -> int:
@@ -123,12 +129,35 @@ class SearchRunner(EpochRun):
             "sampler_generator": self.generator.get_state(),
             "sampler": self.sampler.state_dict(),
             "world_size": self.world_size,
+            "stopped_at": self.stopped_at,
         }
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["sampler_generator"].cpu())
         self.sampler.load_state_dict(state.get("sampler", {}))  # absent before samplers had state
         self.tau = float(state["tau"])
+        self.stopped_at = state.get("stopped_at")  # absent before the collapse guard
+
+    def stopped(self) -> bool:
+        return self.stopped_at is not None
+
+    def end_epoch(self, epoch: int, record: dict[str, Any]) -> None:
+        """The collapse guard (`nas.search.guard`) after an epoch that trained alpha, then the skeleton's end
+        of epoch: a tripped guard rolls alpha back before the genotype, metrics and checkpoint are written."""
+        if self.guard is not None and epoch >= self.cfg.search.arch_start_epoch:
+            genotype = self.genotype(epoch)
+            count = self.guard.check(genotype, self.model.arch_parameters(), epoch)
+            if count is not None:
+                self.stopped_at, kept = epoch, self.guard.kept_epoch
+                record.update(guard_stop=count, guard_genotype=diagnostics.genotype_string(genotype))
+                if self.rank == 0:
+                    initial = " (alpha's initial values)" if kept < self.cfg.search.arch_start_epoch else ""
+                    self.logger.console(
+                        f"collapse guard: the derived {self.guard.cell} cell holds {count} of "
+                        f"{', '.join(sorted(self.guard.ops))} (> {self.guard.max_ops}); search stopped at epoch "
+                        f"{epoch}, keeping the architecture of epoch {kept}{initial}"
+                    )
+        super().end_epoch(epoch, record)
 
     # --- the loop -----------------------------------------------------------------------------------
 
@@ -262,7 +291,8 @@ class SearchRunner(EpochRun):
             write_alphas(
                 self.out_dir / ALPHAS_FILE, self.model.alphas, self.space.primitives, self.edge_logits()
             )
-            plot_genotype(self.genotype(self.cfg.search.epochs - 1), self.out_dir / "genotype.png")
+            last = self.cfg.search.epochs - 1 if self.stopped_at is None else self.stopped_at
+            plot_genotype(self.genotype(last), self.out_dir / "genotype.png")
         return record
 
 
