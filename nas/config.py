@@ -123,9 +123,9 @@ class CostConfig:
 
 @dataclass
 class GuardConfig:
-    """The collapse guard (`nas.search.guard`; DARTS+, Liang et al. 2019): once alpha trains, a search stops
-    at the end of the first epoch whose derived first cell (DARTS: normal) holds more than `max_ops` edges
-    with an op of `ops`, and keeps the architecture of the epoch before. Off while `max_ops` is null."""
+    """The collapse guard (`nas.search.guard`; DARTS+, Liang et al. 2019): once alpha trains and a derived
+    first cell (DARTS: normal) has held at most `max_ops` edges with an op of `ops`, a search stops at the
+    first epoch whose cell holds more, and keeps the architecture of the epoch before. Off while null."""
 
     max_ops: int | None = None
     ops: list[str] | None = None  # null = the space's parameter-free ops (DARTS: pooling, skip_connect)

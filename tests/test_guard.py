@@ -24,19 +24,19 @@ def _genotype(normal_ops: list[str]) -> Genotype:
     return Genotype("darts", {"normal": cell, "reduce": cell})
 
 
-def test_guard_counts_the_first_cell_and_rolls_back_past_the_bound():
+def test_guard_arms_within_the_bound_then_rolls_back_past_it():
     guard = CollapseGuard(GuardConfig(max_ops=2), DARTS)
-    assert guard.ops == DARTS.parameter_free and guard.cell == "normal"
+    assert guard.ops == DARTS.parameter_free and guard.cell == "normal" and not guard.armed
     params = [torch.nn.Parameter(torch.zeros(3))]
-    guard.keep(params, 4)
+    past = _genotype(["skip_connect", "max_pool_3x3", "avg_pool_3x3"] + ["sep_conv_3x3"] * 5)
+    assert guard.count(past) == 3
+    assert guard.check(past, params, 4) is None and not guard.armed  # noise before it arms: ignored
     with torch.no_grad():
         params[0].add_(1.0)
     within = _genotype(["skip_connect", "max_pool_3x3"] + ["sep_conv_3x3"] * 6)
-    assert guard.check(within, params, 5) is None and guard.kept_epoch == 5
-    assert torch.equal(guard.kept[0], torch.ones(3))
+    assert guard.check(within, params, 5) is None and guard.armed and guard.kept_epoch == 5
     with torch.no_grad():
         params[0].add_(1.0)
-    past = _genotype(["skip_connect", "max_pool_3x3", "avg_pool_3x3"] + ["sep_conv_3x3"] * 5)
     assert guard.check(past, params, 6) == 3
     assert torch.equal(params[0], torch.ones(3)) and guard.kept_epoch == 5  # back to epoch 5's
     skips = CollapseGuard(GuardConfig(max_ops=1, ops=["skip_connect"]), DARTS)  # DARTS+'s criterion
@@ -63,23 +63,36 @@ def test_a_guard_that_never_trips_changes_nothing(tmp_path):
         assert torch.equal(p, q)
 
 
-def test_a_tripped_guard_stops_keeps_the_epoch_before_and_stays_stopped(tmp_path):
-    run = _run(tmp_path, "search.guard.max_ops=0", "sampler.name=gumbel_st")
-    before = [p.detach().clone() for p in run.model.arch_parameters()]  # alpha does not train in epoch 0
+def test_a_tripped_guard_stops_keeps_the_epoch_before_and_stays_stopped(tmp_path, monkeypatch):
+    counts = iter([5, 0, 7])  # epochs 1, 2, 3: noise (ignored), arms, past the bound
+    monkeypatch.setattr(CollapseGuard, "count", lambda self, genotype: next(counts))
+    run = _run(tmp_path, "search.epochs=5", "search.guard.max_ops=3", "sampler.name=gumbel_st")
+    kept = []
+    end_epoch = run.end_epoch
+
+    def spy(epoch, record):  # the architecture at the end of epoch 2, before its checkpoint
+        if epoch == 2:
+            kept.extend(p.detach().clone() for p in run.model.arch_parameters())
+        end_epoch(epoch, record)
+
+    run.end_epoch = spy
     run.run()
     records = _metrics(tmp_path)
-    assert [r["epoch"] for r in records] == [0, 1] and run.stopped_at == 1
-    assert records[1]["guard_stop"] > 0 and records[1]["guard_genotype"].startswith("Genotype(")
-    assert all(torch.equal(p, q) for p, q in zip(run.model.arch_parameters(), before))
+    assert [r["epoch"] for r in records] == [0, 1, 2, 3] and run.stopped_at == 3
+    assert "guard_stop" not in records[1] and records[3]["guard_stop"] == 7
+    assert records[3]["guard_genotype"].startswith("Genotype(")
+    assert all(torch.equal(p, q) for p, q in zip(run.model.arch_parameters(), kept))
     genotype = load_genotype_file(tmp_path / "genotype.json")
     assert genotype.cells == DARTS.derive({k: a.detach() for k, a in run.model.alphas.items()}).cells
     saved = json.loads((tmp_path / "alphas.json").read_text())["alphas"]
-    assert torch.equal(torch.tensor(saved["normal"]), before[0].double())
+    assert torch.equal(torch.tensor(saved["normal"]), kept[0].double())
     (tmp_path / "alphas.json").unlink()  # as if killed after the stopping epoch's checkpoint
-    resumed = _run(tmp_path, "search.guard.max_ops=0", "sampler.name=gumbel_st", resume=True)
-    assert resumed.stopped() and resumed.start_epoch == 2
+    resumed = _run(
+        tmp_path, "search.epochs=5", "search.guard.max_ops=3", "sampler.name=gumbel_st", resume=True
+    )
+    assert resumed.stopped() and resumed.start_epoch == 4 and resumed.guard.armed
     resumed.run()
-    assert len(_metrics(tmp_path)) == 2 and (tmp_path / "alphas.json").is_file()
+    assert len(_metrics(tmp_path)) == 4 and (tmp_path / "alphas.json").is_file()
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -62,8 +62,9 @@ class SearchRunner(EpochRun):
         guard = cfg.search.guard
         self.guard = CollapseGuard(guard, space) if guard.max_ops is not None else None
         self.stopped_at: int | None = None  # the epoch at which the guard ended the search
+        self.guard_armed = False  # restored from a checkpoint: the guard had armed before it
         super().__init__(cfg, out_dir, resume, dist)
-        if self.guard is not None:  # the architecture this run starts from is the last one within the bound
+        if self.guard is not None and self.guard_armed:  # armed: the checkpoint's alpha kept the bound
             self.guard.keep(self.model.arch_parameters(), self.start_epoch - 1)
 
     @property
@@ -130,6 +131,7 @@ class SearchRunner(EpochRun):
             "sampler": self.sampler.state_dict(),
             "world_size": self.world_size,
             "stopped_at": self.stopped_at,
+            "guard_armed": self.guard is not None and self.guard.armed,
         }
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
@@ -137,6 +139,7 @@ class SearchRunner(EpochRun):
         self.sampler.load_state_dict(state.get("sampler", {}))  # absent before samplers had state
         self.tau = float(state["tau"])
         self.stopped_at = state.get("stopped_at")  # absent before the collapse guard
+        self.guard_armed = bool(state.get("guard_armed", False))
 
     def stopped(self) -> bool:
         return self.stopped_at is not None
@@ -148,14 +151,13 @@ class SearchRunner(EpochRun):
             genotype = self.genotype(epoch)
             count = self.guard.check(genotype, self.model.arch_parameters(), epoch)
             if count is not None:
-                self.stopped_at, kept = epoch, self.guard.kept_epoch
+                self.stopped_at = epoch
                 record.update(guard_stop=count, guard_genotype=diagnostics.genotype_string(genotype))
                 if self.rank == 0:
-                    initial = " (alpha's initial values)" if kept < self.cfg.search.arch_start_epoch else ""
                     self.logger.console(
                         f"collapse guard: the derived {self.guard.cell} cell holds {count} of "
                         f"{', '.join(sorted(self.guard.ops))} (> {self.guard.max_ops}); search stopped at epoch "
-                        f"{epoch}, keeping the architecture of epoch {kept}{initial}"
+                        f"{epoch}, keeping the architecture of epoch {self.guard.kept_epoch}"
                     )
         super().end_epoch(epoch, record)
 
