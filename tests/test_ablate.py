@@ -204,6 +204,7 @@ def test_tiny_ablation_writes_csv_markdown_plots_and_hparams(tiny_ablation):
     }
     for row in rows:
         assert int(row["params"]) > 0 and int(row["flops"]) > 0
+        assert row["guard_stop"] == ""  # no collapse guard here: no epoch at which it stopped a search
     for row in searched:
         assert 0 <= int(row["param_free_normal"]) <= 8 and row["genotype"].startswith("Genotype(normal=")
         assert 0 < float(row["entropy_normal"]) <= 2.08
