@@ -20,9 +20,11 @@ from nas.cost.commands import add_budget_args, budget_of, budget_table
 from nas.cost.commands import add_parsers as add_cost_parsers
 from nas.errors import UserError
 from nas.genotype import Genotype, describe, save_genotype
+from nas.genotype_commands import add_ground_truth_args, ground_truth_config
 from nas.genotype_commands import add_parsers as add_genotype_parsers
+from nas.ground_truth import ground_truth_of
 from nas.rundir import ALPHAS_FILE, CONFIG_FILE, GENOTYPE_FILE, RESULT_FILE
-from nas.space import SPACES, resolve_genotype
+from nas.space import SPACES, exclude_ops, resolve_genotype
 
 # errors of the file system or the machine that a user fixes (space, permissions, paths), reported in one line
 ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
@@ -139,11 +141,15 @@ def cmd_search(args: argparse.Namespace) -> int:
     from nas.search.runner import SearchRunner
 
     def inputs(cfg: SearchRunConfig, resume: bool) -> tuple:
-        return (SPACES.get(cfg.space.name),)
+        space = SPACES.get(cfg.space.name)
+        ground_truth_of(space, cfg.ground_truth)  # a bad ground_truth section: refused before any work
+        return (space,)
 
     runner, record = _run("search", args, SearchRunConfig, SearchRunner, ALPHAS_FILE, inputs)
     if runner.rank == 0:
         print(f"search finished: {runner.out_dir / GENOTYPE_FILE}{_sharpness(runner.space, record)}")
+        if runner.truth is not None:
+            print(runner.truth.summary(runner.genotype(runner.cfg.search.epochs - 1)))
     return 0
 
 
@@ -167,7 +173,9 @@ def cmd_derive(args: argparse.Namespace) -> int:
             raise UserError(f"{run_dir / CHECKPOINT} holds no architecture parameters")
         sampler = build_sampler(cfg.sampler, space)
         logits = {k: sampler.derive_logits(torch.as_tensor(v)) for k, v in alphas.items()}
-        genotype = space.derive(logits, betas or None)
+        genotype = space.derive(
+            exclude_ops(logits, space.primitives, cfg.search.derive_exclude), betas or None
+        )
     prov = {"run": cfg.name, "epoch": state["epoch"] - 1, "seed": cfg.seed, "sampler": cfg.sampler.name,
             "probabilities": probabilities(logits, space.primitives), "config": to_dict(cfg)}  # fmt: skip
     budget = budget_of(args)
@@ -192,18 +200,50 @@ def cmd_rank(args: argparse.Namespace) -> int:
     import json
 
     from nas.atomic import atomic_write_text
-    from nas.search.rank import supernet_accuracies
+    from nas.config import SearchRunConfig, load_config
+    from nas.diagnostics import genotype_string
+    from nas.limits import RANK_RANGES, check_flags
+    from nas.search.rank import random_cells, supernet_accuracies
+    from nas.stats import kendall_tau
 
     run_dir = _run_dir(args.run_dir)
     if args.output:
         check_output_path(args.output)
-    genotypes = [resolve_genotype(spec) for spec in args.genotypes]
-    accuracies = supernet_accuracies(run_dir, genotypes, device=args.device)
-    for spec, acc in zip(args.genotypes, accuracies):
-        print(f"{acc:7.2f}  {spec}")
+    if not args.genotypes and not args.random:
+        raise UserError("nas rank needs genotypes to rank, or --random N")
+    check_flags(vars(args), RANK_RANGES)
+    cfg = load_config(SearchRunConfig, run_dir / CONFIG_FILE)
+    space = SPACES.get(cfg.space.name)
+    truth = ground_truth_of(space, ground_truth_config(args)) if args.random else None
+    if args.random and truth is None:
+        raise UserError(f"--random ranks against a ground truth, and space {space.name} has none")
+    specs = list(args.genotypes)
+    genotypes = [resolve_genotype(spec) for spec in specs]
+    drawn = random_cells(space, cfg.space, args.random, args.random_seed)
+    specs += [genotype_string(g) for g in drawn]
+    accuracies = supernet_accuracies(run_dir, genotypes + drawn, device=args.device)
+    rows = [{"genotype": spec, "supernet_acc": acc} for spec, acc in zip(specs, accuracies)]
+    if truth is not None:
+        dataset = args.dataset or truth.datasets[0]
+        for row, genotype in zip(rows, genotypes + drawn):
+            row["ground_truth"] = truth.accuracy(genotype)[dataset] if dataset in truth.datasets else None
+    for row in rows:
+        gt = f"  {row['ground_truth']:6.2f}" if row.get("ground_truth") is not None else ""
+        print(f"{row['supernet_acc']:7.2f}{gt}  {row['genotype']}")
+    result = {"run": str(run_dir), "results": rows}
+    if drawn:  # the supernet's ranking of random cells against the truth
+        sampled = rows[len(genotypes) :]
+        tau = kendall_tau([r["supernet_acc"] for r in sampled], [r["ground_truth"] for r in sampled])
+        result |= {
+            "random": args.random,
+            "random_seed": args.random_seed,
+            "dataset": dataset,
+            "kendall_tau": tau,
+        }
+        print(f"Kendall tau, supernet accuracy vs {truth.name} {dataset} accuracy, {args.random} random cells "
+              f"(seed {args.random_seed}): {tau:.3f}")  # fmt: skip
     if args.output:
-        rows = [{"genotype": spec, "supernet_acc": acc} for spec, acc in zip(args.genotypes, accuracies)]
-        atomic_write_text(args.output, json.dumps({"run": str(run_dir), "results": rows}, indent=1) + "\n")
+        atomic_write_text(args.output, json.dumps(result, indent=1) + "\n")
     return 0
 
 
@@ -315,8 +355,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("rank", help="accuracy of genotypes inside a search run's final supernet (one-hot)")
     p.add_argument("run_dir")
     p.add_argument(
-        "genotypes", nargs="+", metavar="GENOTYPE", help="genotype file, run directory or zoo:NAME"
+        "genotypes", nargs="*", metavar="GENOTYPE", help="genotype file, run directory or zoo:NAME"
     )
+    p.add_argument(
+        "--random",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also rank N uniform random cells of the space against its ground truth (Kendall tau)",
+    )
+    p.add_argument("--random-seed", type=int, default=0, help="draws the random cells (default 0)")
+    p.add_argument("--dataset", help="the ground truth's dataset (default: its first, e.g. cifar10)")
+    add_ground_truth_args(p)
     p.add_argument("--device", help="default: the run's device setting")
     p.add_argument("-o", "--output", help="also write the accuracies as JSON here")
     p.set_defaults(func=cmd_rank)

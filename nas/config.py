@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from nas.errors import UserError
+from nas.ground_truth import GroundTruthConfig
 from nas.limits import Range, check_ranges
 from nas.sampling import SAMPLERS, build_sampler
 from nas.sampling.base import SamplerConfig  # the sampler section's base schema (lives with the samplers)
@@ -109,6 +110,9 @@ class ArchOptimConfig:
     lr: float = 3e-4
     betas: tuple[float, float] = (0.5, 0.999)
     weight_decay: float = 1e-3
+    # regularisers on alpha (nas.search.regularizers), each ramped from 0 over the architecture epochs
+    beta_decay: float = 0.0  # beta-DARTS: lambda * mean logsumexp(alpha) per edge (the paper: 50); 0 = off
+    entropy: float = 0.0  # w * mean op entropy: > 0 sharpens, < 0 keeps the distribution spread; 0 = off
 
 
 @dataclass
@@ -137,6 +141,7 @@ class SearchConfig:
     bilevel: str = "first_order"  # first_order | second_order
     unrolled_xi: float | None = None  # virtual step size for second order; null = the weight lr
     arch_start_epoch: int = 0  # update alpha only from this epoch on (weights warm up first)
+    derive_exclude: list[str] = field(default_factory=list)  # ops derive never picks, e.g. [none]
     weights: WeightOptimConfig = field(default_factory=WeightOptimConfig)
     arch: ArchOptimConfig = field(default_factory=ArchOptimConfig)
     cost: CostConfig = field(default_factory=CostConfig)
@@ -170,6 +175,8 @@ class SearchRunConfig(RunConfig):
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     tau: TauConfig = field(default_factory=TauConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    # the space's ground truth (nas.ground_truth), where it has one: the derived cell's accuracy per epoch
+    ground_truth: GroundTruthConfig = field(default_factory=GroundTruthConfig)
 
 
 @dataclass
@@ -370,9 +377,22 @@ def validate(cfg: Any) -> None:
             f"search.bilevel must be 'first_order' or 'second_order', got {cfg.search.bilevel!r}",
         )
         _nesterov(cfg.search.weights, "search.weights")
-        build_sampler(cfg.sampler)  # the sampler checks its own options
+        sampler = build_sampler(cfg.sampler)  # the sampler checks its own options
         cfg.space.check(cfg)  # and the space its own
-        _guard(cfg.search.guard, SPACES.get(cfg.space.name).primitives)
+        if cfg.tau.schedule == "learned":
+            learners = ", ".join(n for n in SAMPLERS if SAMPLERS.get(n).learns_tau)
+            _check(sampler.learns_tau, f"tau.schedule=learned needs a sampler whose sample is differentiable in "
+                                       f"tau ({learners}); {cfg.sampler.name} is not")  # fmt: skip
+            _check(
+                cfg.search.bilevel == "first_order", "tau.schedule=learned needs search.bilevel=first_order"
+            )
+        primitives = SPACES.get(cfg.space.name).primitives
+        for op in cfg.search.derive_exclude:
+            _check(op in primitives, f"search.derive_exclude: {op!r} is not an op of space {cfg.space.name} "
+                                     f"({', '.join(primitives)})")  # fmt: skip
+        _check(set(primitives) - set(cfg.search.derive_exclude) != set(),
+               "search.derive_exclude excludes every op of the space")  # fmt: skip
+        _guard(cfg.search.guard, primitives)
         cost = cfg.search.cost
         _check(cost.metric in ("flops", "params", "latency"),
                f"search.cost.metric must be flops, params or latency, got {cost.metric!r}")  # fmt: skip

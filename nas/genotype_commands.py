@@ -8,6 +8,7 @@ import argparse
 from nas.atomic import atomic_write_text, check_output_path
 from nas.errors import UserError
 from nas.genotype import FORMATS, describe, formats, listed, save_genotype
+from nas.ground_truth import GroundTruthConfig, ground_truth_of
 from nas.space import SPACES, resolve_genotype
 
 
@@ -35,6 +36,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--classes", type=int)
     p.add_argument("--in-channels", type=int, default=3)
     p.add_argument("--image-size", type=int)
+    add_ground_truth_args(p)
     p.set_defaults(func=cmd_genotype_info)
     p = g.add_parser("list", help="published genotypes usable as zoo:NAME")
     p.set_defaults(func=cmd_genotype_list)
@@ -44,9 +46,31 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=cmd_genotype_plot)
 
 
+def add_ground_truth_args(p: argparse.ArgumentParser) -> None:
+    """Where a space's ground truth comes from (`nas.ground_truth.GroundTruthConfig`), as flags."""
+    p.add_argument(
+        "--ground-truth",
+        default="table",
+        metavar="SOURCE",
+        help="table (shipped with the space, default) or nats_bench (the official NATS-Bench file)",
+    )
+    p.add_argument("--benchmark-file", metavar="PATH", help="nats_bench: the benchmark file or directory")
+    p.add_argument("--benchmark-epochs", type=int, default=200, help="nats_bench: 12 or 200 (default)")
+    p.add_argument("--benchmark-seed", type=int, help="nats_bench: one training seed (default: the mean)")
+
+
+def ground_truth_config(args: argparse.Namespace) -> GroundTruthConfig:
+    return GroundTruthConfig(source=args.ground_truth, path=args.benchmark_file, epochs=args.benchmark_epochs,
+                             trial_seed=args.benchmark_seed)  # fmt: skip
+
+
 def cmd_genotype_show(args: argparse.Namespace) -> int:
     genotype = resolve_genotype(args.file)
-    print(describe(genotype, SPACES.get(genotype.space).input_states))
+    space = SPACES.get(genotype.space)
+    print(describe(genotype, space.input_states))
+    truth = ground_truth_of(space)
+    if truth is not None:
+        print(truth.summary(genotype))
     return 0
 
 
@@ -81,6 +105,7 @@ def cmd_genotype_info(args: argparse.Namespace) -> int:
     check_flags(vars(args), INFO_RANGES)
     genotype = resolve_genotype(args.file)
     space = SPACES.get(genotype.space)
+    truth = ground_truth_of(space, ground_truth_config(args))  # before any work: a bad source is refused
     network = args.network or next(iter(space.networks))
     if network not in space.networks:
         raise UserError(
@@ -104,6 +129,10 @@ def cmd_genotype_info(args: argparse.Namespace) -> int:
         print(f"parameters (without auxiliary head): {summary['params']:,}")
         print(f"parameters (with auxiliary head):    {summary['params_with_auxiliary']:,}")
     print(f"FLOPs (batch 1): {summary['flops']:,}  ({summary['macs'] / 1e6:.1f} M multiply-adds)")
+    if truth is not None:
+        print(f"{truth.name}, {truth.protocol} (percentile among all {len(truth):,} cells of the space):")
+        for dataset, acc in truth.accuracy(genotype).items():
+            print(f"  {dataset:<16} {acc:6.2f} %   percentile {truth.percentile(dataset, acc):6.2f}")
     return 0
 
 

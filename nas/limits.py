@@ -110,9 +110,13 @@ RANGES: dict[str, Range] = {
     "search.arch.lr": POSITIVE,
     "search.arch.betas": UNIT_OPEN,
     "search.arch.weight_decay": NON_NEGATIVE,
+    "search.arch.beta_decay": Range(0, 1e4),
+    "search.arch.entropy": Range(-1e4, 1e4),
     "search.cost.weight": NON_NEGATIVE,  # lambda; 0 = off
     "search.cost.target": NON_NEGATIVE,  # null = no hinge
     "search.guard.max_ops": Range(0, MAX_NODES * MAX_EDGES_PER_NODE),  # null = off
+    "ground_truth.epochs": EPOCHS,  # a space's source checks its own values (NATS-Bench: 12 or 200)
+    "ground_truth.trial_seed": SEED,
     "model.init_channels": CHANNELS,
     "model.layers": LAYERS,
     "model.auxiliary_weight": NON_NEGATIVE,
@@ -138,6 +142,10 @@ INFO_RANGES: dict[str, Range] = {
     "--classes": Range(1, 10**5),
     "--in-channels": Range(1, 64),
     "--image-size": Range(1, 4096),
+}
+RANK_RANGES: dict[str, Range] = {  # nas rank: each random cell costs one pass over the held-out split
+    "--random": Range(0, 100_000),
+    "--random-seed": Range(0, 2**31 - 1),
 }
 
 

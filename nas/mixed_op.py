@@ -54,6 +54,10 @@ class MixedOp(nn.Module):
     every w_j (j != k) receives the sum of the output's gradient, and every alpha of the edge a gradient,
     even when the chosen op is `none` (whose own weight then gets none).
 
+    `probes` (hard choice, a first-order architecture step of gdas with `sampler.probes`): these unchosen
+    ops also run, without autograd, each added times its weight (exactly 0) times `probe_scale`, so the
+    output is unchanged and w_j gets probe_scale * <grad, op_j(x)> (`nas.sampling.gumbel`).
+
     `detach_unchosen` (one-hot weights, every op needed for the alpha gradient: gumbel_st, reinmax,
     gumbel_rao in a first-order architecture step): every op runs as with soft weights, but the unchosen
     ones (weight exactly 0) without autograd. The output is the same sum, bitwise; w_j still gets
@@ -73,12 +77,19 @@ class MixedOp(nn.Module):
         choice: int | None = None,
         unchosen_grad: bool = False,
         detach_unchosen: bool = False,
+        probes: list[int] = (),
+        probe_scale: float = 1.0,
     ) -> torch.Tensor:
         # weights: (K,)
         if choice is not None and not detach_unchosen:  # weights[choice] is exactly 1.0 in the forward pass
             out = times_one(self.ops[choice](x), weights[choice])
             if unchosen_grad:  # sum of the unchosen weights: 1.0 - 1.0 == 0.0 exactly, d/dw_j = 1 for j != k
                 out = out + (weights.sum() - weights[choice]).to(out.dtype)
+            for j in probes:  # w_j is exactly 0: the output is unchanged, d/dw_j = scale * <grad, op_j(x)>
+                if j in self._live:
+                    with torch.no_grad():
+                        h = self.ops[j](x)
+                    out = out + h * (weights[j] * probe_scale).to(h.dtype)
             return out
         w = weights.to(x.dtype)
         out = None

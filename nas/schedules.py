@@ -12,6 +12,11 @@ exactly `tau.end` for the annealing schedules, as in GDAS
 - exponential  max(end, start * exp(-r u)) (Jang et al. 2017); r = `tau.rate` or ln(start/end) / span
 - cosine       end + (start - end) (1 + cos(pi u / span)) / 2
 - step         max(end, start * factor^floor(u / every)) for decays (min(end, ...) when it grows)
+- learned      not a function of time: tau = exp(theta), theta a parameter trained with alpha by the
+               architecture optimiser (on the same validation loss, through the relaxed sample, so only
+               samplers whose sample is differentiable in tau: `Sampler.learns_tau`), starting at tau.start
+               and projected back into [min(start, end), max(start, end)] after every step
+               (`LearnedTemperature`); tau_at gives tau.start, its value before the first update.
 
 Every schedule stays between tau.start and tau.end, so validating those two (finite, > 0) and the
 schedule's own parameters is enough to guarantee tau is finite and > 0 everywhere.
@@ -22,6 +27,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+import torch
+import torch.nn as nn
 
 from nas.errors import UserError
 from nas.registry import Registry
@@ -54,6 +62,30 @@ def exponential(cfg: TauConfig, u: float, span: float) -> float:
 @SCHEDULES.register("cosine")
 def cosine(cfg: TauConfig, u: float, span: float) -> float:
     return cfg.end + (cfg.start - cfg.end) * 0.5 * (1.0 + math.cos(math.pi * min(u / span, 1.0)))
+
+
+@SCHEDULES.register("learned")
+def learned(cfg: TauConfig, u: float, span: float) -> float:
+    return cfg.start  # the learned value lives in LearnedTemperature; this is where it starts
+
+
+class LearnedTemperature(nn.Module):
+    """tau = exp(theta) as an architecture parameter (`tau.schedule=learned`)."""
+
+    def __init__(self, start: float, end: float):
+        super().__init__()
+        self.theta = nn.Parameter(torch.tensor(math.log(start)))
+        self.lo, self.hi = math.log(min(start, end)), math.log(max(start, end))
+
+    def value(self) -> torch.Tensor:
+        """tau as a 0-dim tensor, differentiable in theta."""
+        return self.theta.exp()
+
+    @torch.no_grad()
+    def project(self) -> None:
+        """Back into [min(start, end), max(start, end)] after an optimiser step (never stuck at a bound:
+        the forward pass has no clamp, so the gradient always reaches theta)."""
+        self.theta.clamp_(self.lo, self.hi)
 
 
 @SCHEDULES.register("step")

@@ -154,6 +154,22 @@ class SearchSpace(Protocol):
 SPACES: Registry[SearchSpace] = Registry("search space", plugins="search_spaces")
 
 
+def exclude_ops(
+    logits: dict[str, torch.Tensor], primitives: tuple[str, ...], exclude: list[str] | tuple[str, ...]
+) -> dict[str, torch.Tensor]:
+    """The logits with the columns of the `exclude`d ops at -inf, so that a derive rule (which reads
+    softmax(logits)) gives them probability 0 and never picks them (`search.derive_exclude`)."""
+    if not exclude:
+        return logits
+    columns = [primitives.index(op) for op in exclude]
+    out = {}
+    for name, a in logits.items():
+        a = a.detach().clone()
+        a[..., columns] = float("-inf")
+        out[name] = a
+    return out
+
+
 def space_options(space: SearchSpace, cfg: SpaceConfig) -> SpaceConfig:
     """`cfg` as an instance of the space's `Options`: a plain `SpaceConfig` keeps its name, init_channels
     and layers and gets the space's defaults for its own keys (what `build_supernet` and `sample_random`

@@ -89,3 +89,131 @@ def percentile(value: float, others: Sequence[float]) -> float:
         raise ValueError("percentile among no values")
     others = np.asarray(others, dtype=float)
     return 100.0 * float((others < value).sum() + 0.5 * (others == value).sum()) / len(others)
+
+
+# --- comparing several settings (e.g. temperature schedules), each with a few seeds -------------------
+
+PERMUTATIONS = 20_000  # Monte Carlo relabellings where the exact enumeration is too large
+
+
+def kruskal_wallis(
+    groups: Sequence[Sequence[float]], rounds: int = PERMUTATIONS, seed: int = 0
+) -> tuple[float, float]:
+    """Kruskal-Wallis H (tie-corrected) of "the groups come from one distribution", and its permutation
+    p-value: the share of random relabellings of the pooled values (group sizes kept) whose H is at least
+    the observed one, (count + 1) / (rounds + 1). Exact for any sample size up to Monte Carlo error,
+    unlike the chi-square approximation, which is poor with 3 values per group."""
+    sizes = [len(g) for g in groups]
+    if len(sizes) < 2 or min(sizes) < 1:
+        raise ValueError("Kruskal-Wallis needs at least two non-empty groups")
+    pooled = np.concatenate([np.asarray(g, dtype=float) for g in groups])
+    ranks = _midranks(pooled)
+    h = _kw_h(ranks, sizes)
+    rng = np.random.default_rng(seed)
+    hs = np.array([_kw_h(rng.permutation(ranks), sizes) for _ in range(rounds)])
+    return h, float((np.sum(hs >= h - 1e-9) + 1) / (rounds + 1))
+
+
+def _kw_h(ranks: np.ndarray, sizes: list[int]) -> float:
+    n = len(ranks)
+    ties = np.unique(ranks, return_counts=True)[1]
+    correction = 1 - float((ties**3 - ties).sum()) / (n**3 - n) if n > 1 else 1.0
+    if correction <= 0:
+        return 0.0
+    bounds = np.cumsum([0, *sizes])
+    h = sum(ranks[a:b].sum() ** 2 / (b - a) for a, b in zip(bounds[:-1], bounds[1:]))
+    return float((12 / (n * (n + 1)) * h - 3 * (n + 1)) / correction)
+
+
+def permutation_diff(
+    a: Sequence[float], b: Sequence[float], rounds: int = PERMUTATIONS, seed: int = 0
+) -> float:
+    """Two-sided p-value of "mean(a) - mean(b) is 0": the share of splits of the pooled values into groups
+    of the same sizes whose |difference of means| is at least the observed one (exact when there are at
+    most EXACT_LIMIT splits, else Monte Carlo)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    pooled, n = np.concatenate([a, b]), len(a)
+    observed = abs(a.mean() - b.mean()) - 1e-9
+    total = pooled.sum()
+    if math.comb(len(pooled), n) <= EXACT_LIMIT:
+        sums = np.fromiter(
+            (pooled[list(s)].sum() for s in itertools.combinations(range(len(pooled)), n)), float
+        )
+        diffs = np.abs(sums / n - (total - sums) / len(b))
+        return float(np.mean(diffs >= observed))
+    rng = np.random.default_rng(seed)
+    diffs = [abs(p[:n].mean() - p[n:].mean()) for p in (rng.permutation(pooled) for _ in range(rounds))]
+    return float((np.sum(np.asarray(diffs) >= observed) + 1) / (rounds + 1))
+
+
+def bootstrap_diff_ci(
+    a: Sequence[float], b: Sequence[float], level: float = 0.95, rounds: int = 10_000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of mean(a) - mean(b), each group resampled with replacement."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    rng = np.random.default_rng(seed)
+    da = rng.choice(a, size=(rounds, len(a))).mean(1)
+    db = rng.choice(b, size=(rounds, len(b))).mean(1)
+    lo, hi = np.quantile(da - db, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def cliffs_delta(a: Sequence[float], b: Sequence[float]) -> float:
+    """P(x > y) - P(x < y) for x in a, y in b: -1..1, 0 = no tendency (a rank-based effect size)."""
+    x, y = np.asarray(a, dtype=float)[:, None], np.asarray(b, dtype=float)[None, :]
+    return float(((x > y).sum() - (x < y).sum()) / (x.size * y.size))
+
+
+def min_detectable_difference(
+    sd: float, n_a: int, n_b: int, alpha: float = 0.05, power: float = 0.8
+) -> float:
+    """The difference of means a two-sided t-test at `alpha` detects with probability `power`, for groups
+    of n_a and n_b values with common standard deviation `sd` (Student t with n_a + n_b - 2 degrees of
+    freedom; the usual (t_{1-alpha/2} + t_{power}) * sd * sqrt(1/n_a + 1/n_b))."""
+    df = n_a + n_b - 2
+    if df < 1:
+        return math.nan
+    return (t_quantile(1 - alpha / 2, df) + t_quantile(power, df)) * sd * math.sqrt(1 / n_a + 1 / n_b)
+
+
+def t_cdf(t: float, df: float) -> float:
+    """Student t distribution function, from the regularised incomplete beta function."""
+    x = df / (df + t * t)
+    tail = 0.5 * _betainc(df / 2, 0.5, x)
+    return 1 - tail if t > 0 else tail
+
+
+def t_quantile(q: float, df: float) -> float:
+    """The q-quantile of Student's t with df degrees of freedom (bisection on t_cdf)."""
+    lo, hi = -1e3, 1e3
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if t_cdf(mid, df) < q else (lo, mid)
+    return (lo + hi) / 2
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """Regularised incomplete beta I_x(a, b) by its continued fraction (Lentz's method)."""
+    if x <= 0 or x >= 1:
+        return float(x >= 1)
+    if x > (a + 1) / (a + b + 2):  # the fraction converges fast below this point: use the symmetry
+        return 1 - _betainc(b, a, 1 - x)
+    front = (
+        math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
+        / a
+    )
+    tiny = 1e-300
+    c, d = 1.0, 1 - (a + b) * x / (a + 1)
+    d = 1 / (d if abs(d) > tiny else tiny)
+    f = d
+    for m in range(1, 300):
+        for numerator in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                          -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):  # fmt: skip
+            d = 1 + numerator * d
+            d = 1 / (d if abs(d) > tiny else tiny)
+            c = 1 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            f *= c * d
+        if abs(c * d - 1) < 1e-14:
+            break
+    return front * f

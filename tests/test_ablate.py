@@ -351,3 +351,98 @@ def test_shipped_ablations_are_valid(name, searches, baselines, tmp_path, monkey
     assert len(searched) == searches and len(plan) == searches + baselines
     assert len({r.label for r in searched}) == searches // len(spec.grid["seed"])
     ablate.check_plan(spec, plan, tmp_path, data=False)  # every run's search and proxy config loads
+
+
+# --- judged by the ground truth -----------------------------------------------------------------------
+
+TINY_NB201 = {
+    "name": "tiny nb201",
+    "base": str(ROOT / "configs/search/tiny_synthetic.yaml"),
+    "overrides": {
+        "search.epochs": 2,
+        "space": {"name": "nb201", "init_channels": 4, "layers": 1},
+        "data": {"synthetic": {"train_size": 64, "test_size": 32}},
+        "sampler.name": "gumbel_st",
+    },
+    "grid": {"tau.schedule": ["constant", "linear"], "seed": [0, 1]},
+    "jobs": 2,
+    "evaluate": "ground_truth",
+    "reference": "linear",
+    "baselines": {"random": 6, "seed": 3, "zoo": ["NB201_RESNET"]},
+}
+
+
+@pytest.fixture(scope="module")
+def truth_ablation(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("truth")
+    path = tmp / "a.yaml"
+    path.write_text(yaml.safe_dump({**TINY_NB201, "out_dir": str(tmp / "out")}, sort_keys=False))
+    result = nas("ablate", "--config", str(path), timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return tmp / "out"
+
+
+def test_ground_truth_ablation_judges_every_cell_by_the_table_without_retraining(truth_ablation):
+    import json
+
+    from nas.ground_truth import ground_truth_of
+    from nas.space import SPACES, resolve_genotype
+    from nas.stats import mann_whitney_greater
+
+    truth = ground_truth_of(SPACES.get("nb201"))
+    rows = {r["run"]: r for r in read_csv(truth_ablation / "results.csv")}
+    assert not (truth_ablation / "proxy").exists()  # nothing was retrained
+    assert {r["proxy"] for r in rows.values()} == {"off"}
+    for run, row in rows.items():
+        source = (
+            truth_ablation / "runs" / run
+            if row["kind"] == "search"
+            else truth_ablation / "baselines" / f"{run}.json"
+        )
+        genotype = resolve_genotype("zoo:NB201_RESNET" if run == "zoo-NB201_RESNET" else str(source))
+        expected = truth.accuracy(genotype)
+        assert float(row["score"]) == pytest.approx(expected["cifar10"])
+        for dataset, acc in expected.items():
+            assert float(row[f"gt_{dataset}"]) == pytest.approx(acc)
+            assert float(row[f"gt_{dataset}_pct"]) == pytest.approx(truth.percentile(dataset, acc))
+    assert float(rows["zoo-NB201_RESNET"]["score"]) == pytest.approx(93.91)
+    random = [float(r["score"]) for r in rows.values() if r["setting"] == "random"]
+    settings = {
+        c["setting"]: c for c in json.loads((truth_ablation / "comparison.json").read_text())["settings"]
+    }
+    for setting, got in settings.items():
+        searched = [float(r["score"]) for r in rows.values() if r["setting"] == setting]
+        assert got["p"] == pytest.approx(mann_whitney_greater(searched, random)[1])
+        assert sorted(got["space_percentiles"]) == pytest.approx(
+            sorted(float(r["score_pct"]) for r in rows.values() if r["setting"] == setting)
+        )
+    for row in (r for r in rows.values() if r["kind"] == "search"):
+        assert 0 <= int(row["stable_epoch"]) <= 1
+    text = (truth_ablation / "results.md").read_text()
+    assert "NAS-Bench-201 cifar10 accuracy (%)" in text and "percentile in the space" in text
+    assert (truth_ablation / "ground_truth.png").read_bytes()[:8] == PNG
+
+
+def test_settings_are_tested_against_each_other_and_the_reference(truth_ablation):
+    import json
+
+    from nas.stats import kruskal_wallis, permutation_diff
+
+    rows = read_csv(truth_ablation / "results.csv")
+    groups = {s: [float(r["score"]) for r in rows if r["setting"] == s] for s in ("constant", "linear")}
+    across = json.loads((truth_ablation / "comparison.json").read_text())["across_settings"]
+    assert across["reference"] == "linear" and sorted(across["groups"]) == ["constant", "linear"]
+    assert across["h"] == pytest.approx(kruskal_wallis(list(groups.values()))[0])
+    (versus,) = across["versus"]
+    assert versus["setting"] == "constant"
+    assert versus["diff"] == pytest.approx(sum(groups["constant"]) / 2 - sum(groups["linear"]) / 2)
+    assert versus["p"] == pytest.approx(permutation_diff(groups["constant"], groups["linear"]))
+    assert versus["ci95"][0] <= versus["diff"] <= versus["ci95"][1]
+    assert "## Settings against each other" in (truth_ablation / "results.md").read_text()
+
+
+def test_ground_truth_ablation_on_a_space_without_one_is_refused(tmp_path, capsys):
+    path = write_ablation(tmp_path / "a.yaml", tmp_path / "out", evaluate="ground_truth", proxy_train=None)
+    assert main(["ablate", "--config", str(path)]) == 2
+    assert "space darts has no ground truth" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

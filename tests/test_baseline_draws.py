@@ -32,7 +32,13 @@ def test_random_draws_are_valid_and_derive_inverts_their_one_hot_weights(name):
         assert set(weights) == set(space.cell_types)
         for w in weights.values():
             assert w.shape[1] == len(space.primitives) and torch.equal(w.sum(1), torch.ones(w.shape[0]))
-        assert space.derive({k: 10 * w for k, w in weights.items()}).cells == genotype.cells
+        derived = space.derive({k: 10 * w for k, w in weights.items()})
+        # the same edges per node; their order within a node follows probabilities that tie here, and a tie
+        # between softmax rows may be broken by a last-bit difference (the vectorised exp depends on the column)
+        assert {k: [sorted(n) for n in c.nodes] for k, c in derived.cells.items()} == {
+            k: [sorted(n) for n in c.nodes] for k, c in genotype.cells.items()
+        }
+        assert all(derived.cells[k].concat == c.concat for k, c in genotype.cells.items())
 
 
 def test_darts_draws_are_uniform_over_ops_and_input_pairs():

@@ -30,7 +30,7 @@ TOOLS = (
 TIERS = (
     ("base", "errors rng stats layers augment profile"),
     ("records", "genotype checkpoint runlog rundir runtime atomic limits registry"),
-    ("contracts", "space schedules memory sampling mixed_op cost.rule"),
+    ("contracts", "space schedules memory sampling mixed_op cost.rule ground_truth"),
     ("config", "config diagnostics plot cost"),
     ("data", "data stream image_folder datasets distributed resume"),
     ("runs", "search train run export"),

@@ -249,3 +249,74 @@ def test_detached_unchosen_ops_give_the_same_alpha_gradient_without_their_backwa
         assert torch.equal(a, b) and a.abs().sum() > 0
     if not sampler.chosen_only:  # fewer convolutions recorded for backward
         assert counts[1] < counts[0]
+
+
+def _nb201(seed=0):
+    import search_spaces  # noqa: F401
+    from nas.space import SPACES
+
+    sp = SPACES.get("nb201")
+    torch.manual_seed(seed)
+    net = sp.build_supernet(sp.Options(init_channels=4, layers=1), 3, 3)
+    return net, torch.randn(6, 3, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2])
+
+
+def _alpha_grad(net, x, y, samples):
+    loss = torch.nn.functional.cross_entropy(net(x, samples), y)
+    return loss.detach(), torch.autograd.grad(loss, list(net.alphas.values()), retain_graph=True)[0]
+
+
+def test_gdas_probing_every_unchosen_op_is_gumbel_st_and_leaves_the_forward_pass_alone():
+    from nas.config import SearchRunConfig, load_config
+
+    net, x, y = _nb201()
+    gdas = build_sampler(load_config(SearchRunConfig, None, ["sampler.name=gdas", "sampler.probes=4",
+                                                             "sampler.unchosen_grad=false"]).sampler)  # fmt: skip
+    probed = sample_architecture(dict(net.alphas), gdas, 0.8, _gen(7), detach_unchosen=True)["cell"]
+    assert all(sorted(p + [k]) == [0, 1, 2, 3, 4] for p, k in zip(probed.probes, probed.choices))
+    st = sample_architecture(dict(net.alphas), "gumbel_st", 0.8, _gen(7), detach_unchosen=True)["cell"]
+    assert st.choices == probed.choices  # the probes are drawn after the noise
+    plain = sample_architecture(dict(net.alphas), "gdas", 0.8, _gen(7))["cell"]
+    loss_p, g_probed = _alpha_grad(net, x, y, {"cell": probed})
+    loss_s, g_st = _alpha_grad(net, x, y, {"cell": st})
+    loss_0, g_plain = _alpha_grad(net, x, y, {"cell": plain})
+    assert torch.equal(loss_p, loss_0) and torch.allclose(loss_p, loss_s)
+    assert torch.allclose(g_probed, g_st, atol=1e-6) and not torch.allclose(g_plain, g_st, atol=1e-6)
+
+
+def test_one_probe_per_edge_is_unbiased_for_gumbel_st_over_its_draws():
+    """The mean of the one-probe gradient over every probe choice (uniform over the K - 1 unchosen ops of
+    each edge, independently) equals gumbel_st's gradient: enumerated edge by edge, it is linear in them."""
+    from dataclasses import replace
+
+    net, x, y = _nb201(1)
+    st = sample_architecture(dict(net.alphas), "gumbel_st", 1.0, _gen(3), detach_unchosen=True)["cell"]
+    _, g_st = _alpha_grad(net, x, y, {"cell": st})
+    base = sample_architecture(dict(net.alphas), "gdas", 1.0, _gen(3))["cell"]
+    _, g_none = _alpha_grad(net, x, y, {"cell": replace(base, probes=[[] for _ in base.choices])})
+    total = g_none.clone()  # d loss / d w is linear in the probed entries: add each edge's mean contribution
+    for e, k in enumerate(base.choices):
+        others = [j for j in range(5) if j != k]
+        for j in others:
+            probes = [[j] if i == e else [] for i in range(6)]
+            _, g = _alpha_grad(net, x, y, {"cell": replace(base, probes=probes, probe_scale=4.0)})
+            total += (g - g_none) / len(others)
+    assert torch.allclose(total, g_st, atol=1e-5)
+
+
+def test_gdas_probe_options_are_checked():
+    from nas.config import SearchRunConfig, load_config
+
+    with pytest.raises(UserError, match="choose one"):
+        load_config(
+            SearchRunConfig, None, ["sampler.name=gdas", "sampler.probes=2", "sampler.unchosen_grad=true"]
+        )
+    with pytest.raises(UserError, match="sampler.probes must be"):
+        load_config(SearchRunConfig, None, ["sampler.name=gdas", "sampler.probes=-1"])
+    with pytest.raises(UserError, match="unknown key"):
+        load_config(SearchRunConfig, None, ["sampler.name=gumbel_st", "sampler.probes=2"])
+    weights = sample_architecture(
+        {"cell": torch.zeros(6, 5)}, build_sampler(build_sampler("gdas").Options(name="gdas", probes=2)), 1.0,
+        _gen(0), chosen_only=True,
+    )  # fmt: skip
+    assert weights["cell"].probes is None  # the weight step never probes

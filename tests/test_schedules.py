@@ -29,8 +29,8 @@ def is_monotone(values: list[float], decreasing: bool) -> bool:
     )
 
 
-def test_registry_has_the_five_schedules():
-    assert set(SCHEDULES.names()) == {"constant", "linear", "exponential", "cosine", "step"}
+def test_registry_has_the_six_schedules():
+    assert set(SCHEDULES.names()) == {"constant", "linear", "exponential", "cosine", "step", "learned"}
 
 
 @pytest.mark.parametrize("name", SCHEDULES.names())
@@ -134,3 +134,75 @@ def test_validation_refuses_schedules_that_leave_zero_inf(change, message):
 def test_config_loading_refuses_bad_tau(override):
     with pytest.raises(UserError, match="tau"):
         load_config(SearchRunConfig, None, [override])
+
+
+# --- the learned temperature ---------------------------------------------------------------------------
+
+
+def _learned_runner(tmp_path, *overrides, resume=False):
+    import search_spaces  # noqa: F401
+    from nas.search.runner import SearchRunner
+    from nas.space import SPACES
+    from tests.conftest import TINY_SEARCH
+
+    cfg = load_config(SearchRunConfig, None, [*TINY_SEARCH, f"out_dir={tmp_path}", "tau.schedule=learned",
+                                              "tau.start=2.0", "tau.end=0.5", "sampler.name=gumbel_st",
+                                              "search.arch.lr=0.2", *overrides])  # fmt: skip
+    return SearchRunner(cfg, SPACES.get(cfg.space.name), tmp_path, resume=resume)
+
+
+@pytest.mark.parametrize("sampler", ["gumbel", "gumbel_st", "gdas"])
+def test_learned_tau_gets_a_gradient_moves_with_alpha_and_stays_in_its_range(tmp_path, sampler):
+    import torch
+
+    r = _learned_runner(tmp_path, f"sampler.name={sampler}")
+    weights = [p.detach().clone() for p in r.model.weight_parameters()]
+    taus = [r.tau_for(0)]
+    assert taus[0] == pytest.approx(2.0)
+    batches = zip(r.train_loader, r.val_loader)
+    for train, val in batches:  # every batch of the tiny split
+        r.architect.step(val, train, r.tau_for(0), 0.025, r.w_opt)
+        taus.append(r.tau_for(0))
+    assert all(torch.equal(p, q) for p, q in zip(r.model.weight_parameters(), weights))
+    assert len(set(taus)) > 1 and all(0.5 - 1e-6 <= t <= 2.0 + 1e-6 for t in taus)
+
+
+def test_learned_tau_resumes_exactly(tmp_path):
+    import torch
+
+    def runner(name, resume=False):
+        r = _learned_runner(tmp_path / name, "search.epochs=3", resume=resume)
+        if not resume:  # inside its range [0.5, 2], so that it is free to move either way
+            r.temperature.theta.data.fill_(math.log(1.2))
+        return r
+
+    full = runner("full")
+    full.run()
+    part = runner("part")
+    part.run_epoch(0)
+    part.end_epoch(
+        0, {"epoch": 0, "tau": part.tau, "lr": 0.0, "train_acc": 0.0, "val_acc": 0.0, "epoch_time": 0.0}
+    )
+    del part
+    resumed = runner("part", resume=True)
+    resumed.run()
+    assert torch.equal(full.temperature.theta, resumed.temperature.theta)
+    assert full.temperature.theta.item() != pytest.approx(math.log(1.2))  # it moved
+    for p, q in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (
+            ["sampler.name=reinmax"],
+            "tau.schedule=learned needs a sampler whose sample is differentiable in tau",
+        ),
+        (["sampler.name=softmax"], "softmax is not"),
+        (["search.bilevel=second_order"], "needs search.bilevel=first_order"),
+    ],
+)
+def test_learned_tau_is_refused_where_no_gradient_reaches_it(overrides, message):
+    with pytest.raises(UserError, match=message):
+        load_config(SearchRunConfig, None, ["tau.schedule=learned", *overrides])

@@ -60,3 +60,50 @@ def test_kendall_tau_b():
 def test_percentile_counts_ties_half():
     assert percentile(5, [1, 2, 3, 4]) == 100 and percentile(0, [1, 2]) == 0
     assert percentile(2, [1, 2, 3, 4]) == pytest.approx(37.5)
+
+
+# --- several settings --------------------------------------------------------------------------------
+
+
+def test_kruskal_wallis_h_and_its_permutation_p_match_brute_force():
+    from nas.stats import _kw_h, _midranks, kruskal_wallis
+
+    groups = [[1.0, 2.0, 2.0], [3.0, 5.0], [4.0, 6.0, 7.0]]
+    h, p = kruskal_wallis(groups, rounds=20_000, seed=1)
+    pooled = np.concatenate(groups)
+    ranks, sizes = _midranks(pooled), [3, 2, 3]
+    # every relabelling of the 8 values into groups of 3, 2, 3 (ties counted once per distinct labelling)
+    hs = [_kw_h(ranks[list(perm)], sizes) for perm in itertools.permutations(range(8))]
+    exact = float(np.mean(np.asarray(hs) >= h - 1e-9))
+    assert p == pytest.approx(exact, abs=0.01)
+    # H itself: 12 / (n (n + 1)) sum R_i^2 / n_i - 3 (n + 1), divided by the tie correction
+    r = [ranks[:3].sum(), ranks[3:5].sum(), ranks[5:].sum()]
+    raw = 12 / (8 * 9) * (r[0] ** 2 / 3 + r[1] ** 2 / 2 + r[2] ** 2 / 3) - 27
+    assert h == pytest.approx(raw / (1 - (2**3 - 2) / (8**3 - 8)))
+
+
+def test_difference_tests_against_enumeration_and_known_quantiles():
+    from nas.stats import (
+        bootstrap_diff_ci,
+        cliffs_delta,
+        min_detectable_difference,
+        permutation_diff,
+        t_quantile,
+    )
+
+    a, b = [5.0, 6.0, 7.5], [1.0, 2.0, 3.0]
+    assert permutation_diff(a, b) == pytest.approx(2 / math.comb(6, 3))  # only the two extreme splits
+    assert permutation_diff(a, a) == 1.0
+    lo, hi = bootstrap_diff_ci(a, b)
+    assert lo <= np.mean(a) - np.mean(b) <= hi and lo > 0
+    assert cliffs_delta(a, b) == 1.0 and cliffs_delta(b, a) == -1.0 and cliffs_delta([1, 2], [2, 1]) == 0.0
+    # Student t quantiles as printed in every table: t_{.975}(4) = 2.776, t_{.975}(10) = 2.228, t_{.8}(4) = 0.941
+    assert [round(t_quantile(q, df), 3) for q, df in ((0.975, 4), (0.975, 10), (0.8, 4))] == [
+        2.776,
+        2.228,
+        0.941,
+    ]
+    assert t_quantile(0.5, 7) == pytest.approx(0.0, abs=1e-6)
+    mdd = min_detectable_difference(1.0, 3, 3)
+    assert mdd == pytest.approx((2.7764 + 0.9410) * math.sqrt(2 / 3), rel=1e-3)
+    assert min_detectable_difference(1.0, 10, 10) < mdd  # more seeds see smaller differences

@@ -1,7 +1,8 @@
 """Searched against baseline architectures: the numbers behind "does the search beat random?".
 
-Per setting (grid point without the seed): the proxy accuracy of each searched cell and its percentile
-among the random cells, mean +- std of both groups, a one-sided Mann-Whitney U test (searched > random;
+Every cell is judged by its `score` (report.collect: the proxy retrain's test accuracy, or the space's
+ground truth with `evaluate: ground_truth`). Per setting (grid point without the seed): the score of each
+searched cell and its percentile among the random cells (and, with a ground truth, in the whole space), mean +- std of both groups, a one-sided Mann-Whitney U test (searched > random;
 exact for small samples), and the Kendall tau between the random cells' accuracy inside each final
 supernet (`nas rank`) and their retrained accuracy, the classic check of whether a supernet can rank
 architectures (Yu et al., 2020; Zela et al., 2020).
@@ -16,7 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nas.stats import kendall_tau, mann_whitney_greater, percentile
+from nas.stats import (
+    bootstrap_diff_ci,
+    cliffs_delta,
+    kendall_tau,
+    kruskal_wallis,
+    mann_whitney_greater,
+    min_detectable_difference,
+    percentile,
+    permutation_diff,
+)
 
 
 def rank_results(path: Path) -> list[float]:
@@ -27,7 +37,7 @@ def rank_results(path: Path) -> list[float]:
 
 
 def supernet_kendall(rank: dict[str, float], baseline_acc: dict[str, float]) -> float:
-    """Kendall tau between supernet accuracy and proxy accuracy over the random cells that have both."""
+    """Kendall tau between supernet accuracy and score over the random cells that have both."""
     ids = [i for i in baseline_acc if i.startswith("random-") and i in rank]
     if len(ids) < 2:
         return math.nan
@@ -37,9 +47,10 @@ def supernet_kendall(rank: dict[str, float], baseline_acc: dict[str, float]) -> 
 @dataclass
 class SettingComparison:
     setting: str
-    searched: list[float]  # proxy test accuracy per finished seed
+    searched: list[float]  # score per finished seed
     percentiles: list[float]  # of each searched cell among the random cells
     random: list[float]
+    space_percentiles: list[float] = field(default_factory=list)  # in the whole space (ground truth only)
     u: float | None = None
     p: float | None = None
     method: str = ""
@@ -53,17 +64,19 @@ def compare(rows: list[dict[str, Any]]) -> list[SettingComparison]:
     """One comparison per setting that has at least one retrained searched cell, against the random
     baseline rows (`row["setting"] == "random"`)."""
     random_rows = [r for r in rows if r.get("kind") == "baseline" and r["setting"] == "random"]
-    random = [r["proxy_test_acc"] for r in random_rows if r.get("proxy_test_acc") is not None]
+    random = [r["score"] for r in random_rows if r.get("score") is not None]
     out = []
     settings: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         if row.get("kind") == "search":
             settings.setdefault(row["setting"], []).append(row)
     for setting, group in settings.items():
-        searched = [r["proxy_test_acc"] for r in group if r.get("proxy_test_acc") is not None]
+        scored = [r for r in group if r.get("score") is not None]
+        searched = [r["score"] for r in scored]
         kendall = [r["kendall_tau"] for r in group if r.get("kendall_tau") is not None]
         kendall = [k for k in kendall if math.isfinite(k)]
         comp = SettingComparison(setting, searched, [], random, kendall=kendall)
+        comp.space_percentiles = [r["score_pct"] for r in scored if r.get("score_pct") is not None]
         if searched and random:
             comp.percentiles = [percentile(a, random) for a in searched]
             comp.u, comp.p, comp.method = mann_whitney_greater(searched, random)
@@ -79,42 +92,50 @@ def _fmt(values: list[float], digits: int = 2) -> str:
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
-def markdown(comparisons: list[SettingComparison], rows: list[dict[str, Any]]) -> list[str]:
-    """The "searched vs random" section of results.md (empty when there are no baselines)."""
+def markdown(
+    comparisons: list[SettingComparison], rows: list[dict[str, Any]], score: str = "proxy test accuracy (%)"
+) -> list[str]:
+    """The "searched vs random" section of results.md (empty when there are no baselines); `score` names
+    what judges the cells."""
     baselines = [r for r in rows if r.get("kind") == "baseline"]
     if not baselines:
         return []
-    random = [r["proxy_test_acc"] for r in baselines if r["setting"] == "random" and r.get("proxy_test_acc")]
+    random = [r["score"] for r in baselines if r["setting"] == "random" and r.get("score") is not None]
+    space = any(c.space_percentiles for c in comparisons)
     lines = [
         "## Searched vs random cells",
         "",
-        f"Proxy test accuracy (%) of every searched cell against {len(random)} random cells of the same "
-        "space, retrained by the same recipe. Percentile: share of random cells below each searched cell "
-        "(ties count half). p: one-sided Mann-Whitney U test that searched cells beat random ones. "
+        f"{score[:1].upper() + score[1:]} of every searched cell against {len(random)} random cells of the "
+        "same space, judged the same way. Percentile: share of random cells below each searched cell "
+        "(ties count half)"
+        + ("; in the space: share of all the space's cells below it" if space else "")
+        + ". p: one-sided Mann-Whitney U test that searched cells beat random ones. "
         "Kendall τ: rank correlation between the random cells' accuracy inside a search's final supernet "
-        "(one-hot, held-out split, `nas rank`) and their retrained accuracy, mean ± std over the setting's "
+        "(one-hot, held-out split, `nas rank`) and their score, mean ± std over the setting's "
         "searches (near 0: the supernet cannot rank architectures).",
         "",
-        "| setting | searched (%) | each searched cell | percentile among random | random (%) | U | p | "
-        "Kendall τ |",
-        "|---|---|---|---|---|---|---|---|",
+        "| setting | searched | each searched cell | percentile among random | "
+        + ("percentile in the space | " if space else "")
+        + "random | U | p | Kendall τ |",
+        "|---|---|---|---|" + ("---|" if space else "") + "---|---|---|---|",
     ]
     for c in comparisons:
         each = ", ".join(f"{a:.2f}" for a in c.searched) or "–"
         pct = ", ".join(f"{p:.0f}" for p in c.percentiles) or "–"
+        in_space = (", ".join(f"{p:.1f}" for p in c.space_percentiles) or "–") + " | " if space else ""
         u = "–" if c.u is None else f"{c.u:g}"
         p = "–" if c.p is None else f"{c.p:.3g} ({c.method})"
-        lines.append(f"| {c.setting} | {_fmt(c.searched)} | {each} | {pct} | {_fmt(random)} (n={len(random)}) "
-                     f"| {u} | {p} | {_fmt(c.kendall, 3)} |")  # fmt: skip
+        lines.append(f"| {c.setting} | {_fmt(c.searched)} | {each} | {pct} | {in_space}{_fmt(random)} "
+                     f"(n={len(random)}) | {u} | {p} | {_fmt(c.kendall, 3)} |")  # fmt: skip
     others = [r for r in baselines if r["setting"] != "random"]
     if others or random:
         lines += [
             "",
-            "| baseline | proxy test acc (%) | percentile among random | cell |",
+            f"| baseline | {score} | percentile among random | cell |",
             "|---|---|---|---|",
         ]
-        for r in sorted(baselines, key=lambda r: (r["setting"] == "random", -(r.get("proxy_test_acc") or 0))):
-            acc = r.get("proxy_test_acc")
+        for r in sorted(baselines, key=lambda r: (r["setting"] == "random", -(r.get("score") or 0))):
+            acc = r.get("score")
             pct = (
                 f"{percentile(acc, random):.0f}"
                 if acc is not None and random and r["setting"] != "random"
@@ -123,4 +144,83 @@ def markdown(comparisons: list[SettingComparison], rows: list[dict[str, Any]]) -
             lines.append(
                 f"| {r['run']} | {'–' if acc is None else f'{acc:.2f}'} | {pct} | `{r.get('genotype') or ''}` |"
             )
+    return lines
+
+
+# --- settings against each other (e.g. temperature schedules) ------------------------------------------
+
+
+@dataclass
+class AcrossSettings:
+    """Do the settings differ in score? A Kruskal-Wallis test over all of them and, with a reference
+    setting, each other setting against it (difference of means with a bootstrap 95% interval, a two-sided
+    permutation p, Cliff's delta) and the smallest difference the grid could have detected."""
+
+    groups: dict[str, list[float]]
+    h: float | None = None
+    p: float | None = None
+    reference: str | None = None
+    pooled_sd: float | None = None
+    versus: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def across_settings(rows: list[dict[str, Any]], reference: str | None) -> AcrossSettings | None:
+    """The test over the searched rows' scores by setting; None with fewer than two settings that have two
+    or more finished seeds."""
+    groups: dict[str, list[float]] = {}
+    for row in rows:
+        if row.get("kind") == "search" and row.get("score") is not None:
+            groups.setdefault(row["setting"], []).append(float(row["score"]))
+    groups = {k: v for k, v in groups.items() if len(v) >= 2}
+    if len(groups) < 2:
+        return None
+    out = AcrossSettings(groups)
+    out.h, out.p = kruskal_wallis(list(groups.values()))
+    residuals = [x - statistics.mean(v) for v in groups.values() for x in v]
+    dof = len(residuals) - len(groups)
+    out.pooled_sd = math.sqrt(sum(r * r for r in residuals) / dof) if dof > 0 else None
+    if reference in groups:
+        out.reference = reference
+        ref = groups[reference]
+        for name, values in groups.items():
+            if name == reference:
+                continue
+            lo, hi = bootstrap_diff_ci(values, ref)
+            mdd = min_detectable_difference(out.pooled_sd, len(values), len(ref)) if out.pooled_sd else None
+            out.versus.append({"setting": name, "diff": statistics.mean(values) - statistics.mean(ref),
+                               "ci95": [lo, hi], "p": permutation_diff(values, ref),
+                               "cliffs_delta": cliffs_delta(values, ref), "min_detectable": mdd})  # fmt: skip
+    return out
+
+
+def across_markdown(test: AcrossSettings | None, score: str) -> list[str]:
+    """The "settings against each other" section of results.md (empty without a test)."""
+    if test is None:
+        return []
+    sizes = ", ".join(f"{k} {len(v)}" for k, v in test.groups.items())
+    lines = [
+        "## Settings against each other",
+        "",
+        f"Score: {score}. Kruskal-Wallis over {len(test.groups)} settings ({sizes} finished seeds): "
+        f"H = {test.h:.3f}, permutation p = {test.p:.3g}. Pooled within-setting sd: "
+        + ("–" if test.pooled_sd is None else f"{test.pooled_sd:.3f}")
+        + ".",
+    ]
+    if test.reference is not None:
+        lines += [
+            "",
+            f"Each setting against `{test.reference}`: difference of means with a 95% bootstrap interval, "
+            "two-sided permutation p, Cliff's delta (-1..1), and the smallest difference a two-sided t-test "
+            "at 5% would detect with 80% power at the pooled sd and these seed counts.",
+            "",
+            f"| setting | mean − {test.reference} | 95% interval | p | Cliff's δ | detectable at 80% power |",
+            "|---|---|---|---|---|---|",
+        ]
+        for v in test.versus:
+            mdd = "–" if v["min_detectable"] is None else f"±{v['min_detectable']:.2f}"
+            lines.append(f"| {v['setting']} | {v['diff']:+.2f} | [{v['ci95'][0]:+.2f}, {v['ci95'][1]:+.2f}] "
+                         f"| {v['p']:.3g} | {v['cliffs_delta']:+.2f} | {mdd} |")  # fmt: skip
     return lines

@@ -39,9 +39,10 @@ from nas.rundir import CONFIG_FILE
 
 
 def stages(spec: AblationConfig, run: Run) -> list[str]:
-    if run.is_baseline:
-        return ["proxy"]
-    return ["search"] + ["rank"] * (spec.baselines is not None) + ["proxy"] * (spec.proxy_train is not None)
+    proxy = ["proxy"] * (spec.proxy_train is not None)
+    if run.is_baseline:  # judged by its proxy retrain, or only looked up in the ground truth
+        return proxy
+    return ["search"] + ["rank"] * (spec.baselines is not None) + proxy
 
 
 def rank_file(out: Path, run_id: str) -> Path:

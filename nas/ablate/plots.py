@@ -106,10 +106,27 @@ def plot_entropy(rows: list[dict[str, Any]], path: Path) -> bool:
     return _save(fig, path)
 
 
-def plot_accuracy(rows: list[dict[str, Any]], path: Path) -> bool:
-    """Proxy test accuracy (where retrained) and supernet val accuracy per setting: mean +- std, seeds as
-    dots."""
-    titles = {"proxy_test_acc": "proxy retrain test acc (%)", "val_acc": "supernet val acc (%)"}
+def plot_truth_curve(rows: list[dict[str, Any]], key: str, label: str, path: Path) -> bool:
+    """The ground truth of the cell each setting derived, per epoch (mean and min-max band over seeds)."""
+    if not any(m.get(key) is not None for r in rows for m in r["_curve"]):
+        return False
+    fig, (ax,) = _figure(1, width=6.0, height=3.6)
+    for i, (setting, group) in enumerate(by_setting(rows).items()):
+        epochs, mean, lo, hi = _curves(group, key)
+        ax.plot(epochs, mean, marker="o", markersize=2, label=setting, color=_color(i))
+        ax.fill_between(epochs, lo, hi, color=_color(i), alpha=0.12)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(label)
+    ax.set_title("the derived cell, judged by the ground truth, per epoch", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_accuracy(rows: list[dict[str, Any]], path: Path, score: str = "proxy retrain test acc (%)") -> bool:
+    """The score of each cell (proxy test accuracy, or its ground truth; `score` names it) and the supernet's
+    val accuracy per setting: mean +- std, seeds as dots."""
+    titles = {"score": score, "val_acc": "supernet val acc (%)"}
     panels = [(k, t) for k, t in titles.items() if any(r.get(k) is not None for r in rows)]
     if not panels:
         return False
@@ -132,15 +149,15 @@ def plot_accuracy(rows: list[dict[str, Any]], path: Path) -> bool:
     return _save(fig, path)
 
 
-def plot_strip(rows: list[dict[str, Any]], path: Path) -> bool:
-    """Proxy test accuracy of every retrained cell, one dot each: random cells grey, each setting's searched
-    cells in its colour, other baselines (zoo, files) as labelled black diamonds."""
+def plot_strip(rows: list[dict[str, Any]], path: Path, score: str = "proxy test accuracy (%)") -> bool:
+    """The score of every judged cell (`score` names it), one dot each: random cells grey, each setting's
+    searched cells in its colour, other baselines (zoo, files) as labelled black diamonds."""
     import numpy as np
 
-    done = [r for r in rows if r.get("proxy_test_acc") is not None]
+    done = [r for r in rows if r.get("score") is not None]
     if not done:
         return False
-    random = [r["proxy_test_acc"] for r in done if r["kind"] == "baseline" and r["setting"] == "random"]
+    random = [r["score"] for r in done if r["kind"] == "baseline" and r["setting"] == "random"]
     settings = by_setting([r for r in done if r["kind"] == "search"])
     others = [r for r in done if r["kind"] == "baseline" and r["setting"] != "random"]
     columns = (["random"] if random else []) + list(settings) + (["baselines"] if others else [])
@@ -152,32 +169,28 @@ def plot_strip(rows: list[dict[str, Any]], path: Path) -> bool:
         ax.hlines(statistics.median(random), x - 0.3, x + 0.3, color="0.3", linewidth=1)
         x += 1
     for i, (label, group) in enumerate(settings.items()):
-        values = [r["proxy_test_acc"] for r in group]
+        values = [r["score"] for r in group]
         ax.scatter(x + jitter.uniform(-0.15, 0.15, len(values)), values, color=_color(i), s=30, label=label)
         ax.hlines(statistics.median(values), x - 0.3, x + 0.3, color=_color(i), linewidth=1)
         x += 1
-    every = [r["proxy_test_acc"] for r in done]
+    every = [r["score"] for r in done]
     gap, label_y = 0.045 * (max(every) - min(every) or 1.0), -float("inf")
-    for r in sorted(others, key=lambda r: r["proxy_test_acc"]):  # labels pushed apart where values are close
-        label_y = max(r["proxy_test_acc"], label_y + gap)
-        ax.scatter([x], [r["proxy_test_acc"]], marker="D", color="black", s=26)
-        ax.annotate(
-            r["setting"], (x, r["proxy_test_acc"]), xytext=(x + 0.12, label_y), fontsize=7, va="center"
-        )
+    for r in sorted(others, key=lambda r: r["score"]):  # labels pushed apart where values are close
+        label_y = max(r["score"], label_y + gap)
+        ax.scatter([x], [r["score"]], marker="D", color="black", s=26)
+        ax.annotate(r["setting"], (x, r["score"]), xytext=(x + 0.12, label_y), fontsize=7, va="center")
     ax.set_xlim(-0.5, x + (1.6 if others else 0.5))  # room for the baselines' labels
     ax.set_xticks(range(len(columns)), columns, rotation=20, fontsize=8)
-    ax.set_ylabel("proxy test accuracy (%)")
-    ax.set_title("searched vs random cells (one dot per retrained cell, bar = median)", fontsize=10)
+    ax.set_ylabel(score)
+    ax.set_title("searched vs random cells (one dot per cell, bar = median)", fontsize=10)
     ax.grid(alpha=0.3, axis="y")
     return _save(fig, path)
 
 
-def plot_ranking(rows: list[dict[str, Any]], path: Path) -> bool:
-    """Per setting: each random cell's accuracy inside the final supernets (x) against its retrained
-    accuracy (y), one colour per search run, Kendall tau in the legend."""
-    retrained = {
-        r["run"]: r["proxy_test_acc"] for r in rows if r["kind"] == "baseline" and r.get("proxy_test_acc")
-    }
+def plot_ranking(rows: list[dict[str, Any]], path: Path, score: str = "retrained accuracy (%)") -> bool:
+    """Per setting: each random cell's accuracy inside the final supernets (x) against its score (y: its
+    retrained accuracy or its ground truth), one colour per search run, Kendall tau in the legend."""
+    retrained = {r["run"]: r["score"] for r in rows if r["kind"] == "baseline" and r.get("score") is not None}
     ranked = [r for r in rows if r["kind"] == "search" and r.get("_rank")]
     if not ranked or not retrained:
         return False
@@ -192,7 +205,7 @@ def plot_ranking(rows: list[dict[str, Any]], path: Path) -> bool:
                 [row["_rank"][i] for i in ids], [retrained[i] for i in ids], color=_color(j), s=16, label=name
             )
         ax.set_xlabel("accuracy inside the supernet (%)")
-        ax.set_ylabel("retrained accuracy (%)")
+        ax.set_ylabel(score)
         ax.set_title(f"{label}: does the supernet rank random cells?", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)

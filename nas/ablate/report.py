@@ -29,6 +29,7 @@ from nas.ablate.plots import (
     plot_ranking,
     plot_strip,
     plot_tau,
+    plot_truth_curve,
 )
 from nas.ablate.spec import DONE, AblationConfig, Run, baseline_genotype, flatten
 from nas.atomic import atomic_write_text
@@ -46,7 +47,13 @@ def _status(run_dir: Path, done: str, started: bool) -> str:
 
 
 def collect(spec: AblationConfig, runs: list[Run], out: Path) -> list[dict[str, Any]]:
-    """One dict per run; keys starting with `_` (the metrics curve) are for the plots, not the csv."""
+    """One dict per run; keys starting with `_` (the metrics curve) are for the plots, not the csv.
+
+    `score` is what judges a cell (`spec.evaluate`): its proxy retrain's test accuracy, or its ground truth
+    on `ground_truth.dataset` (`score_pct`: its percentile in the whole space). Where the space has a
+    ground truth every row also gets gt_<dataset> and gt_<dataset>_pct for each of the benchmark's datasets.
+    """
+    truth = _truth(spec, runs, out)
     rows = []
     for run in runs:
         search_dir, proxy_dir = out / "runs" / run.id, out / "proxy" / run.id
@@ -73,14 +80,72 @@ def collect(spec: AblationConfig, runs: list[Run], out: Path) -> list[dict[str, 
         row["search_time_s"] = sum(m.get("epoch_time", 0.0) for m in metrics)
         row["proxy_time_s"] = sum(m.get("epoch_time", 0.0) for m in proxy_curve)
         row["wall_time_s"] = row["search_time_s"] + row["proxy_time_s"]
+        row["stable_epoch"] = stable_epoch(metrics)
         row["genotype"] = (
             _genotype_text(baseline_genotype(spec, run, out)) if run.is_baseline else last.get("genotype")
         )
+        _add_score(row, spec, truth, _final_genotype(spec, run, out, row))
         row["_curve"] = metrics
         rows.append(row)
     if spec.baselines is not None:
         _add_ranking(rows, out)
     return rows
+
+
+def stable_epoch(metrics: list[dict[str, Any]]) -> int | None:
+    """The first epoch from which the derived cell never changed again (None without genotypes)."""
+    cells = [m.get("genotype") for m in metrics]
+    if not cells or cells[-1] is None:
+        return None
+    epoch = len(cells) - 1
+    while epoch > 0 and cells[epoch - 1] == cells[-1]:
+        epoch -= 1
+    return metrics[epoch].get("epoch", epoch)
+
+
+def _truth(spec: AblationConfig, runs: list[Run], out: Path) -> tuple[Any, str] | None:
+    """(ground truth, dataset) of the ablation's space, or None (no ground truth, or no config to read)."""
+    from nas.ablate.spec import ablation_truth, base_search_config
+
+    try:
+        return ablation_truth(spec, base_search_config(spec, runs, out))
+    except UserError:
+        if spec.evaluate == "ground_truth":
+            raise
+        return None
+
+
+def _final_genotype(spec: AblationConfig, run: Run, out: Path, row: dict[str, Any]):
+    """The cell a row is judged by: a baseline's, or a finished search's genotype.json; else None."""
+    from nas.space import resolve_genotype
+
+    if not run.is_baseline and row["search"] != "done":
+        return None
+    source = (
+        baseline_genotype(spec, run, out) if run.is_baseline else str(out / "runs" / run.id / GENOTYPE_FILE)
+    )
+    try:
+        return resolve_genotype(source)
+    except UserError:
+        return None
+
+
+def _add_score(row: dict[str, Any], spec: AblationConfig, truth: tuple[Any, str] | None, genotype) -> None:
+    if truth is not None and genotype is not None:
+        row.update(truth[0].record(genotype))
+    if spec.evaluate == "ground_truth":
+        dataset = truth[1]
+        row["score"], row["score_pct"] = row.get(f"gt_{dataset}"), row.get(f"gt_{dataset}_pct")
+    else:
+        row["score"] = row["proxy_test_acc"]
+
+
+def score_label(spec: AblationConfig, runs: list[Run], out: Path) -> str:
+    """What judges the cells, in words (axis labels, table headers)."""
+    if spec.evaluate == "proxy":
+        return "proxy test accuracy (%)"
+    truth, dataset = _truth(spec, runs, out)
+    return f"{truth.name} {dataset} accuracy (%)"
 
 
 def _genotype_text(source: str) -> str | None:
@@ -97,9 +162,7 @@ def _add_ranking(rows: list[dict[str, Any]], out: Path) -> None:
     """supernet_acc (of its own cell) and kendall_tau (over the random cells) for each ranked search."""
     from nas.ablate.launch import rank_file
 
-    retrained = {
-        r["run"]: r["proxy_test_acc"] for r in rows if r["kind"] == "baseline" and r["proxy_test_acc"]
-    }
+    retrained = {r["run"]: r["score"] for r in rows if r["kind"] == "baseline" and r.get("score") is not None}
     for row in rows:
         if row["kind"] != "search":
             continue
@@ -145,6 +208,9 @@ def _table(spec: AblationConfig, rows: list[dict[str, Any]]) -> list[str]:
     cells = sorted({k[len("param_free_") :] for r in rows for k in r if k.startswith("param_free_")})
     entropies = sorted({k for r in rows for k in r if k.startswith("entropy_")})
     cols = [*keys, "seeds", "supernet val acc (%)"]
+    truth = spec.evaluate == "ground_truth"
+    if truth:
+        cols += ["ground truth (%)", "percentile in the space", "stable from epoch"]
     if spec.proxy_train is not None:
         cols += ["proxy test acc (%)", "params (M)", "FLOPs (M)"]
     cols += (
@@ -156,6 +222,10 @@ def _table(spec: AblationConfig, rows: list[dict[str, Any]]) -> list[str]:
         proxied = [r for r in group if r["proxy"] == "done"]
         line = [str(group[0][k]) for k in keys] + [f"{len(done)}/{len(group)}"]
         line.append(mean_std([r["val_acc"] for r in done], "{:.2f}".format))
+        if truth:
+            line.append(mean_std([r.get("score") for r in done], "{:.2f}".format))
+            line.append(mean_std([r.get("score_pct") for r in done], "{:.1f}".format))
+            line.append(mean_std([r.get("stable_epoch") for r in done], "{:.0f}".format))
         if spec.proxy_train is not None:
             line.append(mean_std([r["proxy_test_acc"] for r in proxied], "{:.2f}".format))
             line.append(mean_std([r["params"] / 1e6 for r in proxied], "{:.3g}".format))
@@ -185,7 +255,11 @@ def _cells_table(rows: list[dict[str, Any]], out: Path) -> list[str]:
 
 
 def write_markdown(
-    spec: AblationConfig, rows: list[dict[str, Any]], out: Path, comparisons: list[compare.SettingComparison]
+    spec: AblationConfig,
+    rows: list[dict[str, Any]],
+    out: Path,
+    comparisons: list[compare.SettingComparison],
+    score: str = "proxy test accuracy (%)",
 ) -> None:
     grid = ", ".join(f"`{k}` ∈ {{{', '.join(map(str, v))}}}" for k, v in flatten(spec.grid).items())
     baselines = [r for r in rows if r["kind"] == "baseline"]
@@ -207,9 +281,12 @@ def write_markdown(
         "",
         *_table(spec, rows),
     ]
-    section = compare.markdown(comparisons, rows + baselines)
+    section = compare.markdown(comparisons, rows + baselines, score)
     if section:
         text += ["", *section]
+    across = compare.across_markdown(compare.across_settings(rows, spec.reference), score)
+    if across:
+        text += ["", *across]
     cells = _cells_table(rows, out)
     if cells:
         text += ["", "## Derived cells (`op←input`)", "", *cells]
@@ -241,23 +318,30 @@ def write_report(spec: AblationConfig, runs: list[Run], out: Path) -> list[Path]
     if not out.is_dir():
         raise UserError(f"ablation directory not found: {out}")
     rows = collect(spec, runs, out)
+    label = score_label(spec, runs, out)
     searched = [r for r in rows if r["kind"] == "search"]
     comparisons = compare.compare(rows)
     write_csv(rows, out / "results.csv")
-    write_markdown(spec, rows, out, comparisons)
+    write_markdown(spec, rows, out, comparisons, label)
     written = [out / "results.csv", out / "results.md"]
     plots = {
         "tau.png": lambda p: plot_tau(searched, out, p),
         "entropy.png": lambda p: plot_entropy(searched, p),
-        "accuracy.png": lambda p: plot_accuracy(searched, p),
+        "accuracy.png": lambda p: plot_accuracy(searched, p, label),
         "pareto.png": lambda p: plot_pareto(rows, p),
     }
-    if spec.baselines is not None:
-        plots["search_vs_random.png"] = lambda p: plot_strip(rows, p)
-        plots["ranking.png"] = lambda p: plot_ranking(rows, p)
-        data = {"settings": [c.as_dict() for c in comparisons], "runs": [_public(r) for r in rows]}
+    if spec.evaluate == "ground_truth":  # the derived cell's ground truth per epoch (nas search logs it)
+        key = f"gt_{_truth(spec, runs, out)[1]}"
+        plots["ground_truth.png"] = lambda p: plot_truth_curve(searched, key, label, p)
+    across = compare.across_settings(rows, spec.reference)
+    if spec.baselines is not None or across is not None:
+        data = {"settings": [c.as_dict() for c in comparisons], "runs": [_public(r) for r in rows],
+                "across_settings": None if across is None else across.as_dict()}  # fmt: skip
         atomic_write_text(out / "comparison.json", json.dumps(data, indent=1) + "\n")
         written.append(out / "comparison.json")
+    if spec.baselines is not None:
+        plots["search_vs_random.png"] = lambda p: plot_strip(rows, p, label)
+        plots["ranking.png"] = lambda p: plot_ranking(rows, p, label)
     written += [out / name for name, draw in plots.items() if draw(out / name)]
     write_hparams(spec, rows, out)
     return written

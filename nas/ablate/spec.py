@@ -16,7 +16,7 @@ import itertools
 import random
 import re
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +25,10 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from nas.atomic import atomic_write_text
-from nas.config import SearchRunConfig, TrainRunConfig, load_config, load_structured, to_dict, to_yaml
+from nas.config import SearchRunConfig, TrainRunConfig, load_config, load_structured, to_dict
 from nas.errors import UserError
 from nas.genotype import Genotype, load_genotype_file, save_genotype
+from nas.ground_truth import GroundTruth, GroundTruthConfig, ground_truth_of
 from nas.rundir import ALPHAS_FILE, CONFIG_FILE, RESULT_FILE
 
 ABLATION_FILE = "ablation.yaml"  # the resolved ablation, what `--aggregate` reads
@@ -55,6 +56,17 @@ class BaselineSpec:
 
 
 @dataclass
+class AblationTruth(GroundTruthConfig):
+    """The ground truth an ablation reads (`nas.ground_truth`): where it comes from, and which dataset's
+    accuracy judges the cells."""
+
+    dataset: str | None = None  # null = the benchmark's first (NAS-Bench-201: cifar10)
+
+
+EVALUATE = ("proxy", "ground_truth")
+
+
+@dataclass
 class AblationConfig:
     """What `nas ablate --config FILE` reads."""
 
@@ -65,7 +77,12 @@ class AblationConfig:
     seed_key: str = "seed"  # the grid key whose values are repeats: tables show mean +- std over it
     jobs: int = 1  # runs at once
     proxy_train: ProxyTrainSpec | None = None  # null = no retrain
-    baselines: BaselineSpec | None = None  # null = none; needs proxy_train
+    baselines: BaselineSpec | None = None  # null = none; needs proxy_train unless evaluate=ground_truth
+    # what judges the cells in the tables, the tests and the plots: proxy (the proxy retrain's test accuracy)
+    # or ground_truth (the space's ground truth, `ground_truth.dataset`; no retrain needed)
+    evaluate: str = "proxy"
+    ground_truth: AblationTruth = field(default_factory=AblationTruth)
+    reference: str | None = None  # a setting every other is tested against (effect size, CI); null = none
     out_dir: str = "runs/ablation"
 
 
@@ -90,12 +107,39 @@ def load_ablation(path: str | Path, overrides: list[str] | None = None) -> Ablat
     spec = load_structured(AblationConfig, path, overrides, kind="ablation")
     if spec.jobs < 1:
         raise UserError(f"jobs must be >= 1, got {spec.jobs}")
-    if spec.baselines is not None:
-        if spec.baselines.random < 0:
-            raise UserError(f"baselines.random must be >= 0, got {spec.baselines.random}")
-        if spec.proxy_train is None:
-            raise UserError("baselines are compared by their proxy retrain: set proxy_train too")
+    if spec.evaluate not in EVALUATE:
+        raise UserError(f"evaluate must be one of {', '.join(EVALUATE)}, got {spec.evaluate!r}")
+    if spec.evaluate == "proxy" and spec.proxy_train is None and spec.baselines is not None:
+        raise UserError(
+            "baselines are compared by their proxy retrain: set proxy_train (or evaluate: ground_truth)"
+        )
+    if spec.baselines is not None and spec.baselines.random < 0:
+        raise UserError(f"baselines.random must be >= 0, got {spec.baselines.random}")
     return spec
+
+
+def truth_config(spec: AblationConfig) -> GroundTruthConfig:
+    """The `ground_truth` section without the ablation's own key (what a space's `ground_truth` takes)."""
+    keys = {f.name for f in fields(GroundTruthConfig)}
+    return GroundTruthConfig(**{k: v for k, v in asdict(spec.ground_truth).items() if k in keys})
+
+
+def ablation_truth(spec: AblationConfig, base: SearchRunConfig) -> tuple[GroundTruth, str] | None:
+    """(ground truth, dataset) of the base search's space, or None where it has none. Raises UserError when
+    `evaluate: ground_truth` asks for one the space lacks, or for a dataset the benchmark does not hold."""
+    from nas.space import SPACES
+
+    truth = ground_truth_of(SPACES.get(base.space.name), truth_config(spec))
+    if truth is None:
+        if spec.evaluate == "ground_truth":
+            raise UserError(f"evaluate: ground_truth, but space {base.space.name} has no ground truth")
+        return None
+    dataset = spec.ground_truth.dataset or truth.datasets[0]
+    if dataset not in truth.datasets:
+        raise UserError(
+            f"ground_truth.dataset: {truth.name} has no {dataset!r} (it has: {', '.join(truth.datasets)})"
+        )
+    return truth, dataset
 
 
 def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -311,6 +355,7 @@ def check_plan(spec: AblationConfig, runs: list[Run], out: Path, data: bool = Tr
     from nas.space import SPACES, resolve_genotype
 
     base = base_search_config(spec, plan(spec), out) if any(r.is_baseline for r in runs) else None
+    ablation_truth(spec, base or base_search_config(spec, plan(spec), out))  # a bad ground_truth: refused now
     seen_data = set()
     for run in runs:
         if run.is_baseline:
@@ -336,9 +381,12 @@ def write_snapshots(spec: AblationConfig, out: Path) -> None:
     """ablation.yaml, the resolved base configs, which every run's command reads, and the random baseline
     genotypes (each file rewritten only if it would change)."""
     files = {ABLATION_FILE: OmegaConf.to_yaml(OmegaConf.structured(spec))}
-    files[BASE_SEARCH] = to_yaml(load_config(SearchRunConfig, spec.base))
+    # the base files as written, not resolved against the schema: a run's overrides may change the section
+    # a name types (space.name, sampler.name), and the resolved keys of the base's space or sampler would
+    # then be unknown keys of the new one. Each run's resolved config is its own config.yaml.
+    files[BASE_SEARCH] = _snapshot(spec.base)
     if spec.proxy_train is not None:
-        files[BASE_TRAIN] = to_yaml(load_config(TrainRunConfig, spec.proxy_train.config))
+        files[BASE_TRAIN] = _snapshot(spec.proxy_train.config)
     for name, text in files.items():
         path = out / name
         if not path.is_file() or path.read_text() != text:
@@ -349,6 +397,11 @@ def write_snapshots(spec: AblationConfig, out: Path) -> None:
             path = Path(baseline_genotype(spec, run, out))
             if not path.is_file() or load_genotype_file(path) != genotype:
                 save_genotype(path, genotype)
+
+
+def _snapshot(path: str | None) -> str:
+    """A config file's mapping as YAML (`{}` for none: the schema's defaults)."""
+    return OmegaConf.to_yaml(OmegaConf.load(path)) if path is not None else "{}\n"
 
 
 def select(runs: list[Run], ids: list[str]) -> list[Run]:

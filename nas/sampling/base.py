@@ -54,20 +54,25 @@ class ArchSample:
     choices: list[int] | None = None  # host-side chosen op per edge
     unchosen_grad: bool = False  # chosen-only: unchosen weights get a gradient too (see nas.mixed_op.MixedOp)
     detach_unchosen: bool = False  # every op runs, the unchosen ones without autograd (see MixedOp)
+    probes: list[list[int]] | None = None  # chosen-only: unchosen ops also run forward-only, per edge (gdas)
+    probe_scale: float = 1.0  # the weight of a probed op's gradient entry
 
-    def edge(self, e: int) -> tuple[torch.Tensor, int | None, bool, bool]:
+    def edge(self, e: int) -> tuple[torch.Tensor, int | None, bool, bool, list[int], float]:
         """Arguments of edge e's `MixedOp.forward` after the input:
-        (weights (K,), choice, unchosen_grad, detach_unchosen)."""
+        (weights (K,), choice, unchosen_grad, detach_unchosen, probes, probe_scale)."""
         choice = None if self.choices is None else self.choices[e]
-        return self.weights[e], choice, self.unchosen_grad, self.detach_unchosen
+        probes = [] if self.probes is None else self.probes[e]
+        return self.weights[e], choice, self.unchosen_grad, self.detach_unchosen, probes, self.probe_scale
 
 
-def check_tau(tau: float) -> float:
-    """tau must be a finite number > 0 (tau = 0 is the undefined argmax limit)."""
-    tau = float(tau)
-    if not (math.isfinite(tau) and tau > 0):
-        raise UserError(f"temperature tau must be finite and > 0, got {tau}")
-    return tau
+def check_tau(tau: float | torch.Tensor) -> float | torch.Tensor:
+    """tau must be a finite number > 0 (tau = 0 is the undefined argmax limit). A 0-dim tensor (a learned
+    temperature, `tau.schedule=learned`) is checked by value and returned as it is, so that the gradient
+    reaches it."""
+    value = float(tau.detach()) if isinstance(tau, torch.Tensor) else float(tau)
+    if not (math.isfinite(value) and value > 0):
+        raise UserError(f"temperature tau must be finite and > 0, got {value}")
+    return tau if isinstance(tau, torch.Tensor) else value
 
 
 def exponential_noise(shape: torch.Size | tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
@@ -109,8 +114,9 @@ def straight_through(soft: torch.Tensor, hard: torch.Tensor | None = None) -> to
     return _StraightThrough.apply(soft, one_hot_argmax(soft.detach()) if hard is None else hard)
 
 
-def gumbel_softmax(alpha: torch.Tensor, tau: float, noise: torch.Tensor) -> torch.Tensor:
-    """softmax((log_softmax(alpha) + g) / tau) in float32; finite for tau >= 0.01 and |alpha| <= 1e4."""
+def gumbel_softmax(alpha: torch.Tensor, tau: float | torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """softmax((log_softmax(alpha) + g) / tau) in float32; finite for tau >= 0.01 and |alpha| <= 1e4. tau
+    may be a 0-dim tensor (a learned temperature): the sample is then differentiable in it."""
     logits = F.log_softmax(alpha.float(), dim=-1) + noise  # (E, K)
     return F.softmax(logits / tau, dim=-1)
 
@@ -124,6 +130,7 @@ class Sampler:
     chosen_only: ClassVar[bool] = False
     one_hot: ClassVar[bool] = False
     uses_tau: ClassVar[bool] = True
+    learns_tau: ClassVar[bool] = False  # its alpha gradient is differentiable in tau (`tau.schedule=learned`)
 
     def __init__(self, options: SamplerConfig | None = None, unchosen_grad: bool = False):
         self.options = options if options is not None else self.Options(name=self.name)
@@ -210,7 +217,8 @@ def sample_architecture(
       step: the unchosen weights are exactly 0 in the forward pass, so no gradient flows back through
       their ops, and d loss / d w_j = <d loss / d out, op_j(x)> needs only op_j's output; the same
       gradients as running every op with autograd, without the backward pass of K - 1 ops per edge).
-    A sampler that runs only the chosen op (`chosen_only` class flag, GDAS) always returns its choices.
+    A sampler that runs only the chosen op (`chosen_only` class flag, GDAS) always returns its choices;
+    with `detach_unchosen` (a first-order architecture step) it may add probes (`GDAS.draw_probes`).
     """
     if isinstance(sampler, str):
         sampler = build_sampler(sampler)
@@ -225,4 +233,9 @@ def sample_architecture(
         n = weights[name].shape[0]
         out[name] = ArchSample(weights[name], flat[start : start + n], sampler.unchosen_grad, detach)
         start += n
+    probing = detach_unchosen and sampler.chosen_only and not chosen_only and hasattr(sampler, "draw_probes")
+    if probing:  # a first-order architecture step of a chosen-only sampler: its probes (after the noise)
+        for name in names:
+            s = out[name]
+            s.probes, s.probe_scale = sampler.draw_probes(s.choices, s.weights.shape[-1], generator)
     return out

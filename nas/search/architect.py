@@ -19,9 +19,21 @@ import torch
 import torch.nn as nn
 
 from nas.sampling import ArchSample, Sampler, sample_architecture
+from nas.schedules import LearnedTemperature
 from nas.space import Supernet
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Penalty = Callable[[dict[str, torch.Tensor]], torch.Tensor]
+
+
+def combine(penalties: list[Penalty | None]) -> Penalty | None:
+    """The sum of the given alpha-only penalties (None entries skipped); None when there are none."""
+    terms = [p for p in penalties if p is not None]
+    if not terms:
+        return None
+    if len(terms) == 1:
+        return terms[0]
+    return lambda alphas: sum(p(alphas) for p in terms)
 
 
 class Architect:
@@ -37,6 +49,8 @@ class Architect:
         xi: virtual step size of the second-order step (`nas.search.unrolled`); None = the weight lr.
         penalty: a loss on alpha alone, alphas dict -> scalar (the cost term, `nas.cost.expected`); its
             gradient is added to the validation loss's, so first and second order treat it alike.
+        temperature: a learned tau (`tau.schedule=learned`, first order only): the architecture step
+            samples with its value, differentiates the loss in it too, and projects it after the step.
     """
 
     def __init__(
@@ -52,6 +66,7 @@ class Architect:
         grad_hook: Callable[[list[torch.Tensor]], None] | None = None,
         xi: float | None = None,
         penalty: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None = None,
+        temperature: LearnedTemperature | None = None,
     ):
         self.model = model
         self.forward_model = forward_model or model
@@ -64,6 +79,7 @@ class Architect:
         self.grad_hook = grad_hook
         self.xi = xi
         self.penalty = penalty
+        self.temperature = temperature
 
     def sample(self, tau: float) -> dict[str, ArchSample]:
         """The architecture step's sample: differentiable in alpha. In a first-order step a one-hot
@@ -94,6 +110,9 @@ class Architect:
         """One alpha update. Returns detached `loss` (the validation loss, without the sampler's extra
         term) and `correct` of the validation batch."""
         alphas = self.model.arch_parameters()
+        if self.temperature is not None:  # the learned tau is differentiated like alpha
+            alphas = [*alphas, self.temperature.theta]
+            tau = self.temperature.value()
         samples = self.sample(tau)
         if self.bilevel == "second_order":
             from nas.search.unrolled import unrolled_step  # second order lives on its own
@@ -114,7 +133,8 @@ class Architect:
             extra = self.extra_loss()
             grads = list(torch.autograd.grad(loss if extra is None else loss + extra, alphas))
         if self.penalty is not None:
-            extra = torch.autograd.grad(self.penalty(dict(self.model.alphas)), alphas)
+            extra = torch.autograd.grad(self.penalty(dict(self.model.alphas)), alphas, allow_unused=True)
+            extra = [torch.zeros_like(p) if e is None else e for p, e in zip(alphas, extra)]
             grads = [g + e.to(g.dtype) for g, e in zip(grads, extra)]
         if self.grad_hook is not None:
             self.grad_hook(grads)
@@ -122,4 +142,6 @@ class Architect:
             p.grad = g
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.temperature is not None:
+            self.temperature.project()
         return {"loss": loss.detach(), "correct": (logits.detach().argmax(1) == val[1]).sum()}

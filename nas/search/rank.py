@@ -28,6 +28,16 @@ from nas.search.load import load_supernet
 from nas.space import SPACES
 
 
+def random_cells(space, space_cfg, n: int, seed: int) -> list[Genotype]:
+    """n uniform draws from the space under its derive rule's constraints; draw i from (seed, i), as the
+    ablation's random baseline draws them."""
+    import random
+
+    from nas.rng import derive_seed
+
+    return [space.sample_random(random.Random(derive_seed(seed, i)), space_cfg) for i in range(n)]
+
+
 @torch.no_grad()
 def supernet_accuracies(
     run_dir: str | Path, genotypes: list[Genotype], device: str | None = None

@@ -28,16 +28,18 @@ from nas.cost.expected import cost_term
 from nas.data import search_loaders
 from nas.distributed import lr_scale
 from nas.genotype import save_genotype
+from nas.ground_truth import ground_truth_of
 from nas.memory import SUPERNET_SIZE, check_supernet, parameter_budget
 from nas.plot import cell_figure, plot_genotype
 from nas.rng import sampler_seed
 from nas.run import EpochRun
 from nas.rundir import ALPHAS_FILE, COST_TABLE_FILE, GENOTYPE_FILE
 from nas.sampling import build_sampler
-from nas.schedules import tau_at
-from nas.search.architect import Architect
+from nas.schedules import LearnedTemperature, tau_at
+from nas.search.architect import Architect, combine
 from nas.search.guard import CollapseGuard
-from nas.space import SearchSpace
+from nas.search.regularizers import arch_penalty, ramp
+from nas.space import SearchSpace, exclude_ops
 
 
 class SearchRunner(EpochRun):
@@ -58,6 +60,8 @@ class SearchRunner(EpochRun):
     ):
         self.space = space
         self.sampler = build_sampler(cfg.sampler, space)
+        self.truth = ground_truth_of(space, cfg.ground_truth)  # None where the space has none
+        self.epoch = 0  # the epoch in progress (the regularisers' ramp reads it)
         self.tau = cfg.tau.start
         guard = cfg.search.guard
         self.guard = CollapseGuard(guard, space) if guard.max_ops is not None else None
@@ -84,15 +88,20 @@ class SearchRunner(EpochRun):
         if dist:  # identical by seeding already; rank 0's copy makes it so by construction
             dist.broadcast_module(self.model)
         self.criterion = nn.CrossEntropyLoss()
+        # tau.schedule=learned: tau is an architecture parameter (nas.schedules.LearnedTemperature)
+        learned = cfg.tau.schedule == "learned"
+        self.temperature = LearnedTemperature(cfg.tau.start, cfg.tau.end).to(self.device) if learned else None
         self._build_optimizers()
         self.generator = torch.Generator().manual_seed(sampler_seed(cfg.seed))
         # search.cost (nas.cost): the cost penalty and logged costs; None when it asks for nothing
         self.cost = cost_term(cfg.search.cost, self.space, self.info, cfg.space, self.model)
+        penalties = [self.cost.penalty if self.cost is not None and self.cost.weight > 0 else None]
+        arch = cfg.search.arch
+        penalties.append(arch_penalty(arch.beta_decay, arch.entropy, self.sampler, self.reg_scale))
         self.architect = Architect(
             self.model, self.a_opt, self.criterion, self.sampler, self.generator, self.autocast,
             bilevel=cfg.search.bilevel, grad_hook=dist.all_reduce_grads if dist else None,
-            xi=cfg.search.unrolled_xi,
-            penalty=self.cost.penalty if self.cost is not None and self.cost.weight > 0 else None,
+            xi=cfg.search.unrolled_xi, penalty=combine(penalties), temperature=self.temperature,
         )  # fmt: skip
 
     def _build_optimizers(self) -> None:
@@ -103,9 +112,10 @@ class SearchRunner(EpochRun):
             self.model.weight_parameters(), lr=w.lr * scale, momentum=w.momentum, nesterov=w.nesterov,
             weight_decay=w.weight_decay, **fused,
         )  # fmt: skip
-        self.a_opt = torch.optim.Adam(
-            self.model.arch_parameters(), lr=a.lr, betas=tuple(a.betas), weight_decay=a.weight_decay
-        )
+        groups = [{"params": self.model.arch_parameters()}]
+        if self.temperature is not None:  # no weight decay on log tau (it would pull tau towards 1)
+            groups.append({"params": [self.temperature.theta], "weight_decay": 0.0})
+        self.a_opt = torch.optim.Adam(groups, lr=a.lr, betas=tuple(a.betas), weight_decay=a.weight_decay)
         # timm's cosine schedule is a pure function of the epoch: exact on resume
         self.w_sched = CosineLRScheduler(
             self.w_opt, t_initial=self.cfg.search.epochs, lr_min=w.lr_min * scale, warmup_t=w.warmup_epochs,
@@ -127,6 +137,7 @@ class SearchRunner(EpochRun):
     def extra_state(self) -> dict[str, Any]:
         return {
             "tau": self.tau,
+            "learned_tau": None if self.temperature is None else self.temperature.theta.detach().cpu(),
             "sampler_generator": self.generator.get_state(),
             "sampler": self.sampler.state_dict(),
             "world_size": self.world_size,
@@ -140,6 +151,9 @@ class SearchRunner(EpochRun):
         self.tau = float(state["tau"])
         self.stopped_at = state.get("stopped_at")  # absent before the collapse guard
         self.guard_armed = bool(state.get("guard_armed", False))
+        if self.temperature is not None:
+            with torch.no_grad():
+                self.temperature.theta.copy_(state["learned_tau"])
 
     def stopped(self) -> bool:
         return self.stopped_at is not None
@@ -163,7 +177,13 @@ class SearchRunner(EpochRun):
 
     # --- the loop -----------------------------------------------------------------------------------
 
+    def reg_scale(self) -> float:
+        """The architecture regularisers' ramp at the current epoch (nas.search.regularizers.ramp)."""
+        return ramp(self.epoch, self.cfg.search.arch_start_epoch, self.cfg.search.epochs)
+
     def tau_for(self, epoch: int, step: int = 0) -> float:
+        if self.temperature is not None:  # its current value (the architecture step uses the tensor)
+            return float(self.temperature.value().detach())
         return tau_at(self.cfg.tau, epoch, self.cfg.search.epochs, step, len(self.train_loader))
 
     def _phase(self, name: str) -> contextlib.AbstractContextManager:
@@ -172,6 +192,7 @@ class SearchRunner(EpochRun):
     def run_epoch(self, epoch: int, max_steps: int | None = None) -> dict[str, Any]:
         """One epoch of search steps (only the first `max_steps` of them if given: `nas bench`)."""
         self.w_sched.step(epoch)
+        self.epoch = epoch
         self.model.train()
         lr = self.w_opt.param_groups[0]["lr"]
         update_alpha = epoch >= self.cfg.search.arch_start_epoch
@@ -250,7 +271,10 @@ class SearchRunner(EpochRun):
     def genotype(self, epoch: int):
         """The derived genotype with its provenance (config, seed, epoch, op probabilities)."""
         logits = self.derive_logits()
-        genotype = self.space.derive(logits, self.edge_logits() or None)
+        genotype = self.space.derive(
+            exclude_ops(logits, self.space.primitives, self.cfg.search.derive_exclude),
+            self.edge_logits() or None,
+        )
         prov = {
             "run": self.cfg.name,
             "epoch": epoch,
@@ -266,7 +290,8 @@ class SearchRunner(EpochRun):
         return all(bool(torch.isfinite(a).all()) for a in self.model.arch_parameters())
 
     def replicated(self) -> tuple[list[torch.Tensor], str]:
-        return self.model.arch_parameters(), "alphas"
+        learned = [] if self.temperature is None else [self.temperature.theta]
+        return [*self.model.arch_parameters(), *learned], "alphas"
 
     def write_epoch(self, epoch: int, record: dict[str, Any]) -> None:
         """genotype.json, the epoch's diagnostics (entropy, cost) in `record`, alphas and cells in TensorBoard."""
@@ -274,6 +299,8 @@ class SearchRunner(EpochRun):
         save_genotype(self.out_dir / GENOTYPE_FILE, genotype)
         logits = self.derive_logits()
         record.update(diagnostics.epoch_diagnostics(logits, genotype, self.space))
+        if self.truth is not None:  # how good the derived cell really is (gt_<dataset>, gt_<dataset>_pct)
+            record.update(self.truth.record(genotype))
         if self.cost is not None:  # expected cost under alpha and the derived cell's actual cost
             record.update(self.cost.epoch_record(dict(self.model.alphas), genotype))
         diagnostics.log_alphas(self.logger, logits, self.space.primitives, epoch)

@@ -22,6 +22,7 @@ from nas.config import ModelConfig, SpaceConfig
 from nas.cost.rule import CellRule
 from nas.errors import UserError
 from nas.genotype import Cell, Genotype, check_cell
+from nas.ground_truth import GroundTruth, GroundTruthConfig
 from nas.space import SPACES
 from search_spaces.nb201.formats import FORMAT
 from search_spaces.nb201.network import InferCell, TinyNetwork
@@ -70,6 +71,12 @@ class NB201Space:
     # GDAS' reference code for NAS-Bench-201 adds the unchosen (zero) op weights to every edge's output,
     # so every alpha gets a gradient (nas.mixed_op.MixedOp); `sampler.unchosen_grad: null` follows it
     hard_unchosen_grad = True
+
+    def ground_truth(self, cfg: GroundTruthConfig) -> GroundTruth:
+        """NAS-Bench-201's accuracy of every cell (`search_spaces.nb201.ground_truth`)."""
+        from search_spaces.nb201.ground_truth import ground_truth
+
+        return ground_truth(cfg)
 
     def build_supernet(self, cfg: SpaceConfig, num_classes: int, in_channels: int) -> NB201Supernet:
         return NB201Supernet(cfg, self.primitives, num_classes, in_channels)
