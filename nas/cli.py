@@ -168,11 +168,14 @@ def cmd_derive(args: argparse.Namespace) -> int:
     state = load_checkpoint(run_dir / CHECKPOINT)
     with restoring(run_dir / CHECKPOINT):
         alphas = {k[len("alphas.") :]: v for k, v in state["model"].items() if k.startswith("alphas.")}
+        betas = {k[len("betas.") :]: v for k, v in state["model"].items() if k.startswith("betas.")}
         if not alphas:
             raise UserError(f"{run_dir / CHECKPOINT} holds no architecture parameters")
         sampler = build_sampler(cfg.sampler, space)
         logits = {k: sampler.derive_logits(torch.as_tensor(v)) for k, v in alphas.items()}
-        genotype = space.derive(exclude_ops(logits, space.primitives, cfg.search.derive_exclude))
+        genotype = space.derive(
+            exclude_ops(logits, space.primitives, cfg.search.derive_exclude), betas or None
+        )
     prov = {"run": cfg.name, "epoch": state["epoch"] - 1, "seed": cfg.seed, "sampler": cfg.sampler.name,
             "probabilities": probabilities(logits, space.primitives), "config": to_dict(cfg)}  # fmt: skip
     budget = budget_of(args)
@@ -180,11 +183,13 @@ def cmd_derive(args: argparse.Namespace) -> int:
         from nas.cost.budget import derive_within
 
         metric, limit = budget
-        genotype, cost = derive_within(space, logits, budget_table(args, run_dir), metric, limit)
+        genotype, cost = derive_within(
+            space, logits, budget_table(args, run_dir), metric, limit, betas or None
+        )
         prov["budget"] = {"metric": metric, "max": limit, "cost": cost}
     genotype = Genotype(genotype.space, genotype.cells, prov)
     save_genotype(run_dir / GENOTYPE_FILE, genotype)
-    write_alphas(run_dir / ALPHAS_FILE, alphas, space.primitives)
+    write_alphas(run_dir / ALPHAS_FILE, alphas, space.primitives, betas)
     print(describe(genotype, space.input_states))
     if budget is not None:
         print(f"{metric} {cost:,.6g} <= {limit:,.6g} (budget)")

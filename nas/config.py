@@ -77,6 +77,10 @@ class SpaceConfig:
 
     RANGES: ClassVar[dict[str, Range]] = {}  # a subclass's own numeric keys -> their ranges (nas.limits)
 
+    def check(self, cfg: Any) -> None:
+        """Refuse (UserError, one line) what ranges cannot express: rules between the space's keys, or
+        between them and the rest of the run's config `cfg`. A space's `Options` extends this."""
+
 
 @dataclass
 class TauConfig:
@@ -122,6 +126,16 @@ class CostConfig:
 
 
 @dataclass
+class GuardConfig:
+    """The collapse guard (`nas.search.guard`; DARTS+, Liang et al. 2019): once alpha trains and a derived
+    first cell (DARTS: normal) has held at most `max_ops` edges with an op of `ops`, a search stops at the
+    first epoch whose cell holds more, and keeps the architecture of the epoch before. Off while null."""
+
+    max_ops: int | None = None
+    ops: list[str] | None = None  # null = the space's parameter-free ops (DARTS: pooling, skip_connect)
+
+
+@dataclass
 class SearchConfig:
     epochs: int = 50
     bilevel: str = "first_order"  # first_order | second_order
@@ -131,6 +145,7 @@ class SearchConfig:
     weights: WeightOptimConfig = field(default_factory=WeightOptimConfig)
     arch: ArchOptimConfig = field(default_factory=ArchOptimConfig)
     cost: CostConfig = field(default_factory=CostConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
 
 
 @dataclass
@@ -363,6 +378,7 @@ def validate(cfg: Any) -> None:
         )
         _nesterov(cfg.search.weights, "search.weights")
         sampler = build_sampler(cfg.sampler)  # the sampler checks its own options
+        cfg.space.check(cfg)  # and the space its own
         if cfg.tau.schedule == "learned":
             learners = ", ".join(n for n in SAMPLERS if SAMPLERS.get(n).learns_tau)
             _check(sampler.learns_tau, f"tau.schedule=learned needs a sampler whose sample is differentiable in "
@@ -376,6 +392,7 @@ def validate(cfg: Any) -> None:
                                      f"({', '.join(primitives)})")  # fmt: skip
         _check(set(primitives) - set(cfg.search.derive_exclude) != set(),
                "search.derive_exclude excludes every op of the space")  # fmt: skip
+        _guard(cfg.search.guard, primitives)
         cost = cfg.search.cost
         _check(cost.metric in ("flops", "params", "latency"),
                f"search.cost.metric must be flops, params or latency, got {cost.metric!r}")  # fmt: skip
@@ -391,6 +408,14 @@ def validate(cfg: Any) -> None:
             f"train.lr_schedule must be cosine or step, got {cfg.train.lr_schedule!r}",
         )
         _nesterov(cfg.train, "train")
+
+
+def _guard(guard: GuardConfig, primitives: tuple[str, ...]) -> None:
+    for op in guard.ops or []:
+        _check(
+            op in primitives, f"search.guard.ops: {op!r} is not an op of the space ({', '.join(primitives)})"
+        )
+    _check(guard.ops is None or guard.max_ops is not None, "search.guard.ops needs search.guard.max_ops")
 
 
 def _nesterov(optim: Any, prefix: str) -> None:

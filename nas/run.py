@@ -116,6 +116,10 @@ class EpochRun:
     def load_extra_state(self, state: dict[str, Any]) -> None:
         """Restore what `extra_state` saved (inside `restoring`: a missing key is a mismatch)."""
 
+    def stopped(self) -> bool:
+        """True once the run has ended before its last epoch (the search's collapse guard)."""
+        return False
+
     def finite(self) -> bool:
         """Finiteness checks beyond the losses (the search: the alphas)."""
         return True
@@ -177,6 +181,8 @@ class EpochRun:
         record: dict[str, Any] = {}
         try:
             for epoch in range(self.start_epoch, self.epochs):
+                if self.stopped():
+                    break
                 record = self.run_epoch(epoch)
                 self.end_epoch(epoch, record)
             return self.finish(record)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -24,14 +25,38 @@ if TYPE_CHECKING:  # nas.config looks the spaces up (their `Options`): the confi
     from nas.config import ModelConfig, SpaceConfig
 
 
+def edge_weights(betas: torch.Tensor, groups: Sequence[Sequence[int]]) -> torch.Tensor:
+    """Edge normalisation (PC-DARTS, Xu et al. 2020, sec. 3.3): each edge's weight is the softmax of the
+    edge logits `betas` (E,) over its group, a node's incoming edges (`groups` partition range(E)). (E,)"""
+    order = torch.tensor([e for group in groups for e in group], device=betas.device)
+    weights = torch.cat([torch.softmax(betas[list(group)], dim=0) for group in groups])  # in group order
+    return weights[torch.argsort(order)]
+
+
 class Supernet(nn.Module):
     """Base class for supernets: architecture logits live in `self.alphas`, one (E, K) tensor per cell
-    type; everything else is a weight."""
+    type; everything else is a weight. A supernet with edge normalisation also has `self.betas`, one (E,)
+    logit vector per cell type: architecture parameters too, trained with alpha in the architecture step."""
 
     alphas: nn.ParameterDict
 
+    def edge_logits(self) -> dict[str, nn.Parameter]:
+        """The edge-normalisation logits (betas) per cell type; empty where the supernet has none."""
+        betas = getattr(self, "betas", None)  # nn.Module.__getattr__ raises for a missing submodule
+        return dict(betas) if betas is not None else {}
+
     def arch_parameters(self) -> list[nn.Parameter]:
-        return list(self.alphas.values())
+        return list(self.alphas.values()) + list(self.edge_logits().values())
+
+    def edge_weights(self, cell_type: str, sample: ArchSample, groups: Sequence[Sequence[int]]):
+        """This forward pass's edge weights (E,) of `cell_type` (`edge_weights` of its betas), None without
+        edge normalisation. Betas, like alpha, are trained in the architecture step only: where the
+        sample's op weights carry no gradient (the weight step samples from detached alphas), neither do
+        they."""
+        betas = self.edge_logits().get(cell_type)
+        if betas is None:
+            return None
+        return edge_weights(betas if sample.weights.requires_grad else betas.detach(), groups)
 
     def weight_parameters(self) -> list[nn.Parameter]:
         arch = {id(p) for p in self.arch_parameters()}
@@ -79,8 +104,11 @@ class SearchSpace(Protocol):
 
     def build_supernet(self, cfg: SpaceConfig, num_classes: int, in_channels: int) -> Supernet: ...
 
-    def derive(self, alphas: dict[str, torch.Tensor]) -> Genotype:
-        """The discrete architecture that the space's derive rule reads off the (E, K) logits per cell type."""
+    def derive(
+        self, alphas: dict[str, torch.Tensor], betas: dict[str, torch.Tensor] | None = None
+    ) -> Genotype:
+        """The discrete architecture that the space's derive rule reads off the (E, K) logits per cell type
+        and, where the supernet has edge normalisation, its (E,) edge logits (`Supernet.edge_logits`)."""
         ...
 
     def sample_random(self, rng: random.Random, cfg: SpaceConfig) -> Genotype:

@@ -172,7 +172,9 @@ def test_stage_command_skips_finished_resumes_checkpointed_restarts_killed(tmp_p
 
 def test_baselines_rank_false_drops_only_the_rank_stage(tmp_path):
     ranked = ablate.load_ablation(write_ablation(tmp_path / "a.yaml", tmp_path))
-    unranked = ablate.load_ablation(write_ablation(tmp_path / "b.yaml", tmp_path, baselines={**TINY["baselines"], "rank": False}))
+    unranked = ablate.load_ablation(
+        write_ablation(tmp_path / "b.yaml", tmp_path, baselines={**TINY["baselines"], "rank": False})
+    )
     search, baseline = ablate.plan(ranked)[0], next(r for r in ablate.plan(ranked) if r.is_baseline)
     assert ablate_run.stages(ranked, search) == ["search", "rank", "proxy"]
     assert ablate_run.stages(unranked, search) == ["search", "proxy"]
@@ -214,6 +216,7 @@ def test_tiny_ablation_writes_csv_markdown_plots_and_hparams(tiny_ablation):
     }
     for row in rows:
         assert int(row["params"]) > 0 and int(row["flops"]) > 0
+        assert row["guard_stop"] == ""  # no collapse guard here: no epoch at which it stopped a search
     for row in searched:
         assert 0 <= int(row["param_free_normal"]) <= 8 and row["genotype"].startswith("Genotype(normal=")
         assert 0 < float(row["entropy_normal"]) <= 2.08

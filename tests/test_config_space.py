@@ -32,7 +32,8 @@ def test_each_space_types_its_section_with_its_own_defaults():
     assert set(to_dict(nb201)) == {"name", "init_channels", "layers"}
     darts = load_config(SearchRunConfig).space  # darts: the default space
     assert isinstance(darts, SPACES.get("darts").Options)
-    assert to_dict(darts) == dict(name="darts", init_channels=16, layers=8, nodes=4, stem_multiplier=3)
+    assert to_dict(darts) == dict(name="darts", init_channels=16, layers=8, nodes=4, stem_multiplier=3,
+                                  partial_channels=1, edge_norm=False)  # fmt: skip
 
 
 def test_a_file_naming_a_space_types_the_section_and_an_override_can_switch_it(tmp_path):

@@ -76,6 +76,7 @@ def collect(spec: AblationConfig, runs: list[Run], out: Path) -> list[dict[str, 
             "flops": proxy.get("flops"),
         }
         row.update({k: v for k, v in last.items() if k.startswith(("param_free_", "entropy_"))})
+        row["guard_stop"] = next((m["epoch"] for m in metrics if "guard_stop" in m), None)  # nas.search.guard
         row["search_time_s"] = sum(m.get("epoch_time", 0.0) for m in metrics)
         row["proxy_time_s"] = sum(m.get("epoch_time", 0.0) for m in proxy_curve)
         row["wall_time_s"] = row["search_time_s"] + row["proxy_time_s"]

@@ -87,8 +87,12 @@ def best_under_budget(
     return {ct: sorted(pairs) for ct, pairs in kept.items()}, cost
 
 
-def derive_within(space, alphas: dict[str, torch.Tensor], table, metric: str, budget: float):
+def derive_within(
+    space, alphas: dict[str, torch.Tensor], table, metric: str, budget: float, betas: dict | None = None
+):
     """(genotype, cost): the space's derived cell if it fits `budget`, else the best that does (above).
+    `betas`: edge-normalisation logits per cell type, or None; an edge's weight scales its op probabilities
+    as in the space's derive (PC-DARTS), i.e. adds its log to the edge's scores.
 
     Raises:
         UserError: in one line, when no cell of the space fits (naming the cheapest cost).
@@ -98,10 +102,11 @@ def derive_within(space, alphas: dict[str, torch.Tensor], table, metric: str, bu
     from nas.cost.rule import one_hot
     from nas.cost.table import UNITS, off_column
     from nas.errors import UserError
+    from nas.space import edge_weights
 
     alphas = {ct: torch.as_tensor(a).detach().cpu() for ct, a in alphas.items()}
     table.check(space, {ct: tuple(a.shape) for ct, a in alphas.items()})
-    genotype = space.derive(alphas)
+    genotype = space.derive(alphas, betas)
     # the table's space config travels in the provenance, where a genotype records its search's (what
     # the space's checks read, e.g. a DARTS cell's node count)
     space_cfg = asdict(table.net.space_config(space))
@@ -112,6 +117,8 @@ def derive_within(space, alphas: dict[str, torch.Tensor], table, metric: str, bu
     fixed, costs = table.metric(metric)
     rules = {ct: space.cell_rule(ct, c.shape[0]) for ct, c in costs.items()}
     scores = {ct: torch.log_softmax(a.double(), dim=-1) for ct, a in alphas.items()}
+    for ct, b in (betas or {}).items():  # (E, K) + (E, 1)
+        scores[ct] = scores[ct] + edge_weights(torch.as_tensor(b).double(), rules[ct].groups).log()[:, None]
     found = best_under_budget(scores, costs, rules, fixed, budget)
     if found is None:
         low, _ = cost_range(costs, rules, fixed)

@@ -37,6 +37,7 @@ from nas.rundir import ALPHAS_FILE, COST_TABLE_FILE, GENOTYPE_FILE
 from nas.sampling import build_sampler
 from nas.schedules import LearnedTemperature, tau_at
 from nas.search.architect import Architect, combine
+from nas.search.guard import CollapseGuard
 from nas.search.regularizers import arch_penalty, ramp
 from nas.space import SearchSpace, exclude_ops
 
@@ -62,7 +63,13 @@ class SearchRunner(EpochRun):
         self.truth = ground_truth_of(space, cfg.ground_truth)  # None where the space has none
         self.epoch = 0  # the epoch in progress (the regularisers' ramp reads it)
         self.tau = cfg.tau.start
+        guard = cfg.search.guard
+        self.guard = CollapseGuard(guard, space) if guard.max_ops is not None else None
+        self.stopped_at: int | None = None  # the epoch at which the guard ended the search
+        self.guard_armed = False  # restored from a checkpoint: the guard had armed before it
         super().__init__(cfg, out_dir, resume, dist)
+        if self.guard is not None and self.guard_armed:  # armed: the checkpoint's alpha kept the bound
+            self.guard.keep(self.model.arch_parameters(), self.start_epoch - 1)
 
     @property
     def epochs(self) -> int:
@@ -134,15 +141,39 @@ class SearchRunner(EpochRun):
             "sampler_generator": self.generator.get_state(),
             "sampler": self.sampler.state_dict(),
             "world_size": self.world_size,
+            "stopped_at": self.stopped_at,
+            "guard_armed": self.guard is not None and self.guard.armed,
         }
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["sampler_generator"].cpu())
         self.sampler.load_state_dict(state.get("sampler", {}))  # absent before samplers had state
         self.tau = float(state["tau"])
+        self.stopped_at = state.get("stopped_at")  # absent before the collapse guard
+        self.guard_armed = bool(state.get("guard_armed", False))
         if self.temperature is not None:
             with torch.no_grad():
                 self.temperature.theta.copy_(state["learned_tau"])
+
+    def stopped(self) -> bool:
+        return self.stopped_at is not None
+
+    def end_epoch(self, epoch: int, record: dict[str, Any]) -> None:
+        """The collapse guard (`nas.search.guard`) after an epoch that trained alpha, then the skeleton's end
+        of epoch: a tripped guard rolls alpha back before the genotype, metrics and checkpoint are written."""
+        if self.guard is not None and epoch >= self.cfg.search.arch_start_epoch:
+            genotype = self.genotype(epoch)
+            count = self.guard.check(genotype, self.model.arch_parameters(), epoch)
+            if count is not None:
+                self.stopped_at = epoch
+                record.update(guard_stop=count, guard_genotype=diagnostics.genotype_string(genotype))
+                if self.rank == 0:
+                    self.logger.console(
+                        f"collapse guard: the derived {self.guard.cell} cell holds {count} of "
+                        f"{', '.join(sorted(self.guard.ops))} (> {self.guard.max_ops}); search stopped at epoch "
+                        f"{epoch}, keeping the architecture of epoch {self.guard.kept_epoch}"
+                    )
+        super().end_epoch(epoch, record)
 
     # --- the loop -----------------------------------------------------------------------------------
 
@@ -233,11 +264,16 @@ class SearchRunner(EpochRun):
         """Per cell type, the logits whose softmax is the sampler's op probabilities (derive reads them)."""
         return {k: self.sampler.derive_logits(a.detach()) for k, a in self.model.alphas.items()}
 
+    def edge_logits(self) -> dict[str, torch.Tensor]:
+        """Per cell type, the edge-normalisation logits derive reads too (empty without edge normalisation)."""
+        return {k: b.detach() for k, b in self.model.edge_logits().items()}
+
     def genotype(self, epoch: int):
         """The derived genotype with its provenance (config, seed, epoch, op probabilities)."""
         logits = self.derive_logits()
         genotype = self.space.derive(
-            exclude_ops(logits, self.space.primitives, self.cfg.search.derive_exclude)
+            exclude_ops(logits, self.space.primitives, self.cfg.search.derive_exclude),
+            self.edge_logits() or None,
         )
         prov = {
             "run": self.cfg.name,
@@ -281,15 +317,23 @@ class SearchRunner(EpochRun):
     def finish(self, record: dict[str, Any]) -> dict[str, Any]:
         """alphas.json and genotype.png (rank 0); returns the last epoch's metrics (empty if none was left)."""
         if self.rank == 0:
-            write_alphas(self.out_dir / ALPHAS_FILE, self.model.alphas, self.space.primitives)
-            plot_genotype(self.genotype(self.cfg.search.epochs - 1), self.out_dir / "genotype.png")
+            write_alphas(
+                self.out_dir / ALPHAS_FILE, self.model.alphas, self.space.primitives, self.edge_logits()
+            )
+            last = self.cfg.search.epochs - 1 if self.stopped_at is None else self.stopped_at
+            plot_genotype(self.genotype(last), self.out_dir / "genotype.png")
         return record
 
 
-def write_alphas(path: Path, alphas: nn.ParameterDict | dict[str, torch.Tensor], primitives) -> None:
-    """Final logits per cell type at full precision (Python floats round-trip float32 exactly)."""
+def write_alphas(
+    path: Path, alphas: nn.ParameterDict | dict[str, torch.Tensor], primitives, betas: dict | None = None
+) -> None:
+    """Final logits per cell type at full precision (Python floats round-trip float32 exactly); with edge
+    normalisation, its logits per cell type too (`betas`)."""
     data = {
         "primitives": list(primitives),
         "alphas": {name: a.detach().double().cpu().tolist() for name, a in alphas.items()},
     }
+    if betas:
+        data["betas"] = {name: b.detach().double().cpu().tolist() for name, b in betas.items()}
     atomic_write_text(path, json.dumps(data, indent=1) + "\n")

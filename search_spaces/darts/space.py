@@ -14,31 +14,36 @@ from nas.cost.rule import CellRule
 from nas.errors import UserError
 from nas.genotype import Cell, Genotype, check_cell
 from nas.limits import MAX_NODES, Range
-from nas.space import SPACES, space_options
+from nas.space import SPACES, edge_weights, space_options
 from search_spaces.darts.formats import FORMAT
 from search_spaces.darts.imagenet import NetworkImageNet, check_input_size
 from search_spaces.darts.network import NetworkCIFAR
 from search_spaces.darts.ops import OPS, PRIMITIVES
-from search_spaces.darts.supernet import DartsSupernet, num_edges
+from search_spaces.darts.supernet import DartsSupernet, node_groups, num_edges
 
 
-def derive_cell(probs: torch.Tensor, primitives: tuple[str, ...], nodes: int) -> Cell:
+def derive_cell(
+    probs: torch.Tensor, primitives: tuple[str, ...], nodes: int, edge_weights: torch.Tensor | None = None
+) -> Cell:
     """DARTS derive rule: per node keep the two incoming edges whose strongest non-`none` op has the highest
     probability; on each, the op is that argmax without `none` (DARTS `_parse`, ties to the lower index).
+    With edge normalisation an edge's op probabilities are first multiplied by its edge weight (PC-DARTS
+    `_parse(weights, weights2)`): the weight ranks the edges, it cannot change an edge's op.
 
     Args:
         probs: (E, K) op probabilities, E = sum_i (i + 2).
+        edge_weights: (E,) edge-normalisation weights, or None.
     """
     probs = probs.detach().double().cpu()
+    if edge_weights is not None:
+        probs = probs * edge_weights.detach().double().cpu()[:, None]
     if "none" in primitives:
         probs[:, primitives.index("none")] = -1.0  # never chosen, never ranks an edge
-    node_edges, offset = [], 0
-    for i in range(nodes):
-        rows = probs[offset : offset + i + 2]  # (i + 2, K)
-        best, ops = rows.max(dim=1)
+    node_edges = []
+    for i, group in enumerate(node_groups(nodes)):
+        best, ops = probs[group.start : group.stop].max(dim=1)  # (i + 2,)
         order = sorted(range(i + 2), key=lambda j: -best[j].item())[:2]  # stable: ties keep lower j
         node_edges.append([(primitives[ops[j].item()], j) for j in order])
-        offset += i + 2
     return Cell.make(node_edges, range(2, 2 + nodes))
 
 
@@ -49,8 +54,28 @@ class DartsOptions(SpaceConfig):
     name: str = "darts"
     nodes: int = 4  # intermediate nodes per cell
     stem_multiplier: int = 3  # the stem's output channels, in multiples of init_channels
+    # PC-DARTS (Xu et al. 2020; search_spaces/darts/supernet.py): 1/K of each edge's channels go through
+    # the mixed op (1 = all, DARTS); a learnt weight per edge, softmax over each node's inputs
+    partial_channels: int = 1
+    edge_norm: bool = False
 
-    RANGES: ClassVar[dict[str, Range]] = {"nodes": Range(1, 10), "stem_multiplier": Range(1, 16)}
+    RANGES: ClassVar[dict[str, Range]] = {
+        "nodes": Range(1, 10),
+        "stem_multiplier": Range(1, 16),
+        "partial_channels": Range(1, 1024),
+    }
+
+    def check(self, cfg: object) -> None:
+        """Every cell's channels (init_channels, doubled at each reduction) must split into K equal parts;
+        the second-order step differentiates alpha alone, so it cannot train edge normalisation."""
+        if self.init_channels % self.partial_channels:
+            raise UserError(
+                f"space.partial_channels={self.partial_channels} must divide space.init_channels="
+                f"{self.init_channels} (1/K of every edge's channels go through its mixed op)"
+            )
+        bilevel = getattr(getattr(cfg, "search", None), "bilevel", "first_order")
+        if self.edge_norm and bilevel != "first_order":
+            raise UserError(f"space.edge_norm=true needs search.bilevel=first_order, got {bilevel}")
 
 
 # the primitives whose op, as built, has no weights
@@ -73,12 +98,17 @@ class DartsSpace:
     def build_supernet(self, cfg: SpaceConfig, num_classes: int, in_channels: int) -> DartsSupernet:
         return DartsSupernet(space_options(self, cfg), self.primitives, num_classes, in_channels)
 
-    def derive(self, alphas: dict[str, torch.Tensor]) -> Genotype:
+    def derive(
+        self, alphas: dict[str, torch.Tensor], betas: dict[str, torch.Tensor] | None = None
+    ) -> Genotype:
+        """`derive_cell` per cell type; `betas`: edge-normalisation logits (E,) per cell type, or None."""
         cells = {}
         for name in self.cell_types:
             alpha = alphas[name]
             nodes = _nodes_for_edges(alpha.shape[0])
-            cells[name] = derive_cell(torch.softmax(alpha.detach().float(), dim=-1), self.primitives, nodes)
+            probs = torch.softmax(alpha.detach().float(), dim=-1)
+            weights = None if not betas else edge_weights(betas[name].detach().float(), node_groups(nodes))
+            cells[name] = derive_cell(probs, self.primitives, nodes, weights)
         return Genotype(self.name, cells)
 
     def sample_random(self, rng: random.Random, cfg: SpaceConfig) -> Genotype:
@@ -133,10 +163,7 @@ class DartsSpace:
 
     def cell_rule(self, cell_type: str, edges: int) -> CellRule:
         """Derive's structure (`nas.cost.rule`): each node keeps 2 of its incoming edges, never `none`."""
-        nodes, offset, groups = _nodes_for_edges(edges), 0, []
-        for i in range(nodes):
-            groups.append(tuple(range(offset, offset + i + 2)))
-            offset += i + 2
+        groups = [tuple(group) for group in node_groups(_nodes_for_edges(edges))]
         allowed = tuple(k for k, op in enumerate(self.primitives) if op != "none")
         return CellRule(tuple(groups), 2, allowed)
 

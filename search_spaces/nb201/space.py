@@ -81,7 +81,11 @@ class NB201Space:
     def build_supernet(self, cfg: SpaceConfig, num_classes: int, in_channels: int) -> NB201Supernet:
         return NB201Supernet(cfg, self.primitives, num_classes, in_channels)
 
-    def derive(self, alphas: dict[str, torch.Tensor]) -> Genotype:
+    def derive(
+        self, alphas: dict[str, torch.Tensor], betas: dict[str, torch.Tensor] | None = None
+    ) -> Genotype:
+        """Argmax per edge. `betas` (edge normalisation) cannot change an NB201 cell, which keeps every
+        edge; its supernet has none."""
         alpha = alphas["cell"]
         if tuple(alpha.shape) != (len(EDGES), len(self.primitives)):
             raise ValueError(

@@ -1,0 +1,78 @@
+"""Does a proxy retrain tell good cells from bad? The check before any search time is spent (issue 24).
+
+Reads the `results.csv` of one or more ablations (`nas ablate --aggregate OUT`) and prints, per proxy, a
+markdown table of every published (zoo) cell's proxy test accuracy, its percentile among the random cells
+retrained by the same proxy and whether it lies above their median, with each cell's parameter-free edges in
+the normal cell. With two proxies, also the Kendall tau between their accuracies on the cells both retrained.
+
+    python experiments/search_vs_random/proxy_check.py NAME=runs/ablations/X/results.csv [NAME=...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+from itertools import combinations
+
+import search_spaces  # noqa: F401  (registers the spaces)
+from nas.diagnostics import parameter_free_ops
+from nas.space import SPACES, resolve_genotype
+from nas.stats import kendall_tau, percentile
+
+
+def load(path: str) -> dict[str, dict]:
+    """Finished baseline rows of a results.csv by run id, with `acc` (float) and `free` (normal cell)."""
+    darts = SPACES.get("darts")
+    rows = {}
+    with open(path) as f:
+        for row in csv.DictReader(f):
+            if row["kind"] != "baseline" or not row["proxy_test_acc"]:
+                continue
+            genotype = resolve_genotype(row["genotype"])
+            row["acc"] = float(row["proxy_test_acc"])
+            row["free"] = parameter_free_ops(genotype, "normal", darts.parameter_free)
+            rows[row["run"]] = row
+    return rows
+
+
+def table(name: str, rows: dict[str, dict]) -> list[str]:
+    randoms = [r["acc"] for k, r in rows.items() if k.startswith("random-")]
+    median = statistics.median(randoms) if randoms else float("nan")
+    out = [f"### {name}: {len(randoms)} random cells, median {median:.2f} %, range "
+           f"{min(randoms, default=float('nan')):.2f}-{max(randoms, default=float('nan')):.2f} %", "",
+           "| cell | proxy test acc (%) | percentile among random | above random median | param-free normal edges |",
+           "| --- | ---: | ---: | --- | ---: |"]  # fmt: skip
+    zoo = sorted((k for k in rows if k.startswith("zoo-")), key=lambda k: -rows[k]["acc"])
+    for key in zoo:
+        acc = rows[key]["acc"]
+        out.append(f"| {key[4:]} | {acc:.2f} | {percentile(acc, randoms):.0f} | {'yes' if acc > median else 'no'} "
+                   f"| {rows[key]['free']} |")  # fmt: skip
+    for key in sorted((k for k in rows if k.startswith("random-")), key=lambda k: -rows[k]["acc"]):
+        out.append(f"| {key} | {rows[key]['acc']:.2f} | | | {rows[key]['free']} |")
+    above = sum(rows[k]["acc"] > median for k in zoo)
+    out += ["", f"published cells above the random median: {above} of {len(zoo)}"]
+    free = [r["free"] for r in rows.values()]
+    if len(set(free)) > 1:
+        out.append(f"Kendall tau, proxy accuracy vs parameter-free normal edges (all {len(rows)} cells): "
+                   f"{kendall_tau([r['acc'] for r in rows.values()], free):.2f}")  # fmt: skip
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", nargs="+", metavar="NAME=CSV")
+    args = parser.parse_args()
+    proxies = dict(item.split("=", 1) for item in args.results)
+    loaded = {name: load(path) for name, path in proxies.items()}
+    for name, rows in loaded.items():
+        print("\n".join(table(name, rows)), end="\n\n")
+    for (a, ra), (b, rb) in combinations(loaded.items(), 2):
+        common = sorted(set(ra) & set(rb))
+        if len(common) > 1:
+            tau = kendall_tau([ra[k]["acc"] for k in common], [rb[k]["acc"] for k in common])
+            print(f"Kendall tau between {a} and {b} over their {len(common)} common cells: {tau:.2f}")
+
+
+if __name__ == "__main__":
+    main()
