@@ -161,6 +161,7 @@ class RunConfig:
     deterministic: bool = False  # cudnn deterministic algorithms (CPU runs are deterministic anyway)
     log_every: int = 50  # steps between TensorBoard scalars inside an epoch
     progress: bool = True  # tqdm bar
+    keep_checkpoints: list[int] = field(default_factory=list)  # epochs whose checkpoint is kept as well
     lr_scaling: str = "none"  # under torchrun: none | linear | sqrt in the number of processes (weight lr)
 
 
@@ -349,6 +350,17 @@ def to_yaml(cfg: Any, meta: dict | None = None) -> str:
     if meta:
         node = OmegaConf.merge(OmegaConf.create({"_meta": meta}), node)
     return OmegaConf.to_yaml(node)
+
+
+def flat(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """A nested dict as {dotted key: leaf value}."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flat(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
 
 
 def to_dict(cfg: Any) -> dict:

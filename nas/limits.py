@@ -74,6 +74,7 @@ LAYERS = Range(1, 100)  # building takes Python time per cell, even a build nas.
 RANGES: dict[str, Range] = {
     "seed": SEED,
     "log_every": Range(1, 10**9),
+    "keep_checkpoints": EPOCHS,
     "data.batch_size": BATCH,
     "data.eval_batch_size": BATCH,
     "data.subset": Range(1, 2**40),

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from omegaconf import OmegaConf
 
 from nas.atomic import atomic_write_text
-from nas.config import load_config, to_dict, to_yaml
+from nas.config import flat, load_config, to_dict, to_yaml
 from nas.errors import UserError
 from nas.rundir import CONFIG_FILE
 
@@ -28,6 +28,7 @@ SAFE_ON_RESUME = (
     "deterministic",
     "progress",
     "log_every",
+    "keep_checkpoints",
     "search.epochs",
     "train.epochs",
     "data.eval_batch_size",
@@ -37,14 +38,23 @@ SAFE_ON_RESUME = (
 )
 
 
-def _flat(tree: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[prefix + key] = value
-    return out
+def _refuse(run_dir: Path, key: str, old: Any, new: Any) -> UserError:
+    return UserError(
+        f"cannot resume {run_dir} with {key}={new} (the run has {old}): it changes what the run is; "
+        f"a resume may change only {', '.join(SAFE_ON_RESUME)}; start a new run in another out_dir"
+    )
+
+
+def _refuse_switch(run_dir: Path, saved: Any, overrides: list[str]) -> None:
+    """Refuse an override that switches the space or the sampler before the saved config is loaded under
+    the other one's schema (whose refusal would name a key of the saved run instead of the override)."""
+    for override in overrides:
+        key, _, value = override.partition("=")
+        key = key.strip()
+        if key in ("space.name", "sampler.name"):
+            old = OmegaConf.select(OmegaConf.structured(saved), key, default=None)
+            if old is not None and str(old) != value.strip():
+                raise _refuse(run_dir, key, old, value.strip())
 
 
 def resume_config(schema: type[T], run_dir: Path, overrides: list[str]) -> tuple[T, dict[str, list]]:
@@ -60,16 +70,14 @@ def resume_config(schema: type[T], run_dir: Path, overrides: list[str]) -> tuple
                 f"cannot resume {run_dir} with out_dir={value}: a run resumes in its own directory"
             )
     saved = load_config(schema, run_dir / CONFIG_FILE, [f"out_dir={run_dir}"])
+    _refuse_switch(run_dir, saved, overrides)
     cfg = load_config(schema, run_dir / CONFIG_FILE, [*overrides, f"out_dir={run_dir}"])
-    before, after = _flat(to_dict(saved)), _flat(to_dict(cfg))
+    before, after = flat(to_dict(saved)), flat(to_dict(cfg))
     # keys of both (a space or sampler switched by an override has keys of its own; None where absent)
     changed = {k: [before.get(k), after.get(k)] for k in {**before, **after} if before.get(k) != after.get(k)}
     for key, (old, new) in changed.items():
         if key not in SAFE_ON_RESUME:
-            raise UserError(
-                f"cannot resume {run_dir} with {key}={new} (the run has {old}): it changes what the run is; "
-                f"a resume may change only {', '.join(SAFE_ON_RESUME)}; start a new run in another out_dir"
-            )
+            raise _refuse(run_dir, key, old, new)
     return cfg, changed
 
 

@@ -26,7 +26,7 @@ from nas.atomic import atomic_write_text
 from nas.checkpoint import CHECKPOINT, load_checkpoint, restoring, save_checkpoint, stop_if_diverged
 from nas.config import RunConfig, to_yaml
 from nas.distributed import Distributed, gather_rank_states, own_rank_state
-from nas.rundir import CONFIG_FILE
+from nas.rundir import CONFIG_FILE, kept_checkpoint
 from nas.runlog import RunLogger
 from nas.runtime import (
     autocast,
@@ -202,6 +202,9 @@ class EpochRun:
                 {k: v for k, v in record.items() if k != "epoch"}, epoch, prefix=f"{self.kind}/"
             )
             self.logger.console(self.epoch_line(record))
-            save_checkpoint(self.out_dir / CHECKPOINT, self.state_dict(epoch + 1, ranks))
+            state = self.state_dict(epoch + 1, ranks)
+            save_checkpoint(self.out_dir / CHECKPOINT, state)
+            if epoch + 1 in self.cfg.keep_checkpoints:  # a snapshot to fork runs from (e.g. after a warm-up)
+                save_checkpoint(self.out_dir / kept_checkpoint(epoch + 1), state)
         if self.dist:
             self.dist.barrier()

@@ -58,6 +58,12 @@ RUN_OUTPUTS = (
     "genotype.png",
 )
 
+
+def kept_checkpoint(epoch: int) -> str:
+    """Where `keep_checkpoints` keeps the checkpoint written at the end of `epoch - 1` (resumes at `epoch`)."""
+    return f"checkpoints/epoch-{epoch}.pt"
+
+
 try:
     import fcntl
 except ImportError:  # not POSIX: PID checks only
