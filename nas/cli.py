@@ -154,6 +154,14 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_derive(args: argparse.Namespace) -> int:
+    from nas.rundir import holding
+
+    run_dir = _run_dir(args.run_dir)
+    with holding(run_dir):  # a search still writing the run: refused, nothing rewritten
+        return _derive(args, run_dir)
+
+
+def _derive(args: argparse.Namespace, run_dir: Path) -> int:
     import torch
 
     from nas.checkpoint import CHECKPOINT, load_checkpoint, restoring
@@ -162,7 +170,6 @@ def cmd_derive(args: argparse.Namespace) -> int:
     from nas.sampling import build_sampler
     from nas.search.runner import write_alphas
 
-    run_dir = _run_dir(args.run_dir)
     cfg = load_config(SearchRunConfig, run_dir / CONFIG_FILE)
     space = SPACES.get(cfg.space.name)
     state = load_checkpoint(run_dir / CHECKPOINT)

@@ -55,6 +55,24 @@ def test_a_directory_in_use_is_refused_and_left_alone(tmp_path, capsys):
     assert not any(out.iterdir())
 
 
+def test_derive_from_a_run_still_being_written_is_refused_and_rewrites_nothing(
+    finished_search, tmp_path, capsys
+):
+    run = _copy(finished_search, tmp_path)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    lock = acquire(run)  # as the search still writing the run holds it
+    try:
+        code = main(["derive", str(run)])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+        assert f"run {run} is in use by pid {os.getpid()}" in err
+    finally:
+        release(lock)
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    assert main(["derive", str(run)]) == 0  # once the run has stopped: derived, and the lock let go
+    assert not (run / LOCK).exists()
+
+
 def test_a_lock_of_a_dead_process_is_broken_one_of_another_host_is_not(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
