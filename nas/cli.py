@@ -24,7 +24,7 @@ from nas.genotype_commands import add_ground_truth_args, ground_truth_config
 from nas.genotype_commands import add_parsers as add_genotype_parsers
 from nas.ground_truth import ground_truth_of
 from nas.rundir import ALPHAS_FILE, CONFIG_FILE, GENOTYPE_FILE, RESULT_FILE
-from nas.space import SPACES, exclude_ops, resolve_genotype
+from nas.space import SPACES, resolve_genotype
 
 # errors of the file system or the machine that a user fixes (space, permissions, paths), reported in one line
 ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
@@ -165,9 +165,9 @@ def _derive(args: argparse.Namespace, run_dir: Path) -> int:
     import torch
 
     from nas.checkpoint import CHECKPOINT, load_checkpoint, restoring
-    from nas.config import SearchRunConfig, load_config, to_dict
-    from nas.diagnostics import probabilities
+    from nas.config import SearchRunConfig, load_config
     from nas.sampling import build_sampler
+    from nas.search.provenance import derive_genotype
     from nas.search.runner import write_alphas
 
     cfg = load_config(SearchRunConfig, run_dir / CONFIG_FILE)
@@ -180,11 +180,11 @@ def _derive(args: argparse.Namespace, run_dir: Path) -> int:
             raise UserError(f"{run_dir / CHECKPOINT} holds no architecture parameters")
         sampler = build_sampler(cfg.sampler, space)
         logits = {k: sampler.derive_logits(torch.as_tensor(v)) for k, v in alphas.items()}
-        genotype = space.derive(
-            exclude_ops(logits, space.primitives, cfg.search.derive_exclude), betas or None
+        tau = state.get("tau")
+        genotype = derive_genotype(
+            cfg, space, logits, betas, state["epoch"] - 1, None if tau is None else float(tau)
         )
-    prov = {"run": cfg.name, "epoch": state["epoch"] - 1, "seed": cfg.seed, "sampler": cfg.sampler.name,
-            "probabilities": probabilities(logits, space.primitives), "config": to_dict(cfg)}  # fmt: skip
+    prov = genotype.provenance
     budget = budget_of(args)
     if budget is not None:  # the best cell by the derive rule under the budget (nas.cost.budget)
         from nas.cost.budget import derive_within
