@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -263,6 +264,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if not args.resume and args.genotype is None:
         raise UserError("nas train needs --genotype FILE|RUN_DIR|zoo:NAME (or --resume RUN_DIR)")
+    if not args.resume and args.config is None:  # the recipe of the genotype's space, said in one line
+        from nas.train.recipe import ROOT, default_recipe
+
+        space = SPACES.get(resolve_genotype(args.genotype).space)
+        recipe = default_recipe(space)
+        args.config = str(recipe)
+        if os.environ.get("RANK", "0") == "0":
+            print(f"nas: no --config: retraining with space {space.name}'s recipe {recipe.relative_to(ROOT)} "
+                  "(pass --config FILE to choose another)", file=sys.stderr, flush=True)  # fmt: skip
 
     def inputs(cfg: TrainRunConfig, resume: bool) -> tuple:
         if resume:  # the genotype the run started with
