@@ -45,7 +45,7 @@ CONFIG_FILE = "config.yaml"  # the resolved config with its provenance block
 METRICS_LOG = "metrics.jsonl"  # one JSON object per epoch
 RESULT_FILE = "metrics.json"  # a retrain's final numbers
 GENOTYPE_FILE = "genotype.json"  # a search's derived architecture
-ALPHAS_FILE = "alphas.json"  # a search's final op probabilities
+ALPHAS_FILE = "alphas.json"  # a search's final alpha: logits, not probabilities (those: genotype.json)
 COST_TABLE_FILE = "cost_table.json"  # the cost table a resource-aware search used
 # what a run writes into out_dir; a directory holding only these and no checkpoint is a dead run
 RUN_OUTPUTS = (

@@ -191,13 +191,13 @@ def test_a_resume_records_its_overrides_clears_torn_files_and_stops_on_nan(
 
     monkeypatch.setattr(SearchRunner, "run_epoch", nan_in_epoch_2)
     same_dir = f"out_dir={os.path.relpath(run)}"  # its own directory, spelled another way: accepted
-    assert main(["search", "--resume", str(run), "search.epochs=3", "log_every=7", same_dir]) == 2
+    assert main(["search", "--resume", str(run), "search.epochs=3", "progress_every=7", same_dir]) == 2
     err = capsys.readouterr().err
     assert err.count("nas: error:") == 1 and "Traceback" not in err
     assert "diverged in epoch 2: train_loss is nan" in err and "the last good checkpoint" in err
     assert _epochs(run) == [0, 1] and load_checkpoint(run / CHECKPOINT)["epoch"] == 2 and not torn.exists()
     saved = yaml.safe_load((run / "config.yaml").read_text())
-    assert saved["search"]["epochs"] == 3 and saved["log_every"] == 7 and saved["out_dir"] == str(run)
+    assert saved["search"]["epochs"] == 3 and saved["progress_every"] == 7 and saved["out_dir"] == str(run)
     assert saved["_meta"]["resumed"][0]["changed"]["search.epochs"] == [1, 3]
     first = yaml.safe_load((finished_search / "config.yaml").read_text())["_meta"]
     assert saved["_meta"]["git_commit"] == first["git_commit"]

@@ -224,7 +224,7 @@ class SearchRunner(EpochRun):
             sums[:2] += torch.stack([out["loss"].double() * len(train[1]), out["correct"].double()])
             seen[0] += len(train[1])
             bar.update(1)
-            if not bar.disable and (step + 1) % self.cfg.log_every == 0:  # .item() waits for the GPU
+            if not bar.disable and (step + 1) % self.cfg.progress_every == 0:  # .item() waits for the GPU
                 bar.set_postfix(loss=f"{(sums[0] / seen[0]).item():.3f}", tau=f"{self.tau:.3g}")
         bar.close()
         if self.dist:
