@@ -24,6 +24,7 @@ from nas.genotype import Genotype, describe, save_genotype
 from nas.genotype_commands import add_ground_truth_args, ground_truth_config
 from nas.genotype_commands import add_parsers as add_genotype_parsers
 from nas.ground_truth import ground_truth_of
+from nas.idle import warn_idle
 from nas.rundir import ALPHAS_FILE, CONFIG_FILE, GENOTYPE_FILE, RESULT_FILE
 from nas.space import SPACES, resolve_genotype
 
@@ -144,6 +145,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     def inputs(cfg: SearchRunConfig, resume: bool) -> tuple:
         space = SPACES.get(cfg.space.name)
         ground_truth_of(space, cfg.ground_truth)  # a bad ground_truth section: refused before any work
+        warn_idle(cfg, space)
         return (space,)
 
     runner, record = _run("search", args, SearchRunConfig, SearchRunner, ALPHAS_FILE, inputs)
@@ -283,7 +285,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             genotype = resolve_genotype(str(saved))
         else:
             genotype = resolve_genotype(args.genotype)
-        return genotype, SPACES.get(genotype.space)
+        space = SPACES.get(genotype.space)
+        warn_idle(cfg, space)
+        return genotype, space
 
     trainer, result = _run("train", args, TrainRunConfig, Trainer, RESULT_FILE, inputs)
     if trainer.rank == 0:

@@ -236,6 +236,13 @@ def _unknown_key(base: DictConfig, key: str) -> str:
     node = OmegaConf.select(base, section) if section else base
     if not isinstance(node, DictConfig):
         return f"{key}: unknown key"
+    top = key.split(".")[0]
+    commands = {"nas search": SearchRunConfig, "nas train": TrainRunConfig}
+    owner = [
+        c for c, schema in commands.items() if top not in base and top in {f.name for f in fields(schema)}
+    ]
+    if owner:  # e.g. `train.epochs` given to nas search
+        return f"{key}: unknown key here: {top}.* is a section of {owner[0]}'s config"
     label = section or "the top level"
     if section and isinstance(node.get("name"), str):
         label = f"{section} {node.name}"
