@@ -112,6 +112,7 @@ def _run(
     runner: type,
     done: str,
     inputs: Callable[..., tuple],
+    notices: Callable[..., None],
 ) -> tuple:
     """The one path of `nas search` and `nas train`, fresh or resumed: the config (--config or --resume),
     the process group, the claimed run directory, the runner, the resume's accepted overrides written into
@@ -120,6 +121,8 @@ def _run(
     Args:
         runner: `SearchRunner` or `Trainer`, built as runner(cfg, *inputs(cfg, resume), out_dir, ...).
         done: the file a finished run leaves (`nas.rundir.decide`).
+        notices: notices(cfg, *inputs) says what the user should know (warning lines) once the run is set
+            up, so that a refused command still says only its one line.
     """
     from nas import distributed
     from nas.resume import record_resume
@@ -130,6 +133,7 @@ def _run(
     with distributed.run_dir(cfg.out_dir, resume, dist, done, schema) as run:
         with run.setup():
             job = runner(cfg, *extra, run.path, resume=run.resume, dist=dist)
+        notices(cfg, *extra)
         if changed and run.resume and (dist is None or dist.rank == 0):
             record_resume(run.path, cfg, changed)
         with _running(command, run.path):
@@ -145,10 +149,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     def inputs(cfg: SearchRunConfig, resume: bool) -> tuple:
         space = SPACES.get(cfg.space.name)
         ground_truth_of(space, cfg.ground_truth)  # a bad ground_truth section: refused before any work
-        warn_idle(cfg, space)
         return (space,)
 
-    runner, record = _run("search", args, SearchRunConfig, SearchRunner, ALPHAS_FILE, inputs)
+    runner, record = _run("search", args, SearchRunConfig, SearchRunner, ALPHAS_FILE, inputs, warn_idle)
     if runner.rank == 0:
         print(f"search finished: {runner.out_dir / GENOTYPE_FILE}{_sharpness(runner.space, record)}")
         if runner.truth is not None:
@@ -266,15 +269,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if not args.resume and args.genotype is None:
         raise UserError("nas train needs --genotype FILE|RUN_DIR|zoo:NAME (or --resume RUN_DIR)")
+    recipe_note = None
     if not args.resume and args.config is None:  # the recipe of the genotype's space, said in one line
         from nas.train.recipe import ROOT, default_recipe
 
         space = SPACES.get(resolve_genotype(args.genotype).space)
         recipe = default_recipe(space)
         args.config = str(recipe)
-        if os.environ.get("RANK", "0") == "0":
-            print(f"nas: no --config: retraining with space {space.name}'s recipe {recipe.relative_to(ROOT)} "
-                  "(pass --config FILE to choose another)", file=sys.stderr, flush=True)  # fmt: skip
+        recipe_note = (f"nas: no --config: retraining with space {space.name}'s recipe "
+                       f"{recipe.relative_to(ROOT)} (pass --config FILE to choose another)")  # fmt: skip
 
     def inputs(cfg: TrainRunConfig, resume: bool) -> tuple:
         if resume:  # the genotype the run started with
@@ -285,11 +288,15 @@ def cmd_train(args: argparse.Namespace) -> int:
             genotype = resolve_genotype(str(saved))
         else:
             genotype = resolve_genotype(args.genotype)
-        space = SPACES.get(genotype.space)
-        warn_idle(cfg, space)
-        return genotype, space
+        return genotype, SPACES.get(genotype.space)
 
-    trainer, result = _run("train", args, TrainRunConfig, Trainer, RESULT_FILE, inputs)
+    def notices(cfg: TrainRunConfig, genotype, space) -> None:
+        # said once the run is set up, so that a refused command still says only its one line
+        if recipe_note and os.environ.get("RANK", "0") == "0":
+            print(recipe_note, file=sys.stderr, flush=True)
+        warn_idle(cfg, space)
+
+    trainer, result = _run("train", args, TrainRunConfig, Trainer, RESULT_FILE, inputs, notices)
     if trainer.rank == 0:
         print(
             f"test accuracy {result['test_acc']:.2f}%  params {result['params']:,}  -> {trainer.out_dir / RESULT_FILE}"
