@@ -7,9 +7,9 @@ uniform random cells of the space.
 Reads `nas ablate` results files (one row per run, a `genotype` column), adds the derived cell's ground truth
 (`gt_<dataset>`, `gt_<dataset>_pct`) where a row lacks it, and writes OUT.csv with one row per search, the
 sampler in the first column. Prints a markdown table per sampler: each seed's accuracy and percentile in the
-space, mean +- sd, and a one-sided Mann-Whitney test (exact) that the sampler's cells beat N random cells,
-drawn uniformly from all 15,625 cells with `--seed` (their ground truth from the same table), plus the
-share of the space each mean beats.
+space, mean +- sd, and a one-sided Mann-Whitney test (exact) that the sampler's cells beat the random cells:
+the results files' own random baseline rows (setting `random`, judged by the same ground truth) where they
+have them, else `--random` cells drawn uniformly from all 15,625 cells with `--seed`.
 """
 
 from __future__ import annotations
@@ -36,10 +36,12 @@ def main() -> None:
     args = p.parse_args()
     gt = ground_truth_of(SPACES.get("nb201"))
     acc, pct = f"gt_{args.dataset}", f"gt_{args.dataset}_pct"
-    rows = []
+    rows, baseline = [], []
     for path in args.results:
         for row in csv.DictReader(Path(path).open()):
             if row.get("kind", "search") != "search":
+                if row.get("setting") == "random":
+                    baseline.append(gt.accuracy(parse_genotype_text(row["genotype"]))[args.dataset])
                 continue
             if not row.get(acc):
                 row.update(
@@ -53,10 +55,11 @@ def main() -> None:
         writer.writerows(rows)
     space = sorted(gt.values(args.dataset))
     draw = random.Random(args.seed)
-    randoms = [space[draw.randrange(len(space))] for _ in range(args.random)]
+    randoms = baseline or [space[draw.randrange(len(space))] for _ in range(args.random)]
+    where = "the results' random baseline" if baseline else f"uniform draws, seed {args.seed}"
     print(
         f"| sampler | seeds | {args.dataset} accuracy of each cell (%) | percentile in the space | mean +- sd | "
-        f"one-sided Mann-Whitney p (> {args.random} random cells) |"
+        f"one-sided Mann-Whitney p (> {len(randoms)} random cells) |"
     )
     print("| --- | --- | --- | --- | --- | --- |")
     for sampler in dict.fromkeys(r["sampler"] for r in rows):
@@ -70,7 +73,7 @@ def main() -> None:
             f"{p_value:.3g} ({method}) |"
         )
     print(
-        f"| random cells | {args.random} (seed {args.seed}) | median {statistics.median(randoms):.2f} | - | "
+        f"| random cells | {len(randoms)} ({where}) | median {statistics.median(randoms):.2f} | - | "
         f"{statistics.mean(randoms):.2f} +- {statistics.stdev(randoms):.2f} | - |"
     )
 
