@@ -443,7 +443,7 @@ def test_settings_are_tested_against_each_other_and_the_reference(truth_ablation
 
     rows = read_csv(truth_ablation / "results.csv")
     groups = {s: [float(r["score"]) for r in rows if r["setting"] == s] for s in ("constant", "linear")}
-    across = json.loads((truth_ablation / "comparison.json").read_text())["across_settings"]
+    (across,) = json.loads((truth_ablation / "comparison.json").read_text())["across_settings"]
     assert across["reference"] == "linear" and sorted(across["groups"]) == ["constant", "linear"]
     assert across["h"] == pytest.approx(kruskal_wallis(list(groups.values()))[0])
     (versus,) = across["versus"]
@@ -451,7 +451,36 @@ def test_settings_are_tested_against_each_other_and_the_reference(truth_ablation
     assert versus["diff"] == pytest.approx(sum(groups["constant"]) / 2 - sum(groups["linear"]) / 2)
     assert versus["p"] == pytest.approx(permutation_diff(groups["constant"], groups["linear"]))
     assert versus["ci95"][0] <= versus["diff"] <= versus["ci95"][1]
+    seeds = {r["seed"]: float(r["score"]) for r in rows if r["setting"] == "linear"}
+    assert versus["per_seed"] == {
+        r["seed"]: pytest.approx(float(r["score"]) - seeds[r["seed"]])
+        for r in rows
+        if r["setting"] == "constant"
+    }
     assert "## Settings against each other" in (truth_ablation / "results.md").read_text()
+
+
+def test_settings_are_compared_within_each_value_of_the_other_grid_keys():
+    from nas.ablate.compare import across_all
+
+    rows = [
+        {"kind": "search", "setting": f"{sched}, {sampler}", "tau.schedule": sched, "sampler.name": sampler,
+         "seed": seed, "score": base + shift + seed}
+        for sampler, base in (("a", 0.0), ("b", 50.0))
+        for sched, shift in (("linear", 0.0), ("constant", 1.0), ("step", 3.0))
+        for seed in (0, 1, 2)
+    ]  # fmt: skip
+    tests = across_all(rows, ["tau.schedule", "sampler.name"], "linear", "seed")
+    assert [t.stratum for t in tests] == ["sampler.name=a", "sampler.name=b"]
+    for test in tests:  # the samplers' 50-point gap is not mistaken for a schedule effect
+        assert sorted(test.groups) == ["constant", "linear", "step"] and test.reference == "linear"
+        assert {v["setting"]: v["per_seed"] for v in test.versus} == {
+            "constant": {"0": 1.0, "1": 1.0, "2": 1.0},
+            "step": {"0": 3.0, "1": 3.0, "2": 3.0},
+        }
+        assert test.pooled_sd == pytest.approx(1.0)
+    (single,) = across_all(rows, ["tau.schedule"], "linear", "seed")  # one key: the settings as labelled
+    assert single.stratum == "" and len(single.groups) == 6
 
 
 def test_ground_truth_ablation_on_a_space_without_one_is_refused(tmp_path, capsys):

@@ -40,19 +40,22 @@ def _rows(run):
     return [{k: v for k, v in r.items() if "time" not in k and not k.endswith("_s")} for r in rows]
 
 
-@pytest.mark.parametrize("schedule", ["exponential", "learned"])
+@pytest.mark.parametrize("schedule", ["exponential", "learned", "constant tau.start=1.0"])
 def test_a_forked_point_equals_its_run_from_scratch(tmp_path, schedule):
+    schedule, *more = schedule.split()
     source, scratch, forked = tmp_path / "source", tmp_path / "scratch", tmp_path / "forked"
     _search(source, "tau.schedule=linear", "keep_checkpoints=[2]")
-    _search(scratch, f"tau.schedule={schedule}")
-    assert fork_run(source, forked, _cfg(forked, f"tau.schedule={schedule}"), 2)
-    assert not fork_run(source, forked, _cfg(forked, f"tau.schedule={schedule}"), 2)  # never overwritten
+    _search(scratch, f"tau.schedule={schedule}", *more)
+    assert fork_run(source, forked, _cfg(forked, f"tau.schedule={schedule}", *more), 2)
+    assert not fork_run(
+        source, forked, _cfg(forked, f"tau.schedule={schedule}", *more), 2
+    )  # never overwritten
     assert main(["search", "--resume", str(forked)]) == 0
     assert json.loads((forked / "alphas.json").read_text()) == json.loads(
         (scratch / "alphas.json").read_text()
     )
     assert _rows(forked) == _rows(scratch)
-    assert _rows(forked)[:2] == _rows(source)[:2]
+    assert [{**r, "tau": 0} for r in _rows(forked)[:2]] == [{**r, "tau": 0} for r in _rows(source)[:2]]
     assert _rows(forked)[2:] != _rows(source)[2:]  # the schedules part after the fork
 
 

@@ -73,7 +73,7 @@ def test_a_value_outside_its_range_is_refused_naming_the_key(schema, key):
         default = getattr(default, part)
     is_int = SCHEMAS[schema][key]
     bad = _outside(RANGES[key], is_int)
-    value = f"[{bad},{bad}]" if isinstance(default, tuple) else bad
+    value = f"[{bad},{bad}]" if isinstance(default, (tuple, list)) else bad
     with pytest.raises(UserError, match=f"^{key} must be .*, got "):
         load_config(schema, None, [f"{key}={value}"])
     if not is_int:  # NaN and infinity are refused for every float, whatever its range

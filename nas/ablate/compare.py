@@ -157,6 +157,7 @@ class AcrossSettings:
     permutation p, Cliff's delta) and the smallest difference the grid could have detected."""
 
     groups: dict[str, list[float]]
+    stratum: str = ""  # the values of the grid's other keys these settings share, e.g. "sampler.name=gdas"
     h: float | None = None
     p: float | None = None
     reference: str | None = None
@@ -167,17 +168,40 @@ class AcrossSettings:
         return self.__dict__.copy()
 
 
-def across_settings(rows: list[dict[str, Any]], reference: str | None) -> AcrossSettings | None:
+def strata(
+    rows: list[dict[str, Any]], keys: list[str], reference: str | None
+) -> list[tuple[str, list[dict[str, Any]]]]:
+    """The searched rows split by the grid keys (`keys`, the seed excluded) other than the one `reference` is
+    a value of, each row's setting then that key's value: a schedule ablation over two samplers compares
+    the schedules within each sampler, not across them. One stratum ("") where no such key exists."""
+    searched = [r for r in rows if r.get("kind") == "search"]
+    by_value = [k for k in keys if any(str(r.get(k)) == str(reference) for r in searched)]
+    if reference is None or len(keys) < 2 or len(by_value) != 1:
+        return [("", searched)]
+    others = [k for k in keys if k != by_value[0]]
+    out: dict[str, list[dict[str, Any]]] = {}
+    for row in searched:
+        label = ", ".join(f"{k}={row.get(k)}" for k in others)
+        out.setdefault(label, []).append({**row, "setting": str(row.get(by_value[0]))})
+    return list(out.items())
+
+
+def across_settings(
+    rows: list[dict[str, Any]], reference: str | None, stratum: str = "", seed_key: str = "seed"
+) -> AcrossSettings | None:
     """The test over the searched rows' scores by setting; None with fewer than two settings that have two
-    or more finished seeds."""
+    or more finished seeds. Each setting against the reference also lists the per-seed differences (the
+    seeds both have): settings that share a seed share its data split and initialisation."""
     groups: dict[str, list[float]] = {}
+    seeded: dict[str, dict[Any, float]] = {}
     for row in rows:
         if row.get("kind") == "search" and row.get("score") is not None:
             groups.setdefault(row["setting"], []).append(float(row["score"]))
+            seeded.setdefault(row["setting"], {})[str(row.get(seed_key))] = float(row["score"])
     groups = {k: v for k, v in groups.items() if len(v) >= 2}
     if len(groups) < 2:
         return None
-    out = AcrossSettings(groups)
+    out = AcrossSettings(groups, stratum)
     out.h, out.p = kruskal_wallis(list(groups.values()))
     residuals = [x - statistics.mean(v) for v in groups.values() for x in v]
     dof = len(residuals) - len(groups)
@@ -190,9 +214,11 @@ def across_settings(rows: list[dict[str, Any]], reference: str | None) -> Across
                 continue
             lo, hi = bootstrap_diff_ci(values, ref)
             mdd = min_detectable_difference(out.pooled_sd, len(values), len(ref)) if out.pooled_sd else None
+            paired = {k: v - seeded[reference][k] for k, v in seeded[name].items() if k in seeded[reference]}
             out.versus.append({"setting": name, "diff": statistics.mean(values) - statistics.mean(ref),
                                "ci95": [lo, hi], "p": permutation_diff(values, ref),
-                               "cliffs_delta": cliffs_delta(values, ref), "min_detectable": mdd})  # fmt: skip
+                               "cliffs_delta": cliffs_delta(values, ref), "min_detectable": mdd,
+                               "per_seed": dict(sorted(paired.items()))})  # fmt: skip
     return out
 
 
@@ -202,7 +228,7 @@ def across_markdown(test: AcrossSettings | None, score: str) -> list[str]:
         return []
     sizes = ", ".join(f"{k} {len(v)}" for k, v in test.groups.items())
     lines = [
-        "## Settings against each other",
+        "## Settings against each other" + (f" ({test.stratum})" if test.stratum else ""),
         "",
         f"Score: {score}. Kruskal-Wallis over {len(test.groups)} settings ({sizes} finished seeds): "
         f"H = {test.h:.3f}, permutation p = {test.p:.3g}. Pooled within-setting sd: "
@@ -214,13 +240,26 @@ def across_markdown(test: AcrossSettings | None, score: str) -> list[str]:
             "",
             f"Each setting against `{test.reference}`: difference of means with a 95% bootstrap interval, "
             "two-sided permutation p, Cliff's delta (-1..1), and the smallest difference a two-sided t-test "
-            "at 5% would detect with 80% power at the pooled sd and these seed counts.",
+            "at 5% would detect with 80% power at the pooled sd and these seed counts; per seed: the difference "
+            "at each seed both settings ran (same split and initialisation).",
             "",
-            f"| setting | mean − {test.reference} | 95% interval | p | Cliff's δ | detectable at 80% power |",
-            "|---|---|---|---|---|---|",
+            f"| setting | mean − {test.reference} | 95% interval | p | Cliff's δ | detectable at 80% power "
+            "| per seed |",
+            "|---|---|---|---|---|---|---|",
         ]
         for v in test.versus:
             mdd = "–" if v["min_detectable"] is None else f"±{v['min_detectable']:.2f}"
+            seeds = ", ".join(f"{k}: {d:+.2f}" for k, d in v["per_seed"].items()) or "–"
             lines.append(f"| {v['setting']} | {v['diff']:+.2f} | [{v['ci95'][0]:+.2f}, {v['ci95'][1]:+.2f}] "
-                         f"| {v['p']:.3g} | {v['cliffs_delta']:+.2f} | {mdd} |")  # fmt: skip
+                         f"| {v['p']:.3g} | {v['cliffs_delta']:+.2f} | {mdd} | {seeds} |")  # fmt: skip
     return lines
+
+
+def across_all(
+    rows: list[dict[str, Any]], keys: list[str], reference: str | None, seed_key: str
+) -> list[AcrossSettings]:
+    """`across_settings` in every stratum (`strata`) that has a test."""
+    tests = (
+        across_settings(part, reference, label, seed_key) for label, part in strata(rows, keys, reference)
+    )
+    return [t for t in tests if t is not None]

@@ -15,6 +15,7 @@ the fork.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,10 @@ def fork_run(source_dir: Path, target_dir: Path, target: SearchRunConfig, epoch:
     if len(lines) < epoch:
         raise UserError(f"cannot fork: {source_dir / METRICS_LOG} holds fewer than {epoch} epochs")
     state = _retarget(state, target)
+    lines = [
+        json.dumps({**row, "tau": target.tau.start} if "tau" in row else row)
+        for row in map(json.loads, lines)
+    ]
     (target_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     meta = provenance() | {"forked_from": {"run": str(source_dir), "epoch": epoch}}
     atomic_write_text(target_dir / METRICS_LOG, "".join(line + "\n" for line in lines))
@@ -81,7 +86,8 @@ def fork_run(source_dir: Path, target_dir: Path, target: SearchRunConfig, epoch:
 
 
 def _retarget(state: dict[str, Any], target: SearchRunConfig) -> dict[str, Any]:
-    """The checkpoint as the target's own warm-up would have written it: tau at its start value, a fresh
+    """The checkpoint as the target's own warm-up would have written it (tau, logged in the warm-up's metrics
+    too, is held at its start value there): tau at its start value, a fresh
     learned temperature, and the (never stepped) architecture optimiser rebuilt by the target."""
     state = dict(state, tau=float(target.tau.start), a_opt=None)
     learned = target.tau.schedule == "learned"
@@ -91,25 +97,29 @@ def _retarget(state: dict[str, Any], target: SearchRunConfig) -> dict[str, Any]:
     return state
 
 
-def fork_ablation(spec: Any, out: Path, epoch: int) -> list[tuple[str, str]]:
-    """Fork every search point of an ablation that has not started from the first point (in plan order)
-    that kept its checkpoint of `epoch` and that it can be forked from exactly; [(target id, source id)]."""
+def fork_ablation(spec: Any, out: Path, epoch: int, others: list[Path] = ()) -> list[tuple[str, str]]:
+    """Fork every search point of an ablation that has not started from the first run (this ablation's,
+    in plan order, then those of the `others` ablation directories) that kept its checkpoint of `epoch`
+    and that it can be forked from exactly; [(target id, source run directory)]."""
     from nas.ablate.spec import plan, search_config, searches
 
     runs = searches(plan(spec))
-    configs = {run.id: search_config(spec, run, out) for run in runs}
-    sources = [run.id for run in runs if (out / "runs" / run.id / kept_checkpoint(epoch)).is_file()]
+    candidates = [out / "runs" / run.id for run in runs] + [
+        d for o in others for d in sorted((o / "runs").iterdir())
+    ]
+    sources = {d: load_config(SearchRunConfig, d / CONFIG_FILE, [f"out_dir={d}"])
+               for d in candidates if (d / kept_checkpoint(epoch)).is_file()}  # fmt: skip
     forked = []
     for run in runs:
-        target_dir = out / "runs" / run.id
-        if run.id in sources or (target_dir / CHECKPOINT).exists() or (target_dir / CONFIG_FILE).exists():
+        target_dir, target = out / "runs" / run.id, search_config(spec, run, out)
+        if target_dir in sources or (target_dir / CHECKPOINT).exists() or (target_dir / CONFIG_FILE).exists():
             continue
-        for source in sources:
+        for source_dir, source in sources.items():
             try:
-                check_forkable(configs[source], configs[run.id], epoch)
+                check_forkable(source, target, epoch)
             except UserError:
                 continue
-            if fork_run(out / "runs" / source, target_dir, configs[run.id], epoch):
-                forked.append((run.id, source))
+            if fork_run(source_dir, target_dir, target, epoch):
+                forked.append((run.id, str(source_dir)))
             break
     return forked

@@ -285,13 +285,18 @@ def write_markdown(
     section = compare.markdown(comparisons, rows + baselines, score)
     if section:
         text += ["", *section]
-    across = compare.across_markdown(compare.across_settings(rows, spec.reference), score)
-    if across:
-        text += ["", *across]
+    for test in _across(spec, rows):
+        text += ["", *compare.across_markdown(test, score)]
     cells = _cells_table(rows, out)
     if cells:
         text += ["", "## Derived cells (`op←input`)", "", *cells]
     atomic_write_text(out / "results.md", "\n".join(text) + "\n")
+
+
+def _across(spec: AblationConfig, rows: list[dict[str, Any]]) -> list[compare.AcrossSettings]:
+    """The settings tested against each other, within each value of the grid keys `reference` is not of."""
+    keys = [k for k in flatten(spec.grid) if k != spec.seed_key]
+    return compare.across_all(rows, keys, spec.reference, spec.seed_key)
 
 
 def write_hparams(spec: AblationConfig, rows: list[dict[str, Any]], out: Path) -> None:
@@ -334,10 +339,10 @@ def write_report(spec: AblationConfig, runs: list[Run], out: Path) -> list[Path]
     if spec.evaluate == "ground_truth":  # the derived cell's ground truth per epoch (nas search logs it)
         key = f"gt_{_truth(spec, runs, out)[1]}"
         plots["ground_truth.png"] = lambda p: plot_truth_curve(searched, key, label, p)
-    across = compare.across_settings(rows, spec.reference)
-    if spec.baselines is not None or across is not None:
+    across = _across(spec, rows)
+    if spec.baselines is not None or across:
         data = {"settings": [c.as_dict() for c in comparisons], "runs": [_public(r) for r in rows],
-                "across_settings": None if across is None else across.as_dict()}  # fmt: skip
+                "across_settings": [t.as_dict() for t in across]}  # fmt: skip
         atomic_write_text(out / "comparison.json", json.dumps(data, indent=1) + "\n")
         written.append(out / "comparison.json")
     if spec.baselines is not None:
