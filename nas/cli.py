@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,8 +24,9 @@ from nas.genotype import Genotype, describe, save_genotype
 from nas.genotype_commands import add_ground_truth_args, ground_truth_config
 from nas.genotype_commands import add_parsers as add_genotype_parsers
 from nas.ground_truth import ground_truth_of
+from nas.idle import warn_idle
 from nas.rundir import ALPHAS_FILE, CONFIG_FILE, GENOTYPE_FILE, RESULT_FILE
-from nas.space import SPACES, exclude_ops, resolve_genotype
+from nas.space import SPACES, resolve_genotype
 
 # errors of the file system or the machine that a user fixes (space, permissions, paths), reported in one line
 ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
@@ -110,6 +112,7 @@ def _run(
     runner: type,
     done: str,
     inputs: Callable[..., tuple],
+    notices: Callable[..., None],
 ) -> tuple:
     """The one path of `nas search` and `nas train`, fresh or resumed: the config (--config or --resume),
     the process group, the claimed run directory, the runner, the resume's accepted overrides written into
@@ -118,6 +121,8 @@ def _run(
     Args:
         runner: `SearchRunner` or `Trainer`, built as runner(cfg, *inputs(cfg, resume), out_dir, ...).
         done: the file a finished run leaves (`nas.rundir.decide`).
+        notices: notices(cfg, *inputs) says what the user should know (warning lines) once the run is set
+            up, so that a refused command still says only its one line.
     """
     from nas import distributed
     from nas.resume import record_resume
@@ -128,6 +133,7 @@ def _run(
     with distributed.run_dir(cfg.out_dir, resume, dist, done, schema) as run:
         with run.setup():
             job = runner(cfg, *extra, run.path, resume=run.resume, dist=dist)
+        notices(cfg, *extra)
         if changed and run.resume and (dist is None or dist.rank == 0):
             record_resume(run.path, cfg, changed)
         with _running(command, run.path):
@@ -145,7 +151,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         ground_truth_of(space, cfg.ground_truth)  # a bad ground_truth section: refused before any work
         return (space,)
 
-    runner, record = _run("search", args, SearchRunConfig, SearchRunner, ALPHAS_FILE, inputs)
+    runner, record = _run("search", args, SearchRunConfig, SearchRunner, ALPHAS_FILE, inputs, warn_idle)
     if runner.rank == 0:
         print(f"search finished: {runner.out_dir / GENOTYPE_FILE}{_sharpness(runner.space, record)}")
         if runner.truth is not None:
@@ -154,15 +160,22 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_derive(args: argparse.Namespace) -> int:
+    from nas.rundir import holding
+
+    run_dir = _run_dir(args.run_dir)
+    with holding(run_dir):  # a search still writing the run: refused, nothing rewritten
+        return _derive(args, run_dir)
+
+
+def _derive(args: argparse.Namespace, run_dir: Path) -> int:
     import torch
 
     from nas.checkpoint import CHECKPOINT, load_checkpoint, restoring
-    from nas.config import SearchRunConfig, load_config, to_dict
-    from nas.diagnostics import probabilities
+    from nas.config import SearchRunConfig, load_config
     from nas.sampling import build_sampler
+    from nas.search.provenance import derive_genotype
     from nas.search.runner import write_alphas
 
-    run_dir = _run_dir(args.run_dir)
     cfg = load_config(SearchRunConfig, run_dir / CONFIG_FILE)
     space = SPACES.get(cfg.space.name)
     state = load_checkpoint(run_dir / CHECKPOINT)
@@ -173,11 +186,11 @@ def cmd_derive(args: argparse.Namespace) -> int:
             raise UserError(f"{run_dir / CHECKPOINT} holds no architecture parameters")
         sampler = build_sampler(cfg.sampler, space)
         logits = {k: sampler.derive_logits(torch.as_tensor(v)) for k, v in alphas.items()}
-        genotype = space.derive(
-            exclude_ops(logits, space.primitives, cfg.search.derive_exclude), betas or None
+        tau = state.get("tau")
+        genotype = derive_genotype(
+            cfg, space, logits, betas, state["epoch"] - 1, None if tau is None else float(tau)
         )
-    prov = {"run": cfg.name, "epoch": state["epoch"] - 1, "seed": cfg.seed, "sampler": cfg.sampler.name,
-            "probabilities": probabilities(logits, space.primitives), "config": to_dict(cfg)}  # fmt: skip
+    prov = genotype.provenance
     budget = budget_of(args)
     if budget is not None:  # the best cell by the derive rule under the budget (nas.cost.budget)
         from nas.cost.budget import derive_within
@@ -256,6 +269,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if not args.resume and args.genotype is None:
         raise UserError("nas train needs --genotype FILE|RUN_DIR|zoo:NAME (or --resume RUN_DIR)")
+    recipe_note = None
+    if not args.resume and args.config is None:  # the recipe of the genotype's space, said in one line
+        from nas.train.recipe import ROOT, default_recipe
+
+        space = SPACES.get(resolve_genotype(args.genotype).space)
+        recipe = default_recipe(space)
+        args.config = str(recipe)
+        recipe_note = (f"nas: no --config: retraining with space {space.name}'s recipe "
+                       f"{recipe.relative_to(ROOT)} (pass --config FILE to choose another)")  # fmt: skip
 
     def inputs(cfg: TrainRunConfig, resume: bool) -> tuple:
         if resume:  # the genotype the run started with
@@ -268,7 +290,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             genotype = resolve_genotype(args.genotype)
         return genotype, SPACES.get(genotype.space)
 
-    trainer, result = _run("train", args, TrainRunConfig, Trainer, RESULT_FILE, inputs)
+    def notices(cfg: TrainRunConfig, genotype, space) -> None:
+        # said once the run is set up, so that a refused command still says only its one line
+        if recipe_note and os.environ.get("RANK", "0") == "0":
+            print(recipe_note, file=sys.stderr, flush=True)
+        warn_idle(cfg, space)
+
+    trainer, result = _run("train", args, TrainRunConfig, Trainer, RESULT_FILE, inputs, notices)
     if trainer.rank == 0:
         print(
             f"test accuracy {result['test_acc']:.2f}%  params {result['params']:,}  -> {trainer.out_dir / RESULT_FILE}"

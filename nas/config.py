@@ -7,14 +7,14 @@ sees these dataclasses, never a raw DictConfig.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from nas.errors import UserError
+from nas.errors import UserError, warn
 from nas.ground_truth import GroundTruthConfig
 from nas.limits import Range, check_ranges
 from nas.sampling import SAMPLERS, build_sampler
@@ -159,7 +159,8 @@ class RunConfig:
     amp: str = "none"  # none | bf16
     channels_last: bool = False
     deterministic: bool = False  # cudnn deterministic algorithms (CPU runs are deterministic anyway)
-    log_every: int = 50  # steps between TensorBoard scalars inside an epoch
+    # search: steps between updates of the progress bar's running loss and tau (`log_every` until issue 25)
+    progress_every: int = 50
     progress: bool = True  # tqdm bar
     keep_checkpoints: list[int] = field(default_factory=list)  # epochs whose checkpoint is kept as well
     lr_scaling: str = "none"  # under torchrun: none | linear | sqrt in the number of processes (weight lr)
@@ -235,6 +236,13 @@ def _unknown_key(base: DictConfig, key: str) -> str:
     node = OmegaConf.select(base, section) if section else base
     if not isinstance(node, DictConfig):
         return f"{key}: unknown key"
+    top = key.split(".")[0]
+    commands = {"nas search": SearchRunConfig, "nas train": TrainRunConfig}
+    owner = [
+        c for c, schema in commands.items() if top not in base and top in {f.name for f in fields(schema)}
+    ]
+    if owner:  # e.g. `train.epochs` given to nas search
+        return f"{key}: unknown key here: {top}.* is a section of {owner[0]}'s config"
     label = section or "the top level"
     if section and isinstance(node.get("name"), str):
         label = f"{section} {node.name}"
@@ -278,6 +286,9 @@ def load_structured(
         dotlist = OmegaConf.from_dotlist(list(overrides or []))
     except Exception as exc:  # OmegaConf's errors, and YAML syntax errors in a value (e.g. `k={a:{b:1}}`)
         raise UserError(f"bad override: {_first_line(exc)}") from None
+    for layer, where in ((loaded, f"{kind} {path}"), (dotlist, "overrides")):
+        if layer is not None:
+            _rename_keys(layer, schema, where)
     cfg = _defaults(schema, [c for c in (loaded, dotlist) if c is not None])
     if loaded is not None:
         if saved:
@@ -317,6 +328,24 @@ def _drop_legacy_space_keys(saved: DictConfig, defaults: DictConfig) -> None:
         for key in LEGACY_SPACE_KEYS:
             if key in space and key not in schema:
                 space.pop(key)
+
+
+# Keys renamed to say what they do, old -> new (top-level keys): old configs, ablation files and saved runs
+# (config.yaml, read again by --resume, derive, rank) still load, with one warning line.
+RENAMED_KEYS = {
+    "log_every": "progress_every",  # it never set TensorBoard scalars: it paces the search's progress bar
+}
+
+
+def _rename_keys(layer: DictConfig, schema: type, where: str) -> None:
+    """Read a renamed key of `layer` under its new name (the new name wins where both are given)."""
+    names = {f.name for f in fields(schema)} if is_dataclass(schema) else set()
+    for old, new in RENAMED_KEYS.items():
+        if old in layer and new in names:
+            value = layer.pop(old)
+            if new not in layer:
+                layer[new] = value
+            warn(f"{old} (in {where}) is deprecated: it is now {new}, read as such", once=old)
 
 
 def _chosen(layers: list[DictConfig], key: str, default: str) -> str:

@@ -23,8 +23,10 @@ def _probs(alpha: torch.Tensor) -> torch.Tensor:
     return torch.softmax(alpha.detach().double().cpu(), dim=-1)  # (E, K)
 
 
-def probabilities(alphas: Mapping[str, torch.Tensor], primitives: Sequence[str]) -> dict[str, Any]:
-    return {"primitives": list(primitives), **{name: _probs(a).tolist() for name, a in alphas.items()}}
+def probabilities(logits: Mapping[str, torch.Tensor], primitives: Sequence[str]) -> dict[str, Any]:
+    """The op probabilities softmax(logits) per cell type, (E, K) as lists, with the primitives (the columns).
+    `logits`: the sampler's `derive_logits` of alpha (alpha itself for every sampler but drnas)."""
+    return {"primitives": list(primitives), **{name: _probs(a).tolist() for name, a in logits.items()}}
 
 
 def entropy(alpha: torch.Tensor) -> float:

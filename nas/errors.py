@@ -1,9 +1,27 @@
-"""The one exception type for mistakes a user can fix (bad config, bad file, missing data).
+"""The one exception type for mistakes a user can fix (bad config, bad file, missing data), and the one
+warning line for input that is accepted but not what it seems.
 
 The CLI turns a `UserError` into one line on stderr and exit code 2; anything else is a bug and keeps
 its traceback.
 """
 
+import os
+import sys
+
 
 class UserError(Exception):
     """A problem with the user's input, reported as one line without a traceback."""
+
+
+_warned: set[str] = set()  # the warnings this process has printed (each is said once)
+
+
+def warn(message: str, once: str | None = None) -> None:
+    """Say `message` as one line on stderr (`nas: warning: ...`), from rank 0 only under torchrun: for
+    input that is accepted but does not do what it seems to (a deprecated name, a key that does nothing for
+    this command). Said once per process per `once` (default: per message)."""
+    key = message if once is None else once
+    if key in _warned or os.environ.get("RANK", "0") != "0":
+        return
+    _warned.add(key)
+    print(f"nas: warning: {message}", file=sys.stderr, flush=True)

@@ -73,7 +73,7 @@ LAYERS = Range(1, 100)  # building takes Python time per cell, even a build nas.
 
 RANGES: dict[str, Range] = {
     "seed": SEED,
-    "log_every": Range(1, 10**9),
+    "progress_every": Range(1, 10**9),
     "keep_checkpoints": EPOCHS,
     "data.batch_size": BATCH,
     "data.eval_batch_size": BATCH,
@@ -144,7 +144,7 @@ INFO_RANGES: dict[str, Range] = {
     "--in-channels": Range(1, 64),
     "--image-size": Range(1, 4096),
 }
-RANK_RANGES: dict[str, Range] = {  # nas rank: each random cell costs one pass over the held-out split
+RANK_RANGES: dict[str, Range] = {  # nas rank: each random cell costs one pass over the architecture split
     "--random": Range(0, 100_000),
     "--random-seed": Range(0, 2**31 - 1),
 }

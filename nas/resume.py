@@ -27,7 +27,7 @@ SAFE_ON_RESUME = (
     "device",
     "deterministic",
     "progress",
-    "log_every",
+    "progress_every",
     "keep_checkpoints",
     "search.epochs",
     "train.epochs",

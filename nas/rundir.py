@@ -5,7 +5,8 @@ Claiming (`claim`): the process that runs (rank 0 under torchrun) creates `out_d
 on it until it exits. A second command on the same directory finds the lock and stops with one line
 naming the holder. A lock left by a process that died (SIGKILL, power loss) is stale: its flock is free
 and, on this host, its PID is gone; it is removed and the claim proceeds. A lock from another host is
-never broken (its PID cannot be checked from here), except by a restart of the same torchrun job.
+never broken (its PID cannot be checked from here), except by a restart of the same torchrun job. A
+command that rewrites a finished run's files (`nas derive`) takes the same lock (`holding`).
 
 What a claimed directory may hold (`decide`):
 - nothing: a new run;
@@ -44,7 +45,7 @@ CONFIG_FILE = "config.yaml"  # the resolved config with its provenance block
 METRICS_LOG = "metrics.jsonl"  # one JSON object per epoch
 RESULT_FILE = "metrics.json"  # a retrain's final numbers
 GENOTYPE_FILE = "genotype.json"  # a search's derived architecture
-ALPHAS_FILE = "alphas.json"  # a search's final op probabilities
+ALPHAS_FILE = "alphas.json"  # a search's final alpha: logits, not probabilities (those: genotype.json)
 COST_TABLE_FILE = "cost_table.json"  # the cost table a resource-aware search used
 # what a run writes into out_dir; a directory holding only these and no checkpoint is a dead run
 RUN_OUTPUTS = (
@@ -197,8 +198,8 @@ def _publish(tmp: Path, lock: Path, fd: int) -> None:
     _flock(fd)
 
 
-def acquire(out: Path) -> Lock:
-    """Claim `out` (an existing directory) for this process.
+def acquire(out: Path, what: str = "out_dir") -> Lock:
+    """Claim `out` (an existing directory) for this process; `what` names it in messages.
 
     Raises:
         UserError: another live process holds it, or the directory is not writable.
@@ -220,7 +221,7 @@ def acquire(out: Path) -> Lock:
                 owner = _break_if_stale(lock)
                 if owner is not None:
                     raise UserError(
-                        f"out_dir {out} is in use by {_describe(owner)}; wait for it, or if no such process "
+                        f"{what} {out} is in use by {_describe(owner)}; wait for it, or if no such process "
                         f"runs any more, delete {lock}"
                     ) from None
             except OSError as exc:  # the directory vanished under us, or the file system refuses
@@ -239,6 +240,22 @@ def release(lock: Lock) -> None:
         if os.stat(lock.path).st_ino == os.fstat(lock.fd).st_ino:
             os.unlink(lock.path)
     os.close(lock.fd)
+
+
+@contextlib.contextmanager
+def holding(run_dir: Path) -> Iterator[None]:
+    """Hold an existing run directory's lock for the context, as the run that writes it does: a command
+    that rewrites a run's files (`nas derive`) never reads a half-written checkpoint or writes under a
+    search that is still going.
+
+    Raises:
+        UserError: a live process (the run itself) holds it.
+    """
+    lock = acquire(run_dir, "run")
+    try:
+        yield
+    finally:
+        release(lock)
 
 
 # --- what the directory holds ------------------------------------------------------------------------------

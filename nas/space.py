@@ -98,6 +98,11 @@ class SearchSpace(Protocol):
     # The space's standard retrain networks (`model.network` -> the sizes its literature reports:
     # init_channels, layers, classes, image_size), the defaults of `nas genotype info`; the first is the default
     networks: dict[str, dict[str, int]]
+    # its standard retraining protocol, a YAML file under the project's configs/train/ that `nas train` uses
+    # without --config (`nas.train.recipe`); None: `nas train` asks for --config
+    train_recipe: str | None
+    # optional: the `model.*` keys its network has no use for (NB201: model.auxiliary, model.drop_path_prob),
+    # each named in one warning line when set (`nas.idle`)
     parameter_free: frozenset[str]  # the primitives whose op has no weights (collapse diagnostics)
     input_states: int  # states a cell reads before its first intermediate node (DARTS: 2, NB201: 1)
     string_format: str | None  # its genotype string format in `nas.genotype.FORMATS` (metrics, TensorBoard)

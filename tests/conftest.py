@@ -31,6 +31,14 @@ TINY_TRAIN = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def _warnings_said_again():
+    """`nas.errors.warn` says each warning once per process: once per test here, so a test sees its own."""
+    from nas import errors
+
+    errors._warned.clear()
+
+
 @pytest.fixture
 def tiny_search():
     return list(TINY_SEARCH)

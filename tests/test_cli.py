@@ -7,6 +7,9 @@ import sys
 import pytest
 
 from nas.cli import main
+from nas.config import TrainRunConfig, load_config
+from nas.space import SPACES
+from nas.train.recipe import default_recipe
 from tests.conftest import ROOT, TINY_SEARCH, TINY_TRAIN
 
 
@@ -70,6 +73,37 @@ def test_train_resume_continues_to_the_end(tmp_path, tiny_train):
     nas("train", "--resume", out, "train.epochs=2")
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [0, 1]
+
+
+@pytest.mark.parametrize("name", list(SPACES))
+def test_each_space_names_a_retrain_recipe_of_its_standard_network(name):
+    space = SPACES.get(name)
+    cfg = load_config(TrainRunConfig, default_recipe(space))
+    standard = next(iter(space.networks.values()))  # the first is the default
+    assert (cfg.model.init_channels, cfg.model.layers) == (standard["init_channels"], standard["layers"])
+
+
+@pytest.mark.parametrize(
+    "genotype, recipe", [("zoo:DARTS_V1", "darts_cifar10"), ("zoo:NB201_BEST_CIFAR10", "nb201_cifar10")]
+)
+def test_train_without_config_retrains_by_its_spaces_recipe_and_says_so(tmp_path, capsys, genotype, recipe):
+    out = tmp_path / "t"
+    assert main(["train", "--genotype", genotype, *TINY_TRAIN, "model.layers=1", f"out_dir={out}"]) == 0
+    said = [line for line in capsys.readouterr().err.splitlines() if "recipe" in line]
+    assert len(said) == 1 and f"configs/train/{recipe}.yaml" in said[0]
+    saved = load_config(TrainRunConfig, out / "config.yaml")
+    assert saved == load_config(
+        TrainRunConfig,
+        ROOT / f"configs/train/{recipe}.yaml",
+        [*TINY_TRAIN, "model.layers=1", f"out_dir={out}"],
+    )
+
+
+def test_train_without_config_for_a_space_without_a_recipe_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(type(SPACES.get("nb201")), "train_recipe", None)
+    err = _error(capsys, "train", "--genotype", "zoo:NB201_BEST_CIFAR10", f"out_dir={tmp_path / 't'}")
+    assert "nas train needs --config FILE: space nb201 names no retrain recipe" in err
+    assert not (tmp_path / "t").exists()
 
 
 def _error(capsys, *argv):

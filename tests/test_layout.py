@@ -31,7 +31,7 @@ TIERS = (
     ("base", "errors rng stats layers augment profile"),
     ("records", "genotype checkpoint runlog rundir runtime atomic limits registry"),
     ("contracts", "space schedules memory sampling mixed_op cost.rule ground_truth"),
-    ("config", "config diagnostics plot cost"),
+    ("config", "config idle diagnostics plot cost"),
     ("data", "data stream image_folder datasets distributed resume"),
     ("runs", "search train run export"),
     ("tools", "cli __main__ genotype_commands ablate bench gradcheck cost.commands"),

@@ -1,4 +1,5 @@
-"""`nas rank`: a search run's supernet scores given genotypes on its held-out split."""
+"""`nas rank`: a search run's supernet scores given genotypes on its architecture split (the
+part of the training set alpha was trained on)."""
 
 from __future__ import annotations
 

@@ -55,6 +55,24 @@ def test_a_directory_in_use_is_refused_and_left_alone(tmp_path, capsys):
     assert not any(out.iterdir())
 
 
+def test_derive_from_a_run_still_being_written_is_refused_and_rewrites_nothing(
+    finished_search, tmp_path, capsys
+):
+    run = _copy(finished_search, tmp_path)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    lock = acquire(run)  # as the search still writing the run holds it
+    try:
+        code = main(["derive", str(run)])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+        assert f"run {run} is in use by pid {os.getpid()}" in err
+    finally:
+        release(lock)
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    assert main(["derive", str(run)]) == 0  # once the run has stopped: derived, and the lock let go
+    assert not (run / LOCK).exists()
+
+
 def test_a_lock_of_a_dead_process_is_broken_one_of_another_host_is_not(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -173,13 +191,13 @@ def test_a_resume_records_its_overrides_clears_torn_files_and_stops_on_nan(
 
     monkeypatch.setattr(SearchRunner, "run_epoch", nan_in_epoch_2)
     same_dir = f"out_dir={os.path.relpath(run)}"  # its own directory, spelled another way: accepted
-    assert main(["search", "--resume", str(run), "search.epochs=3", "log_every=7", same_dir]) == 2
+    assert main(["search", "--resume", str(run), "search.epochs=3", "progress_every=7", same_dir]) == 2
     err = capsys.readouterr().err
     assert err.count("nas: error:") == 1 and "Traceback" not in err
     assert "diverged in epoch 2: train_loss is nan" in err and "the last good checkpoint" in err
     assert _epochs(run) == [0, 1] and load_checkpoint(run / CHECKPOINT)["epoch"] == 2 and not torn.exists()
     saved = yaml.safe_load((run / "config.yaml").read_text())
-    assert saved["search"]["epochs"] == 3 and saved["log_every"] == 7 and saved["out_dir"] == str(run)
+    assert saved["search"]["epochs"] == 3 and saved["progress_every"] == 7 and saved["out_dir"] == str(run)
     assert saved["_meta"]["resumed"][0]["changed"]["search.epochs"] == [1, 3]
     first = yaml.safe_load((finished_search / "config.yaml").read_text())["_meta"]
     assert saved["_meta"]["git_commit"] == first["git_commit"]

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 import search_spaces  # noqa: F401
+from nas.cli import main
 from nas.config import SearchRunConfig, load_config
 from nas.search.runner import SearchRunner
 from nas.space import SPACES
@@ -88,6 +90,19 @@ def test_run_directory_contents(tmp_path):
     assert len(alphas["alphas"]["normal"]) == 14 and len(alphas["alphas"]["normal"][0]) == 8
     config = (tmp_path / "config.yaml").read_text()
     assert "_meta" in config and "torch" in config
+
+
+def test_a_search_and_nas_derive_write_the_same_provenance(finished_search, tmp_path):
+    """One writer (`nas.search.provenance`): the genotype.json a search leaves and the one `nas derive`
+    rewrites from its last checkpoint hold the same fields, and from the same checkpoint the same values."""
+    run = tmp_path / "run"
+    shutil.copytree(finished_search, run)
+    searched = json.loads((run / "genotype.json").read_text())["provenance"]
+    assert main(["derive", str(run)]) == 0
+    derived = json.loads((run / "genotype.json").read_text())["provenance"]
+    assert {"run", "epoch", "seed", "sampler", "tau", "probabilities", "config"} <= set(searched)
+    assert set(derived) == set(searched)
+    assert derived == searched
 
 
 def test_resume_in_process_equals_uninterrupted(tmp_path):

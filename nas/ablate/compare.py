@@ -111,7 +111,7 @@ def markdown(
         + ("; in the space: share of all the space's cells below it" if space else "")
         + ". p: one-sided Mann-Whitney U test that searched cells beat random ones. "
         "Kendall τ: rank correlation between the random cells' accuracy inside a search's final supernet "
-        "(one-hot, held-out split, `nas rank`) and their score, mean ± std over the setting's "
+        "(one-hot, on the architecture split alpha trained on, `nas rank`) and their score, mean ± std over the setting's "
         "searches (near 0: the supernet cannot rank architectures).",
         "",
         "| setting | searched | each searched cell | percentile among random | "

@@ -276,7 +276,8 @@ def write_markdown(
         "",
         f"Base config `{spec.base}`; grid {grid or '(none)'}; {status}.",
         f"Mean ± sample std over `{spec.seed_key}` (finished runs only); `seeds` counts finished searches.",
-        "Supernet val acc: last search epoch, on the held-out half of the search split. Time: summed epoch",
+        "Supernet val acc: last search epoch, on the architecture split (the part of the training set alpha trains "
+        "on, not held out). Time: summed epoch",
         "times of search and proxy retrain (no start-up or evaluation).",
         "",
         *_table(spec, rows),

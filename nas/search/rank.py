@@ -1,8 +1,9 @@
 """`nas rank`: how a search run's final supernet ranks given architectures.
 
 Each genotype is run inside the supernet with its one-hot op weights (only its ops run, as in a hard
-sample; edges it does not keep carry `none`), on the architecture part of the run's search split (the
-held-out images alpha was trained on, not augmented), and scored by accuracy. BatchNorm uses the
+sample; edges it does not keep carry `none`), on the architecture split of the run's training set (the
+`1 - data.train_portion` of it that alpha was trained on: not held out, not augmented), and scored by
+accuracy. BatchNorm uses the
 statistics of each batch, as during the search: the supernet's running statistics mix every sampled path
 and describe none of them (the evaluation protocol of one-shot NAS benchmarks, e.g. Yu et al. 2020,
 "Evaluating the search phase of neural architecture search").

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from nas import diagnostics
 from nas.atomic import atomic_write_text
-from nas.config import SearchRunConfig, to_dict
+from nas.config import SearchRunConfig
 from nas.cost.expected import cost_term
 from nas.data import search_loaders
 from nas.distributed import lr_scale
@@ -38,8 +38,9 @@ from nas.sampling import build_sampler
 from nas.schedules import LearnedTemperature, tau_at
 from nas.search.architect import Architect, combine
 from nas.search.guard import CollapseGuard
+from nas.search.provenance import derive_genotype
 from nas.search.regularizers import arch_penalty, ramp
-from nas.space import SearchSpace, exclude_ops
+from nas.space import SearchSpace
 
 
 class SearchRunner(EpochRun):
@@ -223,7 +224,7 @@ class SearchRunner(EpochRun):
             sums[:2] += torch.stack([out["loss"].double() * len(train[1]), out["correct"].double()])
             seen[0] += len(train[1])
             bar.update(1)
-            if not bar.disable and (step + 1) % self.cfg.log_every == 0:  # .item() waits for the GPU
+            if not bar.disable and (step + 1) % self.cfg.progress_every == 0:  # .item() waits for the GPU
                 bar.set_postfix(loss=f"{(sums[0] / seen[0]).item():.3f}", tau=f"{self.tau:.3g}")
         bar.close()
         if self.dist:
@@ -269,22 +270,10 @@ class SearchRunner(EpochRun):
         return {k: b.detach() for k, b in self.model.edge_logits().items()}
 
     def genotype(self, epoch: int):
-        """The derived genotype with its provenance (config, seed, epoch, op probabilities)."""
-        logits = self.derive_logits()
-        genotype = self.space.derive(
-            exclude_ops(logits, self.space.primitives, self.cfg.search.derive_exclude),
-            self.edge_logits() or None,
+        """The derived genotype with its provenance (`nas.search.provenance`)."""
+        return derive_genotype(
+            self.cfg, self.space, self.derive_logits(), self.edge_logits(), epoch, self.tau
         )
-        prov = {
-            "run": self.cfg.name,
-            "epoch": epoch,
-            "seed": self.cfg.seed,
-            "sampler": self.cfg.sampler.name,
-            "tau": self.tau,
-            "probabilities": diagnostics.probabilities(logits, self.space.primitives),
-            "config": to_dict(self.cfg),
-        }
-        return type(genotype)(genotype.space, genotype.cells, prov)
 
     def finite(self) -> bool:
         return all(bool(torch.isfinite(a).all()) for a in self.model.arch_parameters())

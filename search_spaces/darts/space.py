@@ -94,6 +94,7 @@ class DartsSpace:
         "cifar": {"init_channels": 36, "layers": 20, "classes": 10, "image_size": 32},
         "imagenet": {"init_channels": 48, "layers": 14, "classes": 1000, "image_size": 224},
     }
+    train_recipe = "configs/train/darts_cifar10.yaml"  # DARTS' CIFAR-10 retraining protocol, 600 epochs
 
     def build_supernet(self, cfg: SpaceConfig, num_classes: int, in_channels: int) -> DartsSupernet:
         return DartsSupernet(space_options(self, cfg), self.primitives, num_classes, in_channels)

@@ -68,6 +68,8 @@ class NB201Space:
     networks = {
         "cifar": {"init_channels": 16, "layers": 5, "classes": 10, "image_size": 32}
     }  # the benchmark's
+    train_recipe = "configs/train/nb201_cifar10.yaml"  # NAS-Bench-201's training protocol, 200 epochs
+    idle_keys = ("model.auxiliary", "model.drop_path_prob")  # no auxiliary head, no drop path (nas.idle)
     # GDAS' reference code for NAS-Bench-201 adds the unchosen (zero) op weights to every edge's output,
     # so every alpha gets a gradient (nas.mixed_op.MixedOp); `sampler.unchosen_grad: null` follows it
     hard_unchosen_grad = True
