@@ -172,12 +172,21 @@ def _derive(args: argparse.Namespace, run_dir: Path) -> int:
 
     from nas.checkpoint import CHECKPOINT, load_checkpoint, restoring
     from nas.config import SearchRunConfig, load_config
+    from nas.limits import RANGES, check_flags
     from nas.sampling import build_sampler
     from nas.search.provenance import derive_genotype
     from nas.search.runner import write_alphas
+    from nas.space import exclude_ops
 
     cfg = load_config(SearchRunConfig, run_dir / CONFIG_FILE)
     space = SPACES.get(cfg.space.name)
+    if args.derive_cap is not None:
+        check_flags({"derive_cap": args.derive_cap}, {"--derive-cap": RANGES["search.derive_cap.max_ops"]})
+        cfg.search.derive_cap.max_ops = args.derive_cap
+    budget = budget_of(args)
+    if budget is not None and cfg.search.derive_cap.max_ops is not None:
+        raise UserError("nas derive takes a budget (--max-...) or a derive cap (--derive-cap, "
+                        "search.derive_cap.max_ops), not both")  # fmt: skip
     state = load_checkpoint(run_dir / CHECKPOINT)
     with restoring(run_dir / CHECKPOINT):
         alphas = {k[len("alphas.") :]: v for k, v in state["model"].items() if k.startswith("alphas.")}
@@ -191,14 +200,14 @@ def _derive(args: argparse.Namespace, run_dir: Path) -> int:
             cfg, space, logits, betas, state["epoch"] - 1, None if tau is None else float(tau)
         )
     prov = genotype.provenance
-    budget = budget_of(args)
     if budget is not None:  # the best cell by the derive rule under the budget (nas.cost.budget)
         from nas.cost.budget import derive_within
 
         metric, limit = budget
-        genotype, cost = derive_within(
-            space, logits, budget_table(args, run_dir), metric, limit, betas or None
-        )
+        genotype, cost = derive_within(  # derive_exclude's ops stay out of a budgeted cell too
+            space, exclude_ops(logits, space.primitives, cfg.search.derive_exclude), budget_table(args, run_dir),
+            metric, limit, betas or None,
+        )  # fmt: skip
         prov["budget"] = {"metric": metric, "max": limit, "cost": cost}
     genotype = Genotype(genotype.space, genotype.cells, prov)
     save_genotype(run_dir / GENOTYPE_FILE, genotype)
@@ -378,6 +387,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("derive", help="re-derive genotype.json and alphas.json from a run's last checkpoint")
     p.add_argument("run_dir")
     add_budget_args(p)
+    p.add_argument(
+        "--derive-cap",
+        type=int,
+        metavar="N",
+        help="at most N edges of search.derive_cap.ops (default: the space's parameter-free ops) in the first "
+        "cell, the derive rule's best such cell (overrides the run's search.derive_cap.max_ops)",
+    )
     p.set_defaults(func=cmd_derive)
 
     p = sub.add_parser("rank", help="accuracy of genotypes inside a search run's final supernet (one-hot)")

@@ -136,6 +136,18 @@ class GuardConfig:
 
 
 @dataclass
+class DeriveCapConfig:
+    """A cap on derive (`nas.cost.budget.derive_capped`; P-DARTS' limit of 2 skip connections, Chen et al.
+    2019): the derived first cell (DARTS: normal) holds at most `max_ops` edges with an op of `ops`, the
+    derive rule's best cell among those that do. Off while null."""
+
+    max_ops: int | None = None
+    ops: list[str] | None = (
+        None  # null = the space's parameter-free ops (NB201: none, skip_connect, avg_pool_3x3)
+    )
+
+
+@dataclass
 class SearchConfig:
     epochs: int = 50
     bilevel: str = "first_order"  # first_order | second_order
@@ -146,6 +158,7 @@ class SearchConfig:
     arch: ArchOptimConfig = field(default_factory=ArchOptimConfig)
     cost: CostConfig = field(default_factory=CostConfig)
     guard: GuardConfig = field(default_factory=GuardConfig)
+    derive_cap: DeriveCapConfig = field(default_factory=DeriveCapConfig)
 
 
 @dataclass
@@ -434,6 +447,7 @@ def validate(cfg: Any) -> None:
         _check(set(primitives) - set(cfg.search.derive_exclude) != set(),
                "search.derive_exclude excludes every op of the space")  # fmt: skip
         _guard(cfg.search.guard, primitives)
+        _derive_cap(cfg.search, primitives)
         cost = cfg.search.cost
         _check(cost.metric in ("flops", "params", "latency"),
                f"search.cost.metric must be flops, params or latency, got {cost.metric!r}")  # fmt: skip
@@ -457,6 +471,20 @@ def _guard(guard: GuardConfig, primitives: tuple[str, ...]) -> None:
             op in primitives, f"search.guard.ops: {op!r} is not an op of the space ({', '.join(primitives)})"
         )
     _check(guard.ops is None or guard.max_ops is not None, "search.guard.ops needs search.guard.max_ops")
+
+
+def _derive_cap(search: SearchConfig, primitives: tuple[str, ...]) -> None:
+    cap = search.derive_cap
+    for op in cap.ops or []:
+        _check(op in primitives,
+               f"search.derive_cap.ops: {op!r} is not an op of the space ({', '.join(primitives)})")  # fmt: skip
+    _check(
+        cap.ops is None or cap.max_ops is not None, "search.derive_cap.ops needs search.derive_cap.max_ops"
+    )
+    if cap.ops is not None and cap.max_ops == 0:
+        left = set(primitives) - set(cap.ops) - set(search.derive_exclude)
+        _check(left != set(), "search.derive_cap.max_ops=0 with search.derive_cap.ops and search.derive_exclude "
+               "covering every op leaves derive nothing to pick")  # fmt: skip
 
 
 def _nesterov(optim: Any, prefix: str) -> None:

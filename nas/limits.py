@@ -116,6 +116,7 @@ RANGES: dict[str, Range] = {
     "search.cost.weight": NON_NEGATIVE,  # lambda; 0 = off
     "search.cost.target": NON_NEGATIVE,  # null = no hinge
     "search.guard.max_ops": Range(0, MAX_NODES * MAX_EDGES_PER_NODE),  # null = off
+    "search.derive_cap.max_ops": Range(0, MAX_NODES * MAX_EDGES_PER_NODE),  # null = off
     "ground_truth.epochs": EPOCHS,  # a space's source checks its own values (NATS-Bench: 12 or 200)
     "ground_truth.trial_seed": SEED,
     "model.init_channels": CHANNELS,

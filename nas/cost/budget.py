@@ -102,7 +102,6 @@ def derive_within(
     from nas.cost.rule import one_hot
     from nas.cost.table import UNITS, off_column
     from nas.errors import UserError
-    from nas.space import edge_weights
 
     alphas = {ct: torch.as_tensor(a).detach().cpu() for ct, a in alphas.items()}
     table.check(space, {ct: tuple(a.shape) for ct, a in alphas.items()})
@@ -116,10 +115,7 @@ def derive_within(
         return genotype, cost
     fixed, costs = table.metric(metric)
     rules = {ct: space.cell_rule(ct, c.shape[0]) for ct, c in costs.items()}
-    scores = {ct: torch.log_softmax(a.double(), dim=-1) for ct, a in alphas.items()}
-    for ct, b in (betas or {}).items():  # (E, K) + (E, 1)
-        scores[ct] = scores[ct] + edge_weights(torch.as_tensor(b).double(), rules[ct].groups).log()[:, None]
-    found = best_under_budget(scores, costs, rules, fixed, budget)
+    found = best_under_budget(derive_scores(alphas, betas, rules), costs, rules, fixed, budget)
     if found is None:
         low, _ = cost_range(costs, rules, fixed)
         raise UserError(f"no {space.name} cell fits {metric} <= {budget:g}: the cheapest costs {low:g} "
@@ -129,3 +125,54 @@ def derive_within(
         ct: one_hot(kept[ct], *costs[ct].shape, off_column(rules[ct], costs[ct].shape[1])) for ct in kept
     }
     return space.from_one_hot(weights), cost
+
+
+def derive_scores(
+    alphas: dict[str, torch.Tensor], betas: dict | None, rules: dict[str, CellRule]
+) -> dict[str, torch.Tensor]:
+    """The derive rule's score per cell type in `rules`: (E, K) log probabilities, plus with edge
+    normalisation (`betas`, PC-DARTS) the log of each edge's weight, as the space's derive weighs them."""
+    from nas.space import edge_weights
+
+    scores = {
+        ct: torch.log_softmax(torch.as_tensor(alphas[ct]).detach().cpu().double(), dim=-1) for ct in rules
+    }
+    for ct, b in (betas or {}).items():  # (E, K) + (E, 1)
+        if ct in rules:
+            weights = edge_weights(torch.as_tensor(b).detach().cpu().double(), rules[ct].groups)
+            scores[ct] = scores[ct] + weights.log()[:, None]
+    return scores
+
+
+def derive_capped(space, alphas: dict[str, torch.Tensor], betas: dict | None, ops, max_ops: int):
+    """(genotype, count before the cap): the space's derived cell, or, where its first cell (DARTS: normal)
+    holds more than `max_ops` edges with an op of `ops`, the cell the derive rule prefers among those with at
+    most `max_ops` such edges (`search.derive_cap`). P-DARTS (Chen et al. 2019, sec. 3.3) keeps at most M = 2
+    skip connections in the final normal cell by handing the weakest ones their best other op; solving the
+    rule's score exactly under a count budget does that for every space, with the other cell types untouched.
+
+    Raises:
+        UserError: in one line, when no cell of the space keeps the cap (every op derive may pick is capped).
+    """
+    from nas.cost.rule import one_hot
+    from nas.cost.table import off_column
+    from nas.diagnostics import parameter_free_ops
+    from nas.errors import UserError
+
+    genotype = space.derive(alphas, betas)
+    cell = space.cell_types[0]
+    count = parameter_free_ops(genotype, cell, frozenset(ops))
+    if count <= max_ops:
+        return genotype, count
+    a = torch.as_tensor(alphas[cell])
+    rules = {cell: space.cell_rule(cell, a.shape[0])}
+    costs = torch.zeros(a.shape, dtype=torch.float64)  # (E, K): 1 for a capped op
+    costs[:, [space.primitives.index(op) for op in ops]] = 1.0
+    found = best_under_budget(derive_scores(alphas, betas, rules), {cell: costs}, rules, 0.0, max_ops)
+    if found is None:
+        raise UserError(f"search.derive_cap: no {space.name} cell of type {cell!r} has at most {max_ops} edges "
+                        f"of {', '.join(ops)} (every op derive may pick there is capped)")  # fmt: skip
+    weights = space.one_hot(genotype)
+    weights[cell] = one_hot(found[0][cell], *a.shape, off_column(rules[cell], a.shape[1]))
+    capped = space.from_one_hot(weights).cells[cell]
+    return type(genotype)(genotype.space, {**genotype.cells, cell: capped}), count

@@ -9,6 +9,7 @@ import torch
 
 from nas import diagnostics
 from nas.config import SearchRunConfig, to_dict
+from nas.cost.budget import derive_capped
 from nas.genotype import Genotype
 from nas.space import SearchSpace, exclude_ops
 
@@ -38,6 +39,15 @@ def derive_genotype(
     tau: float | None,
 ) -> Genotype:
     """The space's derive rule on `logits` (without `search.derive_exclude`'s ops) and, with edge
-    normalisation, `betas`; with its provenance (`genotype_provenance`)."""
-    genotype = space.derive(exclude_ops(logits, space.primitives, cfg.search.derive_exclude), betas or None)
-    return Genotype(genotype.space, genotype.cells, genotype_provenance(cfg, space, logits, epoch, tau))
+    normalisation, `betas`, under `search.derive_cap` where it is on; with its provenance
+    (`genotype_provenance`, plus `derive_cap`: the cap and the count of capped ops before it)."""
+    logits_kept = exclude_ops(logits, space.primitives, cfg.search.derive_exclude)
+    provenance = genotype_provenance(cfg, space, logits, epoch, tau)
+    cap = cfg.search.derive_cap
+    if cap.max_ops is None:
+        genotype = space.derive(logits_kept, betas or None)
+    else:
+        ops = sorted(cap.ops if cap.ops is not None else space.parameter_free)
+        genotype, before = derive_capped(space, logits_kept, betas or None, ops, cap.max_ops)
+        provenance["derive_cap"] = {"max_ops": cap.max_ops, "ops": ops, "before": before}
+    return Genotype(genotype.space, genotype.cells, provenance)
