@@ -168,18 +168,14 @@ def cmd_derive(args: argparse.Namespace) -> int:
 
 
 def _derive(args: argparse.Namespace, run_dir: Path) -> int:
-    import torch
-
-    from nas.checkpoint import CHECKPOINT, load_checkpoint, restoring
     from nas.config import SearchRunConfig, load_config
     from nas.limits import RANGES, check_flags
-    from nas.sampling import build_sampler
+    from nas.search.load import load_architecture
     from nas.search.provenance import derive_genotype
     from nas.search.runner import write_alphas
     from nas.space import exclude_ops
 
     cfg = load_config(SearchRunConfig, run_dir / CONFIG_FILE)
-    space = SPACES.get(cfg.space.name)
     if args.derive_cap is not None:
         check_flags({"derive_cap": args.derive_cap}, {"--derive-cap": RANGES["search.derive_cap.max_ops"]})
         cfg.search.derive_cap.max_ops = args.derive_cap
@@ -187,18 +183,9 @@ def _derive(args: argparse.Namespace, run_dir: Path) -> int:
     if budget is not None and cfg.search.derive_cap.max_ops is not None:
         raise UserError("nas derive takes a budget (--max-...) or a derive cap (--derive-cap, "
                         "search.derive_cap.max_ops), not both")  # fmt: skip
-    state = load_checkpoint(run_dir / CHECKPOINT)
-    with restoring(run_dir / CHECKPOINT):
-        alphas = {k[len("alphas.") :]: v for k, v in state["model"].items() if k.startswith("alphas.")}
-        betas = {k[len("betas.") :]: v for k, v in state["model"].items() if k.startswith("betas.")}
-        if not alphas:
-            raise UserError(f"{run_dir / CHECKPOINT} holds no architecture parameters")
-        sampler = build_sampler(cfg.sampler, space)
-        logits = {k: sampler.derive_logits(torch.as_tensor(v)) for k, v in alphas.items()}
-        tau = state.get("tau")
-        genotype = derive_genotype(
-            cfg, space, logits, betas, state["epoch"] - 1, None if tau is None else float(tau)
-        )
+    arch = load_architecture(run_dir, cfg)
+    space, logits, betas, alphas = arch.space, arch.logits, arch.betas, arch.alphas
+    genotype = derive_genotype(cfg, space, logits, betas, arch.epoch, arch.tau)
     prov = genotype.provenance
     if budget is not None:  # the best cell by the derive rule under the budget (nas.cost.budget)
         from nas.cost.budget import derive_within

@@ -100,6 +100,14 @@ def test_search_and_nas_derive_apply_the_cap_and_record_it(finished_search, tmp_
     genotype = json.loads((capped / GENOTYPE_FILE).read_text())
     assert genotype["provenance"]["derive_cap"]["max_ops"] == 0
     assert all(op not in DARTS.parameter_free for op, _ in _edges(genotype, "normal"))
+    # the cap acts on derive only: the search trains exactly as without it (so re-deriving a finished run
+    # under a cap gives what a search with the cap would have given)
+    plain = tmp_path / "plain"
+    assert main(["search", "--config", config, *TINY_SEARCH, "search.epochs=1", f"out_dir={plain}"]) == 0
+    assert (
+        json.loads((plain / "alphas.json").read_text())["alphas"]
+        == json.loads((capped / "alphas.json").read_text())["alphas"]
+    )
 
     run = tmp_path / "run"
     shutil.copytree(finished_search, run)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -9,6 +10,7 @@ import torch
 from nas.checkpoint import CHECKPOINT, load_checkpoint, restoring
 from nas.config import SearchRunConfig
 from nas.datasets import DatasetInfo
+from nas.errors import UserError
 from nas.space import SPACES, SearchSpace, Supernet
 
 
@@ -31,3 +33,40 @@ def load_supernet(
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return space, model
+
+
+@dataclass
+class Architecture:
+    """A search run's architecture parameters as its last checkpoint holds them."""
+
+    space: SearchSpace
+    alphas: dict[str, torch.Tensor]  # cell type -> (E, K) alpha
+    betas: dict[str, torch.Tensor]  # cell type -> (E,) edge-normalisation logits; empty without edge_norm
+    logits: dict[str, torch.Tensor]  # what derive reads: the sampler's derive_logits of alpha
+    epoch: int  # the last epoch trained
+    tau: float | None
+
+
+def load_architecture(run_dir: str | Path, cfg: SearchRunConfig) -> Architecture:
+    """The last checkpoint's alphas, betas and derive logits (`nas derive`, the experiment scripts).
+
+    Raises:
+        UserError: no checkpoint, one that does not fit the config, or one without architecture parameters.
+    """
+    from nas.sampling import build_sampler
+
+    space = SPACES.get(cfg.space.name)
+    path = Path(run_dir) / CHECKPOINT
+    state = load_checkpoint(path)
+    with restoring(path):
+        model = state["model"]
+        alphas = {k[len("alphas.") :]: v for k, v in model.items() if k.startswith("alphas.")}
+        betas = {k[len("betas.") :]: v for k, v in model.items() if k.startswith("betas.")}
+        if not alphas:
+            raise UserError(f"{path} holds no architecture parameters")
+        sampler = build_sampler(cfg.sampler, space)
+        logits = {k: sampler.derive_logits(torch.as_tensor(v)) for k, v in alphas.items()}
+        tau = state.get("tau")
+        return Architecture(
+            space, alphas, betas, logits, state["epoch"] - 1, None if tau is None else float(tau)
+        )
