@@ -5,15 +5,23 @@ by NAS-Bench-201's ground truth: every search's last checkpoint re-derived under
 
 RUNS_DIR holds search run directories (e.g. an ablation's `runs/`). Writes one row per search and cap (the
 sampler first, then seed, cap, the count of capped ops before the cap, the cell and its ground truth) and prints
-a markdown table per sampler: ground truth per seed without a cap and under each cap.
+a markdown table per sampler: ground truth per seed without a cap and under each cap, and, since a cap alone
+moves the odds (cells with few parameter-free ops are better on average), where the searched cells fall among
+the cells derive can produce under the same constraints (`search.derive_exclude` and the cap): each cell's
+percentile in that constrained space, and a one-sided Mann-Whitney test against `--random` uniform draws
+from it. Also one line per cap with that space's size, mean and median.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import itertools
+import random
 import statistics
 from pathlib import Path
+
+import torch
 
 import search_spaces  # noqa: F401  (registers the spaces)
 from nas.config import SearchRunConfig, load_config
@@ -22,6 +30,26 @@ from nas.ground_truth import ground_truth_of
 from nas.rundir import CONFIG_FILE
 from nas.search.load import load_architecture
 from nas.search.provenance import derive_genotype
+from nas.space import SPACES
+from nas.stats import mann_whitney_greater, percentile
+
+
+def constrained_space(
+    space, truth, dataset: str, exclude: list[str], capped: frozenset[str], cap: int | None
+):
+    """The ground truth of every cell of a space whose cells keep every edge (NB201) that derive can produce
+    without the `exclude`d ops and with at most `cap` edges of `capped` (None: no cap)."""
+    cell = space.cell_types[0]
+    edges = len(space.cell_rule(cell, 6).groups)  # NB201: 6 edges, each its own group
+    allowed = [k for k, op in enumerate(space.primitives) if op not in exclude]
+    out = []
+    for ops in itertools.product(allowed, repeat=edges):
+        if cap is not None and sum(space.primitives[k] in capped for k in ops) > cap:
+            continue
+        weights = torch.zeros(edges, len(space.primitives))
+        weights[range(edges), list(ops)] = 1.0
+        out.append(truth.accuracy(space.from_one_hot({cell: weights}))[dataset])
+    return out
 
 
 def main() -> None:
@@ -29,6 +57,8 @@ def main() -> None:
     p.add_argument("runs_dir")
     p.add_argument("--caps", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--dataset", default="cifar10")
+    p.add_argument("--random", type=int, default=30, help="random cells per constrained space (default 30)")
+    p.add_argument("--seed", type=int, default=0, help="draws the random cells (default 0)")
     p.add_argument("-o", "--out")
     args = p.parse_args()
     rows = []
@@ -41,7 +71,7 @@ def main() -> None:
             genotype = derive_genotype(cfg, arch.space, arch.logits, arch.betas, arch.epoch, arch.tau)
             record = truth.record(genotype)
             before = genotype.provenance.get("derive_cap", {}).get("before", "")
-            rows.append({"sampler": cfg.sampler.name, "seed": cfg.seed, "run": run.name,
+            rows.append({"sampler": cfg.sampler.name, "seed": cfg.seed, "run": run.name, "path": str(run),
                          "cap": "off" if cap is None else cap, "capped_before": before,
                          "genotype": genotype_string(genotype), **{k: f"{v:.4f}" for k, v in record.items()}})  # fmt: skip
     if args.out:
@@ -51,16 +81,35 @@ def main() -> None:
             writer.writerows(rows)
     acc = f"gt_{args.dataset}"
     caps = ["off", *args.caps]
-    print(f"| sampler | seeds | {' | '.join(f'cap {c}: {args.dataset} % per seed (mean)' for c in caps)} |")
-    print("| --- | --- |" + " --- |" * len(caps))
+    cfg0 = load_config(SearchRunConfig, Path(rows[0]["path"]) / CONFIG_FILE)
+    space = SPACES.get(cfg0.space.name)
+    truth = ground_truth_of(space, cfg0.ground_truth)
+    capped = frozenset(cfg0.search.derive_cap.ops or space.parameter_free)
+    population = {c: constrained_space(space, truth, args.dataset, cfg0.search.derive_exclude, capped,
+                                       None if c == "off" else c) for c in caps}  # fmt: skip
+    draw = random.Random(args.seed)
+    randoms = {c: [draw.choice(v) for _ in range(args.random)] for c, v in population.items()}
+    print(
+        f"cells derive can produce (derive_exclude {cfg0.search.derive_exclude}, capped ops {sorted(capped)}):"
+    )
+    for c, values in population.items():
+        print(f"- cap {c}: {len(values)} cells, {args.dataset} mean {statistics.mean(values):.2f}, "
+              f"median {statistics.median(values):.2f}")  # fmt: skip
+    print()
+    print("| sampler | cap | seeds | ground truth (%) per seed | mean | percentile among the cells of the same "
+          f"constraints | one-sided Mann-Whitney p (> {args.random} random such cells) |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for sampler in dict.fromkeys(r["sampler"] for r in rows):
-        mine = [r for r in rows if r["sampler"] == sampler]
-        seeds = sorted({r["seed"] for r in mine})
-        cells = []
         for cap in caps:
-            values = [float(r[acc]) for s in seeds for r in mine if r["seed"] == s and r["cap"] == cap]
-            cells.append(f"{', '.join(f'{v:.2f}' for v in values)} ({statistics.mean(values):.2f})")
-        print(f"| {sampler} | {', '.join(map(str, seeds))} | {' | '.join(cells)} |")
+            mine = sorted(
+                (r for r in rows if r["sampler"] == sampler and r["cap"] == cap), key=lambda r: r["seed"]
+            )
+            values = [float(r[acc]) for r in mine]
+            pcts = [percentile(v, population[cap]) for v in values]
+            _, p_value, method = mann_whitney_greater(values, randoms[cap])
+            print(f"| {sampler} | {cap} | {', '.join(str(r['seed']) for r in mine)} | "
+                  f"{', '.join(f'{v:.2f}' for v in values)} | {statistics.mean(values):.2f} | "
+                  f"{', '.join(f'{q:.0f}' for q in pcts)} | {p_value:.3g} ({method}) |")  # fmt: skip
 
 
 if __name__ == "__main__":
