@@ -64,6 +64,13 @@ def load_architecture(run_dir: str | Path, cfg: SearchRunConfig) -> Architecture
         betas = {k[len("betas.") :]: v for k, v in model.items() if k.startswith("betas.")}
         if not alphas:
             raise UserError(f"{path} holds no architecture parameters")
+        if set(alphas) != set(
+            space.cell_types
+        ):  # another space's run: one line (restoring), not a KeyError later
+            raise KeyError(f"alphas of {sorted(alphas)}, space {space.name} has {sorted(space.cell_types)}")
+        for a in alphas.values():
+            if a.ndim != 2 or a.shape[1] != len(space.primitives):
+                raise ValueError(f"alphas of shape {tuple(a.shape)} for {len(space.primitives)} ops")
         sampler = build_sampler(cfg.sampler, space)
         logits = {k: sampler.derive_logits(torch.as_tensor(v)) for k, v in alphas.items()}
         tau = state.get("tau")
