@@ -31,11 +31,13 @@ and a softmax each: nothing next to the supernet.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from nas.errors import UserError
+from nas.limits import Range
 from nas.sampling.base import (
     Sampler,
     SamplerConfig,
@@ -51,6 +53,8 @@ from nas.sampling.base import (
 @dataclass
 class GumbelRaoOptions(SamplerConfig):
     mc_samples: int = 10  # K, conditional Gumbel draws per sample (Paulus et al. use 10 to 1000)
+
+    RANGES: ClassVar[dict[str, Range]] = {"mc_samples": Range(1, 10_000)}  # K x E x K floats per step
 
 
 def conditional_gumbel(theta: torch.Tensor, hard: torch.Tensor, exp_noise: torch.Tensor) -> torch.Tensor:
