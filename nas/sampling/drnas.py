@@ -145,14 +145,6 @@ class DrNAS(Sampler):
     Options = DrNASOptions
     uses_tau = False
 
-    def check(self) -> None:
-        super().check()
-        o = self.options
-        if not (o.prior > 0 and o.prior < float("inf")):
-            raise UserError(f"sampler.prior must be finite and > 0, got {o.prior}")
-        if not (o.kl_weight >= 0 and o.kl_weight < float("inf")):
-            raise UserError(f"sampler.kl_weight must be finite and >= 0, got {o.kl_weight}")
-
     def weights(self, alpha: torch.Tensor, tau: float, generator: torch.Generator) -> torch.Tensor:
         return dirichlet_sample(alpha, generator)
 

@@ -36,7 +36,6 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from nas.errors import UserError
 from nas.limits import Range
 from nas.sampling.base import (
     Sampler,
@@ -88,11 +87,6 @@ class GumbelRao(Sampler):
     name = "gumbel_rao"
     Options = GumbelRaoOptions
     one_hot = True
-
-    def check(self) -> None:
-        super().check()
-        if self.options.mc_samples < 1:
-            raise UserError(f"sampler.mc_samples must be >= 1, got {self.options.mc_samples}")
 
     def weights(self, alpha: torch.Tensor, tau: float, generator: torch.Generator) -> torch.Tensor:
         tau = check_tau(tau)
