@@ -34,6 +34,9 @@ MAX_NODES = 32  # intermediate nodes per cell
 MAX_EDGES_PER_NODE = 64
 MAX_OP_NAME = 64  # characters
 
+# image files (image_folder, streaming): checked from the header, before decoding
+MAX_IMAGE_PIXELS = 64 * 2**20  # 64 Mpixel, 192 MB decoded as RGB; ImageNet's largest image is under 20 Mpixel
+
 
 @dataclass(frozen=True)
 class Range:
