@@ -176,6 +176,7 @@ def _derive(args: argparse.Namespace, run_dir: Path) -> int:
     from nas.search.provenance import derive_genotype
     from nas.search.runner import write_alphas
 
+    budget = budget_of(args)  # a bad budget: refused before any work
     cfg = load_config(SearchRunConfig, run_dir / CONFIG_FILE)
     space = SPACES.get(cfg.space.name)
     state = load_checkpoint(run_dir / CHECKPOINT)
@@ -191,7 +192,6 @@ def _derive(args: argparse.Namespace, run_dir: Path) -> int:
             cfg, space, logits, betas, state["epoch"] - 1, None if tau is None else float(tau)
         )
     prov = genotype.provenance
-    budget = budget_of(args)
     if budget is not None:  # the best cell by the derive rule under the budget (nas.cost.budget)
         from nas.cost.budget import derive_within
 

@@ -152,6 +152,16 @@ INFO_RANGES: dict[str, Range] = {
     "--in-channels": Range(1, 64),
     "--image-size": Range(1, 4096),
 }
+COST_RANGES: dict[str, Range] = {  # `nas cost table|profile`: a network as `nas genotype info` sizes it
+    **INFO_RANGES,
+    "--nodes": Range(1, 10),  # DARTS' space.nodes
+}
+PROFILE_RANGES: dict[str, Range] = {  # `nas cost profile`: each op is run warmup + repeats times
+    "--batch": BATCH,
+    "--warmup": Range(0, 1000),
+    "--repeats": Range(1, 10_000),
+}
+BUDGET = Range(0, 1e30)  # `nas derive --max-flops|params|latency X`
 RANK_RANGES: dict[str, Range] = {  # nas rank: each random cell costs one pass over the architecture split
     "--random": Range(0, 100_000),
     "--random-seed": Range(0, 2**31 - 1),
