@@ -19,7 +19,7 @@ import search_spaces  # noqa: F401  (registers the search spaces)
 from nas.atomic import check_output_path
 from nas.cost.commands import add_budget_args, budget_of, budget_table
 from nas.cost.commands import add_parsers as add_cost_parsers
-from nas.errors import UserError
+from nas.errors import UserError, printable
 from nas.genotype import Genotype, describe, save_genotype
 from nas.genotype_commands import add_ground_truth_args, ground_truth_config
 from nas.genotype_commands import add_parsers as add_genotype_parsers
@@ -451,13 +451,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except UserError as exc:
-        print(f"nas: error: {exc}", file=sys.stderr)
+        print(f"nas: error: {printable(exc)}", file=sys.stderr)
         return 2
     except OSError as exc:  # the machine refused (disk full, read-only, no permission): not a bug
         if exc.errno not in ENVIRONMENT_ERRNOS:
             raise
         where = f"cannot write {exc.filename}: " if exc.filename else ""
-        print(f"nas: error: {where}{exc.strerror}", file=sys.stderr)
+        print(f"nas: error: {printable(where)}{exc.strerror}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("nas: interrupted", file=sys.stderr)
