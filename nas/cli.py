@@ -345,7 +345,9 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from nas.bench.report import format_table, write_report
     from nas.bench.run import bench
+    from nas.limits import BENCH_RANGES, check_flags
 
+    check_flags(vars(args), BENCH_RANGES)
     if args.train != (args.genotype is not None):
         raise UserError("nas bench: --train and --genotype FILE|RUN_DIR|zoo:NAME go together")
     if args.output:

@@ -60,6 +60,9 @@ def add_ground_truth_args(p: argparse.ArgumentParser) -> None:
 
 
 def ground_truth_config(args: argparse.Namespace) -> GroundTruthConfig:
+    from nas.limits import GROUND_TRUTH_RANGES, check_flags
+
+    check_flags(vars(args), GROUND_TRUTH_RANGES)
     return GroundTruthConfig(source=args.ground_truth, path=args.benchmark_file, epochs=args.benchmark_epochs,
                              trial_seed=args.benchmark_seed)  # fmt: skip
 

@@ -83,7 +83,7 @@ RANGES: dict[str, Range] = {
     "seed": SEED,
     "progress_every": Range(1, 10**9),
     "keep_checkpoints": EPOCHS,
-    "data.batch_size": BATCH,
+    "data.batch_size": Range(2, 2**20),  # BatchNorm in training: a pooled 1x1 map of one image is one value
     "data.eval_batch_size": BATCH,
     "data.subset": Range(1, 2**40),
     "data.train_portion": Range(0, 1, lo_open=True, hi_open=True),
@@ -152,6 +152,10 @@ INFO_RANGES: dict[str, Range] = {
     "--in-channels": Range(1, 64),
     "--image-size": Range(1, 4096),
 }
+GROUND_TRUTH_RANGES: dict[str, Range] = {  # the --benchmark-* flags of genotype info and rank
+    "--benchmark-epochs": EPOCHS,  # the source checks its own values (NATS-Bench: 12 or 200)
+    "--benchmark-seed": SEED,
+}
 COST_RANGES: dict[str, Range] = {  # `nas cost table|profile`: a network as `nas genotype info` sizes it
     **INFO_RANGES,
     "--nodes": Range(1, 10),  # DARTS' space.nodes
@@ -162,6 +166,11 @@ PROFILE_RANGES: dict[str, Range] = {  # `nas cost profile`: each op is run warmu
     "--repeats": Range(1, 10_000),
 }
 BUDGET = Range(0, 1e30)  # `nas derive --max-flops|params|latency X`
+BENCH_RANGES: dict[str, Range] = {  # `nas bench`: steps per setting
+    "--steps": Range(1, 100_000),
+    "--warmup": Range(0, 10_000),
+    "--rounds": Range(1, 1000),
+}
 RANK_RANGES: dict[str, Range] = {  # nas rank: each random cell costs one pass over the architecture split
     "--random": Range(0, 100_000),
     "--random-seed": Range(0, 2**31 - 1),

@@ -212,8 +212,13 @@ def _edge_shapes(
     hooks = [m.register_forward_hook(lambda mod, a, out: shapes.__setitem__(id(mod), (a[0].shape, out.shape)))
              for _, _, m in edges]  # fmt: skip
     counter = FlopCounterMode(display=False)
-    with counter if flops else contextlib.nullcontext(), torch.no_grad():
-        network(torch.zeros((1, *input_shape), device=_device(network)))
+    try:
+        with counter if flops else contextlib.nullcontext(), torch.no_grad():
+            network(torch.zeros((1, *input_shape), device=_device(network)))
+    except (RuntimeError, ValueError, IndexError) as exc:  # e.g. reductions that shrink the image to nothing
+        shape = "x".join(map(str, input_shape))
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise UserError(f"the network cannot process {shape} images ({reason})") from None
     for h in hooks:
         h.remove()
     found = [(ct, row, m, tuple(shapes[id(m)][0][1:]), tuple(shapes[id(m)][1][1:])) for ct, row, m in edges]
