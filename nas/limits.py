@@ -211,9 +211,10 @@ def _known(key: str, allowed: Range | None) -> Range:
     return allowed
 
 
-def check_ranges(cfg: Any) -> None:
-    """Refuse the first numeric field outside its range (or NaN / infinite) with one line naming it."""
-    for key, value, allowed in numeric_fields(cfg):
+def check_ranges(cfg: Any, prefix: str = "") -> None:
+    """Refuse the first numeric field outside its range (or NaN / infinite) with one line naming it
+    (`prefix` + its dotted key)."""
+    for key, value, allowed in numeric_fields(cfg, prefix):
         finite = not isinstance(value, float) or math.isfinite(value)
         if not finite or value not in allowed:
             rule = str(allowed)

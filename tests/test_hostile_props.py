@@ -170,6 +170,37 @@ def test_every_numeric_key_is_generated_here():
     assert {name for name, keys in SAMPLER_KEYS.items() if keys} >= {"drnas", "gumbel_rao", "gdas"}
 
 
+def _unranged(schema: type, prefix: str = "") -> list[str]:
+    """The numeric fields of a dataclass schema (nested ones too, optional or not) without a range."""
+    import typing
+
+    hints, own = typing.get_type_hints(schema), getattr(schema, "RANGES", {})
+    missing = []
+    for f in dataclasses.fields(schema):
+        kinds = {hints[f.name], *typing.get_args(hints[f.name])}
+        nested = [k for k in kinds if dataclasses.is_dataclass(k)]
+        if nested:
+            missing += _unranged(nested[0], f"{prefix}{f.name}.")
+        elif kinds & {int, float} or any(typing.get_origin(k) in (tuple, list) and
+                                         set(typing.get_args(k)) & {int, float} for k in kinds):  # fmt: skip
+            if prefix + f.name not in limits.RANGES and f.name not in own:
+                missing.append(prefix + f.name)
+    return missing
+
+
+def test_every_numeric_field_of_every_file_schema_has_a_range():
+    """The other files a user writes (ablations, gradcheck configs) are bounded like run configs."""
+    from nas.ablate.spec import AblationConfig
+    from nas.gradcheck.setup import GradcheckConfig
+
+    for schema in (AblationConfig, GradcheckConfig, SearchRunConfig, TrainRunConfig):
+        assert _unranged(schema) == [], schema.__name__
+    for name in SAMPLERS.names():
+        assert _unranged(SAMPLERS.get(name).Options, "sampler.") == [], name
+    for name in SPACES.names():
+        assert _unranged(SPACES.get(name).Options, "space.") == [], name
+
+
 @pytest.mark.parametrize(("command", "base", "extra", "key", "is_int", "allowed", "default"), KEYS, ids=IDS)
 def test_a_key_at_generated_values_runs_or_is_refused_in_one_line(
     tmp_path, capsys, command, base, extra, key, is_int, allowed, default
