@@ -83,7 +83,7 @@ class ExecutorSpec:
     retries: int = 3  # ray: how often a point whose worker was lost (or whose stage was killed) is retried
 
     RANGES: ClassVar[dict[str, Range]] = {
-        "cpus": Range(0, 1024),
+        "cpus": Range(0, 1024, lo_open=True),
         "gpus": Range(0, 64),
         "retries": Range(0, 100),
     }
