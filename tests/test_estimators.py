@@ -189,7 +189,10 @@ def test_sampler_options_are_typed_per_sampler():
         (["sampler.name=gumbel_rao", "sampler.mc_samples=0"], r"sampler.mc_samples must be in \[1, 10000\]"),
         (["sampler.name=gumbel_rao", "sampler.mc_samples=many"], "mc_samples"),
         (["sampler.name=drnas", "sampler.prior=0"], r"sampler.prior must be finite and in \[0.001, 1000\]"),
-        (["sampler.name=drnas", "sampler.kl_weight=-1"], r"sampler.kl_weight must be finite and in \[0, 1e\+06\]"),
+        (
+            ["sampler.name=drnas", "sampler.kl_weight=-1"],
+            r"sampler.kl_weight must be finite and in \[0, 1e\+06\]",
+        ),
         (["sampler.name=reinmax", "sampler.unchosen_grad=true"], "applies only to samplers that run only"),
         (["sampler.name=bogus"], "unknown sampler 'bogus'"),
     ],
