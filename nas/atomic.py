@@ -6,6 +6,7 @@ Every file `nas` writes (genotypes, configs, checkpoints, metrics, reports, plot
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from collections.abc import Callable
@@ -56,3 +57,27 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
 def atomic_write_text(path: str | Path, text: str) -> None:
     """`text` (UTF-8) to `path` through `atomic_write`."""
     atomic_write(path, lambda f: f.write(text.encode()))
+
+
+MAX_JSON_BYTES = 64 << 20  # a run's JSON files (metrics, reports, cost tables) are kilobytes
+
+
+def read_json_object(path: str | Path, what: str) -> dict:
+    """The JSON object in `path` (a file `nas` wrote: metrics.json, a cost table, a report), refused in one
+    line naming `what` if it is unreadable, larger than `MAX_JSON_BYTES`, not JSON, or not an object: a
+    crafted or corrupt file is never a traceback further on."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_JSON_BYTES + 1)
+    except OSError as exc:
+        raise UserError(f"cannot read {what} {path}: {exc.strerror}") from None
+    if len(data) > MAX_JSON_BYTES:
+        raise UserError(f"{what} {path} is over {MAX_JSON_BYTES >> 20} MiB: not a file nas wrote")
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError):
+        raise UserError(f"{what} {path} is not valid JSON (corrupt, or not written by nas)") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{what} {path} holds a JSON {type(value).__name__}, not an object")
+    return value

@@ -28,6 +28,7 @@ import torch
 
 from nas.atomic import atomic_write
 from nas.errors import UserError
+from nas.limits import EPOCHS_MAX
 from nas.rundir import CHECKPOINT  # noqa: F401  (re-exported: where checkpoints live in a run)
 
 
@@ -78,7 +79,25 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise UserError(f"cannot read checkpoint {path}: {_first_line(exc)}") from None
     if not isinstance(state, dict) or "epoch" not in state:
         raise UserError(f"{path} is not a nas checkpoint (no epoch)")
+    _check_fields(path, state)
     return state
+
+
+def _check_fields(path: Path, state: dict[str, Any]) -> None:
+    """The fields every reader takes as given have their type: a crafted file is refused here, in one line,
+    instead of failing somewhere in a restore (the rest is checked by `restoring`)."""
+    epoch = state["epoch"]
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch <= EPOCHS_MAX:
+        raise UserError(f"{path} is not a nas checkpoint: its epoch is {str(epoch)[:40]!r}")
+    for key in ("model", "w_opt", "a_opt", "ema", "optimizer"):
+        if key in state and state[key] is not None and not isinstance(state[key], dict):
+            raise UserError(f"{path} is not a nas checkpoint: its {key!r} is a {type(state[key]).__name__}")
+    model = state.get("model") or {}
+    bad = next(
+        (k for k, v in model.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)), None
+    )
+    if bad is not None:
+        raise UserError(f"{path} is not a nas checkpoint: its model entry {str(bad)[:60]!r} is not a tensor")
 
 
 @contextlib.contextmanager
@@ -87,7 +106,7 @@ def restoring(path: str | Path) -> Iterator[None]:
     space) as one line, instead of PyTorch's size-mismatch listing of every tensor."""
     try:
         yield
-    except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
+    except (RuntimeError, KeyError, ValueError, TypeError, IndexError, AttributeError, OverflowError) as exc:
         raise UserError(
             f"checkpoint {path} does not match this run's config ({_first_line(exc)[:200]}); "
             "was config.yaml edited or the checkpoint copied from another run?"

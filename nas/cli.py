@@ -19,7 +19,7 @@ import search_spaces  # noqa: F401  (registers the search spaces)
 from nas.atomic import check_output_path
 from nas.cost.commands import add_budget_args, budget_of, budget_table
 from nas.cost.commands import add_parsers as add_cost_parsers
-from nas.errors import UserError
+from nas.errors import UserError, printable
 from nas.genotype import Genotype, describe, save_genotype
 from nas.genotype_commands import add_ground_truth_args, ground_truth_config
 from nas.genotype_commands import add_parsers as add_genotype_parsers
@@ -175,11 +175,11 @@ def _derive(args: argparse.Namespace, run_dir: Path) -> int:
     from nas.search.runner import write_alphas
     from nas.space import exclude_ops
 
+    budget = budget_of(args)  # a bad budget: refused before any work
     cfg = load_config(SearchRunConfig, run_dir / CONFIG_FILE)
     if args.derive_cap is not None:
         check_flags({"derive_cap": args.derive_cap}, {"--derive-cap": RANGES["search.derive_cap.max_ops"]})
         cfg.search.derive_cap.max_ops = args.derive_cap
-    budget = budget_of(args)
     if budget is not None and cfg.search.derive_cap.max_ops is not None:
         raise UserError("nas derive takes a budget (--max-...) or a derive cap (--derive-cap, "
                         "search.derive_cap.max_ops), not both")  # fmt: skip
@@ -341,7 +341,9 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from nas.bench.report import format_table, write_report
     from nas.bench.run import bench
+    from nas.limits import BENCH_RANGES, check_flags
 
+    check_flags(vars(args), BENCH_RANGES)
     if args.train != (args.genotype is not None):
         raise UserError("nas bench: --train and --genotype FILE|RUN_DIR|zoo:NAME go together")
     if args.output:
@@ -454,13 +456,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except UserError as exc:
-        print(f"nas: error: {exc}", file=sys.stderr)
+        print(f"nas: error: {printable(exc)}", file=sys.stderr)
         return 2
     except OSError as exc:  # the machine refused (disk full, read-only, no permission): not a bug
         if exc.errno not in ENVIRONMENT_ERRNOS:
             raise
         where = f"cannot write {exc.filename}: " if exc.filename else ""
-        print(f"nas: error: {where}{exc.strerror}", file=sys.stderr)
+        print(f"nas: error: {printable(where)}{exc.strerror}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("nas: interrupted", file=sys.stderr)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from nas.errors import UserError, warn
@@ -272,6 +272,37 @@ def _merge(base: DictConfig, other: DictConfig, where: str) -> DictConfig:
         if key and str(key).split(".")[-1] not in message:  # e.g. a value of the wrong type: name its key
             message = f"{key}: {message}"
         raise UserError(f"bad {where}: {message}") from None
+    except (TypeError, ValueError):  # OmegaConf's "Cannot merge incompatible container types"
+        found = _container_mismatch(base, other)
+        what = f"{found[0]} must be a {found[1]}" if found else "a list and a mapping (key: value) do not mix"
+        raise UserError(f"bad {where}: {what}") from None
+
+
+def _kind(node: Any) -> str:
+    return (
+        "mapping (key: value)"
+        if isinstance(node, DictConfig)
+        else "list"
+        if isinstance(node, ListConfig)
+        else "value"
+    )
+
+
+def _container_mismatch(base: Any, other: Any, prefix: str = "") -> tuple[str, str] | None:
+    """(dotted key, what `base` has there) of the first key that is a mapping in one and a list in the
+    other (or a container in one and a plain value in the other)."""
+    if not isinstance(base, DictConfig) or not isinstance(other, DictConfig):
+        return None
+    for key in other:
+        if key not in base:
+            continue
+        a, b = base._get_node(key), other._get_node(key)
+        if _kind(a) != _kind(b) and "value" != _kind(a) and not (a._is_none() or b._is_none()):
+            return f"{prefix}{key}", _kind(a)
+        found = _container_mismatch(a, b, f"{prefix}{key}.")
+        if found:
+            return found
+    return None
 
 
 def load_config(schema: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:

@@ -13,6 +13,17 @@ class UserError(Exception):
     """A problem with the user's input, reported as one line without a traceback."""
 
 
+def printable(text: object, limit: int | None = None) -> str:
+    """`text` safe to print on a terminal as (part of) one line: control characters (newlines, terminal
+    escape sequences, NUL) and other unprintable characters written as Python escapes (`\x1b`); cut to
+    `limit` characters if given. Strings from files (a genotype's provenance, a config's name) and the
+    user input that error messages quote go through it."""
+    text = str(text)
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."
+
+
 _warned: set[str] = set()  # the warnings this process has printed (each is said once)
 
 
@@ -24,4 +35,4 @@ def warn(message: str, once: str | None = None) -> None:
     if key in _warned or os.environ.get("RANK", "0") != "0":
         return
     _warned.add(key)
-    print(f"nas: warning: {message}", file=sys.stderr, flush=True)
+    print(f"nas: warning: {printable(message)}", file=sys.stderr, flush=True)

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from nas.atomic import atomic_write
+from nas.atomic import atomic_write, read_json_object
 from nas.errors import UserError
 from nas.rundir import ALPHAS_FILE, CONFIG_FILE, GENOTYPE_FILE, RESULT_FILE
 
@@ -96,7 +96,7 @@ def run_metadata(run_dir: Path) -> tuple[nn.Module, dict[str, Any]]:
     Raises:
         UserError: not a retrain run directory, or no checkpoint yet.
     """
-    from nas.checkpoint import CHECKPOINT, load_checkpoint
+    from nas.checkpoint import CHECKPOINT, load_checkpoint, restoring
     from nas.config import TrainRunConfig, load_config, to_dict
     from nas.space import resolve_genotype
 
@@ -114,6 +114,7 @@ def run_metadata(run_dir: Path) -> tuple[nn.Module, dict[str, Any]]:
         from nas.data import load_dataset
 
         info = asdict(load_dataset(cfg.data, train=True).info)
+    _check_info(run_dir / CHECKPOINT, info)
     meta: dict[str, Any] = {
         "genotype": genotype.to_dict(),
         "config": to_dict(cfg),
@@ -125,10 +126,34 @@ def run_metadata(run_dir: Path) -> tuple[nn.Module, dict[str, Any]]:
     }
     metrics = run_dir / RESULT_FILE
     if metrics.is_file():
-        meta["metrics"] = {k: v for k, v in json.loads(metrics.read_text()).items() if k != "genotype"}
+        result = read_json_object(metrics, "the run's result")
+        meta["metrics"] = {k: v for k, v in result.items() if k != "genotype"}
     network = build_network(meta)
-    network.load_state_dict({k: v for k, v in state["model"].items() if not k.startswith("auxiliary_head.")})
+    with restoring(run_dir / CHECKPOINT):  # another space's or another config's weights: one line
+        network.load_state_dict(
+            {k: v for k, v in state["model"].items() if not k.startswith("auxiliary_head.")}
+        )
     return network, meta
+
+
+def _check_info(path: Path, info: Any) -> None:
+    """The checkpoint's `data_info` is what `DatasetInfo` holds: sizes within the bounds of a config
+    (`nas.limits`), statistics per channel."""
+    from nas.limits import RANGES
+
+    sizes = {"num_classes": RANGES["data.synthetic.classes"], "in_channels": RANGES["data.synthetic.channels"],
+             "image_size": RANGES["data.image_size"]}  # fmt: skip
+    ok = isinstance(info, dict) and all(
+        isinstance(info.get(k), int) and not isinstance(info[k], bool) and info[k] in r
+        for k, r in sizes.items()
+    )
+    ok = ok and all(
+        isinstance(info.get(k), (list, tuple)) and len(info[k]) == info["in_channels"]
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in info[k])
+        for k in ("mean", "std")
+    )  # fmt: skip
+    if not ok:
+        raise UserError(f"{path} is not a nas checkpoint: its data_info is not a dataset description")
 
 
 # ---- writing ------------------------------------------------------------------------------------------

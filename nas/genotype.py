@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.atomic import atomic_write_text
-from nas.errors import UserError
+from nas.errors import UserError, printable
 from nas.limits import MAX_CELLS, MAX_EDGES_PER_NODE, MAX_GENOTYPE_BYTES, MAX_NODES, MAX_OP_NAME
 from nas.registry import Registry
 
@@ -280,7 +280,7 @@ def describe(genotype: Genotype, input_states: int) -> str:
     prov = genotype.provenance
     if prov:
         keys = [k for k in ("run", "epoch", "seed", "sampler", "source") if k in prov]
-        lines.append("provenance: " + ", ".join(f"{k}={prov[k]}" for k in keys))
+        lines.append("provenance: " + ", ".join(f"{k}={printable(prov[k], 80)}" for k in keys))
     for name, cell in genotype.cells.items():
         states = ", ".join(map(str, cell.concat))
         output = f"state {states}" if len(cell.concat) == 1 else f"concat of states {states}"

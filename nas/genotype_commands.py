@@ -60,6 +60,9 @@ def add_ground_truth_args(p: argparse.ArgumentParser) -> None:
 
 
 def ground_truth_config(args: argparse.Namespace) -> GroundTruthConfig:
+    from nas.limits import GROUND_TRUTH_RANGES, check_flags
+
+    check_flags(vars(args), GROUND_TRUTH_RANGES)
     return GroundTruthConfig(source=args.ground_truth, path=args.benchmark_file, epochs=args.benchmark_epochs,
                              trial_seed=args.benchmark_seed)  # fmt: skip
 
@@ -99,7 +102,7 @@ def cmd_genotype_info(args: argparse.Namespace) -> int:
 
     from nas.config import ModelConfig
     from nas.limits import INFO_RANGES, check_flags
-    from nas.memory import check_inference, parameter_budget
+    from nas.memory import build_checked, check_inference
     from nas.profile import model_summary
 
     check_flags(vars(args), INFO_RANGES)
@@ -115,11 +118,12 @@ def cmd_genotype_info(args: argparse.Namespace) -> int:
         if getattr(args, key) is None:
             setattr(args, key, value)
     cfg = ModelConfig(init_channels=args.init_channels, layers=args.layers, auxiliary=True, network=network)
-    with parameter_budget(torch.device("cpu"), 4 * 3, "the network", "--init-channels or --layers"):
-        # one SGD could train here
-        net = space.build_network(genotype, cfg, args.classes, args.in_channels, args.image_size)
     shape = (args.in_channels, args.image_size, args.image_size)
-    check_inference(net, shape, "--init-channels, --layers or --image-size")  # the FLOP count's pass
+    net = build_checked(  # 4 x 3: one SGD could train here; the check: the FLOP count's pass
+        lambda: space.build_network(genotype, cfg, args.classes, args.in_channels, args.image_size),
+        lambda net: check_inference(net, shape, "--init-channels, --layers or --image-size"),
+        torch.device("cpu"), 4 * 3, "the network", "--init-channels or --layers",
+    )  # fmt: skip
     summary = model_summary(net, shape)
     print(f"space {genotype.space}, {network} network: {args.init_channels} channels, {args.layers} layers, "
           f"{args.classes} classes, {args.in_channels}x{args.image_size}x{args.image_size} input")  # fmt: skip

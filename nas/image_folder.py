@@ -25,6 +25,7 @@ import hashlib
 import os
 import sys
 import warnings
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ from nas.atomic import atomic_write
 from nas.config import DataConfig
 from nas.datasets import DATASETS, DatasetInfo, ImageSet
 from nas.errors import UserError
+from nas.limits import MAX_IMAGE_PIXELS
 
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
@@ -61,7 +63,15 @@ def _visible(folder: str) -> list[os.DirEntry]:
 
 
 def list_split(root: Path, split: str, image_size: int | None) -> Listing:
-    """Scan `root/split/<class>/*`. Raises UserError naming the folder or file that breaks the layout."""
+    """Scan `root/split/<class>/*`. Raises UserError naming the folder or file that breaks the layout, or
+    the path the file system refused (a symlink loop, no permission)."""
+    try:
+        return _list_split(root, split, image_size)
+    except OSError as exc:
+        raise UserError(f"cannot read the image folder: {exc.filename}: {exc.strerror}") from None
+
+
+def _list_split(root: Path, split: str, image_size: int | None) -> Listing:
     folder = root / split
     if not folder.is_dir():
         raise UserError(
@@ -111,6 +121,29 @@ def check_same_classes(train: Listing, test: Listing) -> None:
 # ---- decoding -----------------------------------------------------------------------------------------
 
 
+def check_header(path: str) -> None:
+    """Refuse, from its header alone, an image whose decoded pixels would exceed `MAX_IMAGE_PIXELS`: a few
+    small files claiming 13000 x 13000 pixels would otherwise take gigabytes to decode (a decompression
+    bomb). A header Pillow cannot read is left to the decoder, which names the file."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's own DecompressionBombWarning: the line below says it
+            with Image.open(path) as im:
+                width, height = im.size
+    except Image.DecompressionBombError:  # Pillow's own limit (above ours) refused to open it
+        width = height = None
+    except Exception:  # Pillow raises many types for broken files; the decoder names it
+        return
+    if width is None or width * height > MAX_IMAGE_PIXELS:
+        size = "over 178M" if width is None else f"{width}x{height}"
+        raise UserError(
+            f"{path} claims {size} pixels, over the {MAX_IMAGE_PIXELS:,} an image may have here "
+            "(a decompression bomb, or a picture far larger than any dataset's)"
+        )
+
+
 def _decode_file(path: str) -> torch.Tensor:
     """One image as uint8 (C, H, W) through Pillow: grey modes stay grey, everything else becomes RGB."""
     from PIL import Image
@@ -141,6 +174,8 @@ def _batch_jpeg_decoder():
 def _decode_chunk(paths: list[str], image_size: int | None) -> list[torch.Tensor]:
     from torchvision.transforms.v2.functional import resize
 
+    for path in paths:  # before anything is decoded
+        check_header(path)
     images: list[torch.Tensor | None] = [None] * len(paths)
     jpegs = [i for i, p in enumerate(paths) if p.lower().endswith((".jpg", ".jpeg"))]
     batch_decode = _batch_jpeg_decoder() if jpegs else None
@@ -210,16 +245,47 @@ def _cache_dirs(cfg: DataConfig) -> list[Path]:
     return [Path(cfg.root) / ".nas-cache", home]
 
 
-def _read_cache(cfg: DataConfig, name: str) -> dict[str, np.ndarray] | None:
+def _read_cache(cfg: DataConfig, name: str, listing: Listing, stats: bool) -> dict[str, np.ndarray] | None:
+    """The cached arrays of `listing`, or None. A file that is torn, foreign or does not hold exactly what
+    decoding `listing` gives (`_fits`) is ignored with a warning, decoded again and overwritten: a cache
+    poisoned with labels out of range never reaches a run. Its members must be stored uncompressed (as
+    `_write_cache` writes them), so a small file cannot inflate into gigabytes."""
     for folder in _cache_dirs(cfg):
         path = folder / name
         if path.is_file():
             try:
+                with zipfile.ZipFile(path) as archive:
+                    if any(m.compress_type != zipfile.ZIP_STORED for m in archive.infolist()):
+                        raise ValueError("compressed members")
                 with np.load(path, allow_pickle=False) as z:
-                    return {k: z[k] for k in z.files}
+                    arrays = {k.removesuffix(".npy"): z[k] for k in z.files}
+                if _fits(arrays, listing, cfg.image_size, stats):
+                    return arrays
             except Exception:  # torn or foreign: decode again and overwrite it
-                print(f"nas: ignoring unreadable cache file {path}", file=sys.stderr)
+                pass
+            print(f"nas: ignoring unreadable or foreign cache file {path}", file=sys.stderr)
     return None
+
+
+def _fits(arrays: dict[str, np.ndarray], listing: Listing, image_size: int | None, stats: bool) -> bool:
+    """Whether cached arrays are what decoding `listing` gives: uint8 (N, C, S, S) images, C 1 or 3, the
+    listing's labels exactly, and (training split) a finite mean and positive std per channel."""
+    images, labels = arrays.get("images"), arrays.get("labels")
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4:
+        return False
+    n, c, h, w = images.shape
+    if n != len(listing.files) or c not in (1, 3) or h != w or (image_size is not None and h != image_size):
+        return False
+    if not isinstance(labels, np.ndarray) or not np.array_equal(labels, np.asarray(listing.labels, np.int64)):
+        return False
+    if stats:
+        mean, std = arrays.get("mean"), arrays.get("std")
+        for v in (mean, std):
+            if not isinstance(v, np.ndarray) or v.shape != (c,) or not np.isfinite(v).all():
+                return False
+        if not (std > 0).all():
+            return False
+    return True
 
 
 def _write_cache(cfg: DataConfig, name: str, arrays: dict[str, np.ndarray]) -> None:
@@ -236,8 +302,8 @@ def _load_split(cfg: DataConfig, listing: Listing, split: str, stats: bool) -> d
     """The decoded split (images, labels and, for the training split, mean and std), from the cache or
     decoded now and cached."""
     name = f"{split}-{listing.key}.npz"
-    arrays = _read_cache(cfg, name)
-    if arrays is not None and len(arrays.get("labels", ())) == len(listing.files):
+    arrays = _read_cache(cfg, name, listing, stats)
+    if arrays is not None:
         return arrays
     images = decode(listing, cfg.image_size)
     arrays = {"images": images.numpy(), "labels": np.asarray(listing.labels, dtype=np.int64)}

@@ -5,6 +5,8 @@ Two measurements, neither of which knows anything about the search space:
   module hook). The parameter that takes the total past what the device can hold stops the build before
   its memory is initialised, so `init_channels=100000` is refused in a line instead of filling the
   machine. A CPU allocation the operating system refuses outright is reported the same way.
+- `build_checked`: both of them on a build on the meta device, before the real build: nothing of a
+  network that cannot fit is ever allocated.
 - `activations`: one forward pass of the built network on PyTorch's `meta` device (shapes only, no
   storage; the parameters are swapped for meta tensors for the pass) with a hook on every leaf module.
   The sum of the leaf outputs approximates what autograd keeps for the backward pass per image. It also checks that the network accepts the data's image size: a network whose reductions
@@ -104,6 +106,29 @@ def parameter_budget(device: torch.device, bytes_per_param: int, what: str, knob
         raise refused_allocation(exc) from None
     finally:
         hook.remove()
+
+
+def build_checked(build: Callable[[], nn.Module], check: Callable[[nn.Module], None], device: torch.device,
+                  bytes_per_param: int, what: str, knobs: str) -> nn.Module:  # fmt: skip
+    """`build()` twice: first on the meta device (shapes only, no memory; the global RNG left as it was),
+    counted by `parameter_budget` and judged by `check(model)`, then, only if it passed, for real on the
+    CPU. So a network that cannot fit is refused before any of its memory exists (a 10-node, 100-layer,
+    4096-channel supernet took 5 GB of RAM before its refusal when it was counted while being built),
+    at the price of building twice (Python time only).
+
+    Raises:
+        UserError: the refusal of `parameter_budget` or of `check`.
+    """
+    with (
+        torch.random.fork_rng(devices=[]),
+        torch.device("meta"),
+        parameter_budget(device, bytes_per_param, what, knobs),
+    ):
+        shadow = build()
+    check(shadow)
+    del shadow
+    with parameter_budget(device, bytes_per_param, what, knobs):  # e.g. a CPU allocation refused outright
+        return build()
 
 
 @contextlib.contextmanager

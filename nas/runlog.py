@@ -47,10 +47,12 @@ class RunLogger:
         keep = []
         for line in self.metrics_path.read_text().splitlines():
             try:
-                if json.loads(line).get("epoch", -1) < epoch:
-                    keep.append(line)
+                row = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a torn last line from a kill
+            done = row.get("epoch", -1) if isinstance(row, dict) else None  # not an object: a foreign line
+            if isinstance(done, (int, float)) and done < epoch:
+                keep.append(line)
         atomic_write_text(self.metrics_path, "".join(line + "\n" for line in keep))
 
     @property
@@ -99,14 +101,16 @@ class RunLogger:
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """metrics.jsonl as a list of dicts, skipping a torn last line."""
+    """metrics.jsonl as a list of dicts, skipping a torn last line (and any line that is not an object)."""
     rows = []
     path = Path(path)
     if not path.is_file():
         return rows
     for line in path.read_text().splitlines():
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
+            row = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
             continue
+        if isinstance(row, dict):
+            rows.append(row)
     return rows

@@ -49,14 +49,13 @@ def constant(cfg: TauConfig, u: float, span: float) -> float:
 
 @SCHEDULES.register("linear")
 def linear(cfg: TauConfig, u: float, span: float) -> float:
-    return cfg.start + (cfg.end - cfg.start) * min(u / span, 1.0)
+    return cfg.start + (cfg.end - cfg.start) * min(u / span, 1.0)  # > 0 for taus in nas.limits.TAU
 
 
 @SCHEDULES.register("exponential")
 def exponential(cfg: TauConfig, u: float, span: float) -> float:
     rate = cfg.rate if cfg.rate is not None else math.log(cfg.start / cfg.end) / span
-    value = cfg.start * math.exp(-rate * u)
-    return max(cfg.end, value) if rate >= 0 else min(cfg.end, value)
+    return _clamped(cfg, cfg.start * math.exp(_bounded(-rate * u)))
 
 
 @SCHEDULES.register("cosine")
@@ -90,8 +89,22 @@ class LearnedTemperature(nn.Module):
 
 @SCHEDULES.register("step")
 def step(cfg: TauConfig, u: float, span: float) -> float:
-    value = cfg.start * cfg.step_factor ** math.floor(u / cfg.step_every)
-    return max(cfg.end, value) if cfg.step_factor <= 1 else min(cfg.end, value)
+    try:
+        value = cfg.start * cfg.step_factor ** math.floor(u / cfg.step_every)
+    except OverflowError:  # a factor > 1 raised past the largest float: far beyond tau.end
+        value = math.inf
+    return _clamped(cfg, value)
+
+
+def _bounded(x: float) -> float:
+    """An exponent cut to +-600: tau (<= 1e4, nas.limits) times exp of it stays a finite float, and a value
+    cut here lies beyond tau.end anyway, where `_clamped` stops it."""
+    return min(max(x, -600.0), 600.0)
+
+
+def _clamped(cfg: TauConfig, value: float) -> float:
+    """`value` stopped at tau.end on its way from tau.start (never past either)."""
+    return min(max(value, min(cfg.start, cfg.end)), max(cfg.start, cfg.end))
 
 
 def validate_schedule(cfg: TauConfig) -> None:

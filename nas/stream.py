@@ -31,7 +31,7 @@ from nas.augment import augment, normalize
 from nas.config import DataConfig
 from nas.datasets import DatasetInfo
 from nas.errors import UserError
-from nas.image_folder import Listing, check_same_classes, list_split
+from nas.image_folder import Listing, check_header, check_same_classes, list_split
 from nas.rng import Stream, derive_seed
 
 # ImageNet's statistics (torchvision's references, DARTS' train_imagenet.py), in [0, 1] pixel units
@@ -73,7 +73,8 @@ def decoded_bytes(cfg: DataConfig) -> int:
 
 def read_rgb(path: str) -> torch.Tensor:
     """One file as uint8 (3, H, W): torchvision's decoder (JPEG, PNG, GIF, WebP) while torchvision has it
-    (deprecated in favour of TorchCodec), Pillow for the rest."""
+    (deprecated in favour of TorchCodec), Pillow for the rest. Its size is checked from the header first."""
+    check_header(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)

@@ -128,9 +128,9 @@ def test_flatten_merges_nested_and_dotted_keys():
         ({"bogus": 1}, [], "bogus: unknown key (the top level takes: "),
         ({}, ["grid.tau.schedul=[linear]"], "tau.schedul: unknown key (tau takes: schedule, start"),
         ({}, ["grid.tau.schedule=[linear,sawtooth]"], "unknown tau schedule 'sawtooth'"),
-        ({}, ["grid.tau.end=[0.0]"], "tau.end must be finite and > 0"),
+        ({}, ["grid.tau.end=[0.0]"], "tau.end must be finite and in [0.01, 10000]"),
         ({}, ["proxy_train.overrides.train.epoch=2"], "train.epoch: unknown key (train takes: "),
-        ({}, ["jobs=0"], "jobs must be >= 1"),
+        ({}, ["jobs=0"], "jobs must be in [1, 1024]"),
         ({"base": "nowhere.yaml"}, [], "config file not found: nowhere.yaml"),
     ],
 )

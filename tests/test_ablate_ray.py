@@ -97,9 +97,9 @@ def test_bad_executor_stops_before_any_work_with_one_line(tmp_path, capsys, monk
 @pytest.mark.parametrize(
     "overrides,message",
     [
-        (["executor.cpus=0"], "executor.cpus must be > 0, got 0.0"),
-        (["executor.gpus=-1"], "executor.gpus must be >= 0 (or null), got -1.0"),
-        (["executor.retries=-1"], "executor.retries must be >= 0, got -1"),
+        (["executor.cpus=0"], "executor.cpus must be finite and in (0, 1024], got 0.0"),
+        (["executor.gpus=-1"], "executor.gpus must be finite and in [0, 64], got -1.0"),
+        (["executor.retries=-1"], "executor.retries must be in [0, 100], got -1"),
         (
             ["executor.address=127.0.0.1:1"],
             "cannot reach the Ray cluster at 127.0.0.1:1 (Connection refused)",

@@ -118,8 +118,8 @@ def _error(capsys, *argv):
     "overrides, message",
     [
         (["bogus.key=1"], "bogus: unknown key (the top level takes: name, out_dir"),
-        (["tau.start=0"], "tau.start must be finite and > 0"),
-        (["tau.end=-1"], "tau.end must be finite and > 0"),
+        (["tau.start=0"], "tau.start must be finite and in [0.01, 10000]"),
+        (["tau.end=-1"], "tau.end must be finite and in [0.01, 10000]"),
         (["tau.start=nan"], "tau.start must be finite"),
         (["data.batch_size=many"], "data.batch_size: Value 'many' of type 'str' could not be converted"),
         (["sampler.name=argmax"], "unknown sampler"),

@@ -10,13 +10,14 @@ architectures (Yu et al., 2020; Zela et al., 2020).
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nas.atomic import read_json_object
+from nas.errors import UserError
 from nas.stats import (
     bootstrap_diff_ci,
     cliffs_delta,
@@ -33,7 +34,15 @@ def rank_results(path: Path) -> list[float]:
     """The accuracies of a `nas rank -o` file, in its order ("searched", then the baselines); [] if absent."""
     if not path.is_file():
         return []
-    return [r["supernet_acc"] for r in json.loads(path.read_text()).get("results", [])]
+    results = read_json_object(path, "the rank report").get("results", [])
+    accs = (
+        [r.get("supernet_acc") if isinstance(r, dict) else None for r in results]
+        if isinstance(results, list)
+        else [None]
+    )
+    if not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in accs):
+        raise UserError(f"the rank report {path} is not one `nas rank -o` wrote (results[].supernet_acc)")
+    return accs
 
 
 def supernet_kendall(rank: dict[str, float], baseline_acc: dict[str, float]) -> float:

@@ -32,7 +32,7 @@ from nas.ablate.plots import (
     plot_truth_curve,
 )
 from nas.ablate.spec import DONE, AblationConfig, Run, baseline_genotype, flatten
-from nas.atomic import atomic_write_text
+from nas.atomic import atomic_write_text, read_json_object
 from nas.diagnostics import genotype_string
 from nas.errors import UserError
 from nas.genotype import load_genotype_file
@@ -61,7 +61,7 @@ def collect(spec: AblationConfig, runs: list[Run], out: Path) -> list[dict[str, 
         last = metrics[-1] if metrics else {}
         proxy_curve = read_metrics(proxy_dir / METRICS_LOG)
         done = proxy_dir / DONE["proxy"]
-        proxy = json.loads(done.read_text()) if done.is_file() else {}
+        proxy = read_json_object(done, "the proxy retrain's result") if done.is_file() else {}
         row: dict[str, Any] = {"run": run.id, "kind": "baseline" if run.is_baseline else "search"}
         row |= {"setting": run.label, **run.point}
         row["search"] = "-" if run.is_baseline else _status(search_dir, DONE["search"], bool(metrics))

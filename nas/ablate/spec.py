@@ -13,12 +13,13 @@ asked how its supernet ranks them (`nas rank` -> `out_dir/rank/<id>.json`).
 from __future__ import annotations
 
 import itertools
+import math
 import random
 import re
 import shlex
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 from omegaconf import OmegaConf
@@ -27,14 +28,16 @@ from omegaconf.errors import OmegaConfBaseException
 from nas.atomic import atomic_write_text
 from nas.config import SearchRunConfig, TrainRunConfig, load_config, load_structured, to_dict
 from nas.errors import UserError
-from nas.genotype import Genotype, load_genotype_file, save_genotype
+from nas.genotype import Genotype, load_genotype_file, save_genotype, short
 from nas.ground_truth import GroundTruth, GroundTruthConfig, ground_truth_of
+from nas.limits import SEED, Range, check_ranges
 from nas.rundir import ALPHAS_FILE, CONFIG_FILE, RESULT_FILE
 
 ABLATION_FILE = "ablation.yaml"  # the resolved ablation, what `--aggregate` reads
 BASE_SEARCH = "base_search.yaml"  # resolved snapshots of the base configs that every run starts from
 BASE_TRAIN = "base_train.yaml"
 DONE = {"search": ALPHAS_FILE, "proxy": RESULT_FILE}  # written last, once a stage has finished
+MAX_RUNS = 1000  # grid points, and random baselines: each is a search or a retrain (weeks of compute)
 
 
 @dataclass
@@ -54,6 +57,8 @@ class BaselineSpec:
     zoo: list[str] = field(default_factory=list)  # published genotypes, by zoo name
     genotypes: list[str] = field(default_factory=list)  # genotype files (any format nas reads)
     rank: bool = True  # score every baseline inside each finished search's supernet (`nas rank`, Kendall tau)
+
+    RANGES: ClassVar[dict[str, Range]] = {"random": Range(0, MAX_RUNS), "seed": SEED}
 
 
 @dataclass
@@ -77,6 +82,12 @@ class ExecutorSpec:
     gpus: float | None = None  # ray: GPUs per task; null = 1 where the cluster has GPUs, else 0
     retries: int = 3  # ray: how often a point whose worker was lost (or whose stage was killed) is retried
 
+    RANGES: ClassVar[dict[str, Range]] = {
+        "cpus": Range(0, 1024, lo_open=True),
+        "gpus": Range(0, 64),
+        "retries": Range(0, 100),
+    }
+
 
 @dataclass
 class AblationConfig:
@@ -98,6 +109,8 @@ class AblationConfig:
     reference: str | None = None  # a setting every other is tested against (effect size, CI); null = none
     out_dir: str = "runs/ablation"
 
+    RANGES: ClassVar[dict[str, Range]] = {"jobs": Range(1, 1024)}
+
 
 @dataclass
 class Run:
@@ -118,16 +131,13 @@ class Run:
 def load_ablation(path: str | Path, overrides: list[str] | None = None) -> AblationConfig:
     """Read an ablation file with `key=value` overrides; raises UserError on an unknown key or wrong type."""
     spec = load_structured(AblationConfig, path, overrides, kind="ablation")
-    if spec.jobs < 1:
-        raise UserError(f"jobs must be >= 1, got {spec.jobs}")
+    check_ranges(spec)
     if spec.evaluate not in EVALUATE:
         raise UserError(f"evaluate must be one of {', '.join(EVALUATE)}, got {spec.evaluate!r}")
     if spec.evaluate == "proxy" and spec.proxy_train is None and spec.baselines is not None:
         raise UserError(
             "baselines are compared by their proxy retrain: set proxy_train (or evaluate: ground_truth)"
         )
-    if spec.baselines is not None and spec.baselines.random < 0:
-        raise UserError(f"baselines.random must be >= 0, got {spec.baselines.random}")
     return spec
 
 
@@ -206,7 +216,10 @@ def grid_points(spec: AblationConfig) -> list[dict[str, Any]]:
     grid = flatten(spec.grid)
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
-            raise UserError(f"grid.{key} must be a non-empty list of values, got {values!r}")
+            raise UserError(f"grid.{key} must be a non-empty list of values, got {short(values)}")
+    size = math.prod(len(values) for values in grid.values())
+    if size > MAX_RUNS:  # measured before the product is built: each point is a search
+        raise UserError(f"the grid has {size:,} points; an ablation runs at most {MAX_RUNS:,}")
     keys = sorted(grid, key=lambda k: k != spec.seed_key)  # stable: seed first, then the grid's order
     points = [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
     return [{k: p[k] for k in grid} for p in points]

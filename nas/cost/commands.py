@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 from nas.cost.table import METRICS, UNITS, CostTable, NetworkSpec, count_table, load_table
 from nas.errors import UserError
+from nas.limits import BUDGET, COST_RANGES, PROFILE_RANGES, check_flags
 from nas.rundir import COST_TABLE_FILE
 from nas.space import SPACES
 
@@ -48,6 +50,7 @@ def add_budget_args(p: argparse.ArgumentParser) -> None:
 def cmd_cost(args: argparse.Namespace) -> int:
     from nas.space import SPACES
 
+    check_flags(vars(args), COST_RANGES | (PROFILE_RANGES if args.cost_command == "profile" else {}))
     space = SPACES.get(args.space)
     sizes = space.networks["cifar"]  # the space's standard CIFAR network
     if args.nodes is not None and not hasattr(space.Options, "nodes"):
@@ -57,14 +60,9 @@ def cmd_cost(args: argparse.Namespace) -> int:
                        classes=args.classes, in_channels=args.in_channels, image_size=args.image_size, **given)  # fmt: skip
     timer = None
     if args.cost_command == "profile":
-        import torch
-
         from nas.cost.latency import LatencyTimer
 
-        if args.device.startswith("cuda") and not torch.cuda.is_available():
-            raise UserError(f"--device {args.device}: no CUDA device here")
-        if args.batch < 1 or args.repeats < 1 or args.warmup < 0:
-            raise UserError("--batch and --repeats must be >= 1, --warmup >= 0")
+        check_device(args.device)
         timer = LatencyTimer(args.device, args.batch, args.warmup, args.repeats, args.cache)
     table = count_table(space, spec, timer)
     table.save(args.output)
@@ -73,6 +71,19 @@ def cmd_cost(args: argparse.Namespace) -> int:
         print(f"latency: {timer.measured} ops measured, {timer.hits} from the cache {args.cache}")
     print(f"-> {args.output}")
     return 0
+
+
+def check_device(device: str) -> None:
+    """`--device`: cpu, cuda or cuda:N of a GPU this machine has; anything else in one line."""
+    import torch
+
+    if not re.fullmatch(r"cpu|cuda(:\d{1,3})?", device):
+        raise UserError(f"--device must be cpu, cuda or cuda:N, got {device[:40]!r}")
+    if device.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(device.partition(":")[2] or 0)
+        if index >= count:
+            raise UserError(f"--device {device}: this machine has {count} CUDA device(s)")
 
 
 def summary(table: CostTable) -> str:
@@ -94,6 +105,9 @@ def budget_of(args: argparse.Namespace) -> tuple[str, float] | None:
     given = [(m, getattr(args, f"max_{m}")) for m in METRICS if getattr(args, f"max_{m}") is not None]
     if len(given) > 1:
         raise UserError("nas derive takes one budget at a time (--max-flops, --max-params or --max-latency)")
+    for metric, limit in given:
+        if limit not in BUDGET:  # NaN is in no range
+            raise UserError(f"--max-{metric} must be finite and {BUDGET}, got {limit}")
     return given[0] if given else None
 
 

@@ -10,6 +10,7 @@ measures nothing; a different device or torch version never reads another's numb
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import time
 from pathlib import Path
@@ -18,7 +19,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from nas.atomic import atomic_write_text
+from nas.atomic import atomic_write_text, read_json_object
+from nas.errors import UserError, warn
 
 
 def device_name(device: torch.device) -> str:
@@ -27,6 +29,21 @@ def device_name(device: torch.device) -> str:
     import platform
 
     return f"cpu:{platform.processor() or platform.machine()}"
+
+
+def _read_cache(path: Path) -> dict[str, float]:
+    """The timings in `path`; a file that is not one (corrupt, random bytes, another program's) is ignored
+    with a warning and overwritten by the next measurement."""
+    try:
+        cache = read_json_object(path, "latency cache")
+    except UserError as exc:
+        warn(f"ignoring {exc}")
+        return {}
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+               for v in cache.values()):  # fmt: skip
+        warn(f"ignoring latency cache {path}: its values are not timings")
+        return {}
+    return cache
 
 
 class LatencyTimer:
@@ -40,7 +57,7 @@ class LatencyTimer:
         self.cache_path = Path(cache) if cache else None
         self.cache: dict[str, float] = {}
         if self.cache_path is not None and self.cache_path.is_file():
-            self.cache = json.loads(self.cache_path.read_text())
+            self.cache = _read_cache(self.cache_path)
         self.hits = self.measured = 0
 
     def meta(self) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import random
 import statistics
 from dataclasses import asdict, dataclass, field, fields
@@ -30,7 +31,7 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from nas.atomic import atomic_write_text
+from nas.atomic import atomic_write_text, read_json_object
 from nas.config import ModelConfig, SpaceConfig
 from nas.cost.rule import CellRule, one_hot
 from nas.errors import UserError
@@ -121,16 +122,40 @@ class CostTable:
 def load_table(path: str | Path) -> CostTable:
     """Read a table written by `nas cost table|profile`; UserError on a missing or foreign file."""
     path = Path(path)
+    if not path.is_file():
+        raise UserError(f"cost table not found: {path}")
+    data = read_json_object(path, "cost table")
+    foreign = UserError(f"{path} is not a cost table (made by `nas cost table` or `nas cost profile`)")
+    if data.get("format") != FORMAT or data.get("version") != VERSION:
+        raise foreign
     try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"cost table not found: {path}") from None
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read cost table {path}: {exc}") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("version") != VERSION:
-        raise UserError(f"{path} is not a cost table (made by `nas cost table` or `nas cost profile`)")
-    return CostTable(NetworkSpec(**data["network"]), tuple(data["primitives"]), data["fixed"], data["cells"],
-                     data.get("sites", []), data.get("latency"))  # fmt: skip
+        table = CostTable(NetworkSpec(**data["network"]), tuple(data["primitives"]), dict(data["fixed"]),
+                          dict(data["cells"]), data.get("sites", []), data.get("latency"))  # fmt: skip
+    except (KeyError, TypeError, ValueError):
+        raise foreign from None
+    if not _well_formed(table):
+        raise foreign
+    return table
+
+
+def _number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _well_formed(table: CostTable) -> bool:
+    """Every metric a fixed number and per cell type a non-empty (E, K) grid of numbers, K the primitives."""
+    k = len(table.primitives)
+    if not table.cells or set(table.cells) - set(METRICS) or set(table.cells) - set(table.fixed):
+        return False
+    for metric, per_cell in table.cells.items():
+        if not _number(table.fixed[metric]) or not isinstance(per_cell, dict) or not per_cell:
+            return False
+        for rows in per_cell.values():
+            if not isinstance(rows, list) or not rows:
+                return False
+            if not all(isinstance(r, list) and len(r) == k and all(map(_number, r)) for r in rows):
+                return False
+    return all(isinstance(p, str) for p in table.primitives)
 
 
 # --- counting -----------------------------------------------------------------------------------------
@@ -166,10 +191,14 @@ def cover_genotypes(space: Any, cfg: SpaceConfig, op: int) -> list[tuple[Genotyp
     return out
 
 
+def _device(module: nn.Module) -> torch.device:
+    return next(module.parameters(), torch.empty(0)).device
+
+
 def _flops(module: nn.Module, shape: tuple[int, ...]) -> int:
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
-        module(torch.zeros((1, *shape)))
+        module(torch.zeros((1, *shape), device=_device(module)))
     return int(counter.get_total_flops())
 
 
@@ -183,8 +212,13 @@ def _edge_shapes(
     hooks = [m.register_forward_hook(lambda mod, a, out: shapes.__setitem__(id(mod), (a[0].shape, out.shape)))
              for _, _, m in edges]  # fmt: skip
     counter = FlopCounterMode(display=False)
-    with counter if flops else contextlib.nullcontext(), torch.no_grad():
-        network(torch.zeros((1, *input_shape)))
+    try:
+        with counter if flops else contextlib.nullcontext(), torch.no_grad():
+            network(torch.zeros((1, *input_shape), device=_device(network)))
+    except (RuntimeError, ValueError, IndexError) as exc:  # e.g. reductions that shrink the image to nothing
+        shape = "x".join(map(str, input_shape))
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise UserError(f"the network cannot process {shape} images ({reason})") from None
     for h in hooks:
         h.remove()
     found = [(ct, row, m, tuple(shapes[id(m)][0][1:]), tuple(shapes[id(m)][1][1:])) for ct, row, m in edges]
@@ -192,7 +226,12 @@ def _edge_shapes(
 
 
 def count_table(space: Any, net: NetworkSpec, timer: Any | None = None) -> CostTable:
-    """The FLOPs and parameter table of `net` (and latency with a `LatencyTimer`); see the module doc."""
+    """The FLOPs and parameter table of `net` (and latency with a `LatencyTimer`); see the module doc.
+
+    FLOPs and parameters are counted on the meta device (shapes only): no network is ever allocated, so
+    the table of a network far too large for the machine costs Python time only. Latency needs the real
+    ops: each network is then built only after its meta twin was judged to fit the CPU
+    (`nas.memory.build_checked`)."""
     space_cfg = net.space_config(space)
     rules, shapes = rules_of(space, space_cfg)
     metrics = ["flops", "params"] + ["latency"] * (timer is not None)
@@ -202,8 +241,7 @@ def count_table(space: Any, net: NetworkSpec, timer: Any | None = None) -> CostT
     for k in sorted(set().union(*(rule.allowed for rule in rules.values()))):
         done: set[tuple[str, int]] = set()  # (cell type, row) entries of column k filled so far
         for round_, (genotype, names) in enumerate(cover_genotypes(space, space_cfg, k)):
-            network = space.build_network(genotype, net.model_config(), net.classes, net.in_channels,
-                                          net.image_size).eval()  # fmt: skip
+            network = _build(space, genotype, net, timed=timer is not None, first=round_ == 0).eval()
             # the whole network's FLOPs in the first round of each op: enough to check the additive model
             edges, total_flops = _edge_shapes(space, network, net.input_shape(), flops=round_ == 0)
             spent = dict.fromkeys(metrics, 0.0)
@@ -230,6 +268,25 @@ def count_table(space: Any, net: NetworkSpec, timer: Any | None = None) -> CostT
     table = {m: {ct: t.tolist() for ct, t in c.items()} for m, c in cells.items()}
     return CostTable(net, tuple(space.primitives), fixed_cost, table, list(sites.values()),
                      timer.meta() if timer is not None else None)  # fmt: skip
+
+
+def _build(space: Any, genotype: Genotype, net: NetworkSpec, timed: bool, first: bool) -> nn.Module:
+    """The retrain network of `genotype`: on the meta device unless `timed` (latency); then built for
+    real, after a check on its meta twin where `first` (the first network of each op: the later ones have
+    the same sizes)."""
+    from nas.memory import build_checked, check_inference
+
+    def build() -> nn.Module:
+        return space.build_network(genotype, net.model_config(), net.classes, net.in_channels, net.image_size)
+
+    if not timed:
+        with torch.device("meta"):
+            return build()
+    if not first:
+        return build()
+    knobs = "--init-channels, --layers or --image-size"
+    return build_checked(build, lambda m: check_inference(m, net.input_shape(), knobs), torch.device("cpu"),
+                         4, "the network", knobs)  # fmt: skip
 
 
 def _site(sites: dict, key: tuple, module: nn.Module, timer) -> dict:

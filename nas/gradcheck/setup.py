@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from nas.config import SearchRunConfig, load_config, load_structured
 from nas.errors import UserError
+from nas.limits import SEED, TAU, Range, check_ranges
 from nas.rundir import CONFIG_FILE
 from nas.sampling import SAMPLERS, Sampler, build_sampler
 from nas.space import SPACES, SearchSpace, Supernet
@@ -35,6 +36,11 @@ class GradcheckConfig:
     max_architectures: int = 20_000  # refuse to enumerate more (one forward pass each)
     seed: int = 0  # estimate i of every sampler and tau draws its noise from seed (seed, i)
 
+    RANGES: ClassVar[dict[str, Range]] = {
+        "taus": TAU, "samples": Range(2, 10**6), "batch_size": Range(1, 2**16), "alpha_scale": Range(0, 1e4),
+        "max_architectures": Range(1, 10**6), "seed": SEED,
+    }  # fmt: skip
+
 
 def load_gradcheck(path: str | Path | None, overrides: list[str]) -> GradcheckConfig:
     """The gradcheck config with its value checks; UserError (one line) on a bad key or value."""
@@ -43,10 +49,9 @@ def load_gradcheck(path: str | Path | None, overrides: list[str]) -> GradcheckCo
         raise UserError("nas gradcheck needs exactly one of run=RUN_DIR or base=SEARCH_CONFIG")
     if gc.alpha not in ALPHAS:
         raise UserError(f"alpha must be one of {', '.join(ALPHAS)}, got {gc.alpha!r}")
-    if gc.samples < 2 or gc.batch_size < 1 or gc.max_architectures < 1:
-        raise UserError("samples must be >= 2, batch_size and max_architectures >= 1")
-    if not gc.taus or not all(0 < t < float("inf") for t in gc.taus):
-        raise UserError(f"taus must be a non-empty list of finite values > 0, got {gc.taus}")
+    check_ranges(gc)
+    if not gc.taus:
+        raise UserError("taus must be a non-empty list")
     for name in gc.samplers or []:
         SAMPLERS.get(name)
     for name in gc.sampler_options:
@@ -74,6 +79,7 @@ def samplers(gc: GradcheckConfig, space: SearchSpace) -> dict[str, Sampler]:
             typed = SAMPLERS.get(name).Options(name=name, **options)
         except TypeError as exc:
             raise UserError(f"sampler_options.{name}: {exc}") from None
+        check_ranges(typed, f"sampler_options.{name}.")
         out[name] = build_sampler(typed, space)
     return out
 

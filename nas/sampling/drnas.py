@@ -33,16 +33,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch.distributions import Dirichlet, kl_divergence
 
 from nas.errors import UserError
+from nas.limits import Range
 from nas.sampling.base import Sampler, SamplerConfig, register
 
 BETA_MIN = 1e-6
 CANDIDATES = 4  # Marsaglia-Tsang proposals drawn per element and call
+MAX_ROUNDS = 100  # all fail with probability < 1e-5 a round for finite a >= 1: 100 rounds never all fail
 
 
 @dataclass
@@ -50,14 +53,30 @@ class DrNASOptions(SamplerConfig):
     prior: float = 1.0  # concentration of the Dirichlet(prior * 1) anchor of the KL term
     kl_weight: float = 1e-3  # scale of the KL term (DrNAS `reg_scale`); 0 = off
 
+    RANGES: ClassVar[dict[str, Range]] = {"prior": Range(1e-3, 1e3), "kl_weight": Range(0, 1e6)}
+
 
 def _marsaglia_tsang(a: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Gamma(a, 1) samples for a >= 1 (float64, CPU), every element from `generator`."""
+    """Gamma(a, 1) samples for a >= 1 (float64, CPU), every element from `generator`.
+
+    Raises:
+        UserError: `a` is not finite (the alphas diverged), or, as a guard that should never fire, an
+            element found no accepted proposal in `MAX_ROUNDS` rounds: a rejection loop never spins forever.
+    """
+    if not bool(torch.isfinite(a).all()):
+        raise UserError(
+            "the DrNAS concentrations are not finite: the architecture parameters diverged; start a new run "
+            "with a lower search.arch.lr or sampler.kl_weight"
+        )
     d = a - 1.0 / 3.0
     c = 1.0 / torch.sqrt(9.0 * d)
     out = torch.full_like(a, float("nan"))
     todo = torch.ones_like(a, dtype=torch.bool)
-    while todo.any():  # one round almost always; further rounds only for the elements still without one
+    for _ in range(
+        MAX_ROUNDS
+    ):  # one round almost always; further rounds only for the elements still without one
+        if not todo.any():
+            return out
         d_, c_ = d[todo], c[todo]
         x = torch.randn((CANDIDATES, *d_.shape), generator=generator, dtype=torch.float64)
         u = torch.rand((CANDIDATES, *d_.shape), generator=generator, dtype=torch.float64)
@@ -69,6 +88,10 @@ def _marsaglia_tsang(a: torch.Tensor, generator: torch.Generator) -> torch.Tenso
         idx = todo.nonzero(as_tuple=True)
         out[tuple(i[found] for i in idx)] = value
         todo[tuple(i[found] for i in idx)] = False
+    if todo.any():
+        raise UserError(
+            f"the DrNAS Gamma sampler accepted no proposal in {MAX_ROUNDS} rounds (a < {a.max().item():g})"
+        )
     return out
 
 
@@ -121,14 +144,6 @@ class DrNAS(Sampler):
     name = "drnas"
     Options = DrNASOptions
     uses_tau = False
-
-    def check(self) -> None:
-        super().check()
-        o = self.options
-        if not (o.prior > 0 and o.prior < float("inf")):
-            raise UserError(f"sampler.prior must be finite and > 0, got {o.prior}")
-        if not (o.kl_weight >= 0 and o.kl_weight < float("inf")):
-            raise UserError(f"sampler.kl_weight must be finite and >= 0, got {o.kl_weight}")
 
     def weights(self, alpha: torch.Tensor, tau: float, generator: torch.Generator) -> torch.Tensor:
         return dirichlet_sample(alpha, generator)

@@ -31,11 +31,12 @@ and a softmax each: nothing next to the supernet.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
-from nas.errors import UserError
+from nas.limits import Range
 from nas.sampling.base import (
     Sampler,
     SamplerConfig,
@@ -51,6 +52,8 @@ from nas.sampling.base import (
 @dataclass
 class GumbelRaoOptions(SamplerConfig):
     mc_samples: int = 10  # K, conditional Gumbel draws per sample (Paulus et al. use 10 to 1000)
+
+    RANGES: ClassVar[dict[str, Range]] = {"mc_samples": Range(1, 10_000)}  # K x E x K floats per step
 
 
 def conditional_gumbel(theta: torch.Tensor, hard: torch.Tensor, exp_noise: torch.Tensor) -> torch.Tensor:
@@ -84,11 +87,6 @@ class GumbelRao(Sampler):
     name = "gumbel_rao"
     Options = GumbelRaoOptions
     one_hot = True
-
-    def check(self) -> None:
-        super().check()
-        if self.options.mc_samples < 1:
-            raise UserError(f"sampler.mc_samples must be >= 1, got {self.options.mc_samples}")
 
     def weights(self, alpha: torch.Tensor, tau: float, generator: torch.Generator) -> torch.Tensor:
         tau = check_tau(tau)

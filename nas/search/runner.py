@@ -29,7 +29,7 @@ from nas.data import search_loaders
 from nas.distributed import lr_scale
 from nas.genotype import save_genotype
 from nas.ground_truth import ground_truth_of
-from nas.memory import SUPERNET_SIZE, check_supernet, parameter_budget
+from nas.memory import SUPERNET_SIZE, build_checked, check_supernet
 from nas.plot import cell_figure, plot_genotype
 from nas.rng import sampler_seed
 from nas.run import EpochRun
@@ -82,9 +82,11 @@ class SearchRunner(EpochRun):
             cfg.data, device=self.device, seed=cfg.seed, rank=self.rank, world_size=self.world_size,
             channels_last=cfg.channels_last,
         )  # fmt: skip
-        with parameter_budget(self.device, 4 * 3, "the supernet", SUPERNET_SIZE):  # weights, grads, momentum
-            model = self.space.build_supernet(cfg.space, self.info.num_classes, self.info.in_channels)
-        check_supernet(model, cfg, self.info, self.device, self.sampler)  # before it moves there
+        model = build_checked(  # refused before any of its memory exists; 4 x 3: weights, grads, momentum
+            lambda: self.space.build_supernet(cfg.space, self.info.num_classes, self.info.in_channels),
+            lambda net: check_supernet(net, cfg, self.info, self.device, self.sampler),
+            self.device, 4 * 3, "the supernet", SUPERNET_SIZE,
+        )  # fmt: skip
         self.model = self.place(model)
         if dist:  # identical by seeding already; rank 0's copy makes it so by construction
             dist.broadcast_module(self.model)

@@ -24,7 +24,7 @@ from nas.config import TrainConfig, TrainRunConfig
 from nas.data import train_loaders
 from nas.distributed import lr_scale
 from nas.genotype import Genotype, save_genotype
-from nas.memory import NETWORK_SIZE, check_network, parameter_budget
+from nas.memory import NETWORK_SIZE, build_checked, check_network
 from nas.profile import model_summary
 from nas.rng import Stream, derive_seed
 from nas.run import EpochRun
@@ -70,11 +70,13 @@ class Trainer(EpochRun):
             cfg.data, device=self.device, seed=cfg.seed, rank=self.rank, world_size=self.world_size,
             channels_last=cfg.channels_last,
         )  # fmt: skip
-        with parameter_budget(self.device, 4 * (3 + cfg.train.ema), "the network", NETWORK_SIZE):
-            model = self.space.build_network(
+        model = build_checked(  # refused before any of its memory exists
+            lambda: self.space.build_network(
                 self.genotype, cfg.model, self.info.num_classes, self.info.in_channels, self.info.image_size
-            )
-        check_network(model, cfg, self.genotype, self.info, self.device)  # before it moves there
+            ),
+            lambda net: check_network(net, cfg, self.genotype, self.info, self.device),
+            self.device, 4 * (3 + cfg.train.ema), "the network", NETWORK_SIZE,
+        )  # fmt: skip
         self.summary = model_summary(
             model, (self.info.in_channels, self.info.image_size, self.info.image_size)
         )

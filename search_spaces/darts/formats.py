@@ -38,13 +38,17 @@ def _literal_concat(node: ast.AST) -> list[int]:
         args = [ast.literal_eval(a) for a in node.args]
         if node.keywords or not all(isinstance(a, int) and not isinstance(a, bool) for a in args):
             raise ValueError("range() takes integers")
-        states = range(*args)
+        # bounded before measuring: len(range(0, 10**30)) does not fit a C integer
+        states = range(*args) if all(abs(a) <= 1 << 20 for a in args) and 1 <= len(args) <= 3 else range(0)
         if not 0 < len(states) <= MAX_NODES + 2:
             raise UserError(
                 f"DARTS genotype concat {short(ast.unparse(node))} must name 1 to {MAX_NODES + 2} states"
             )
         return list(states)
-    return list(ast.literal_eval(node))
+    concat = ast.literal_eval(node)
+    if not isinstance(concat, (list, tuple)):  # a set or dict would pass as a list in an order of its own
+        raise UserError(f"DARTS genotype concat must be a list or range(...), got {short(concat)}")
+    return list(concat)
 
 
 def from_darts_string(text: str, space: str = "darts") -> Genotype:

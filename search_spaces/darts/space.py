@@ -67,7 +67,13 @@ class DartsOptions(SpaceConfig):
 
     def check(self, cfg: object) -> None:
         """Every cell's channels (init_channels, doubled at each reduction) must split into K equal parts;
-        the second-order step differentiates alpha alone, so it cannot train edge normalisation."""
+        the second-order step differentiates alpha alone, so it cannot train edge normalisation; a supernet
+        needs both cell types, and its reduction cells sit at layers // 3 and 2 * layers // 3."""
+        if self.layers < 3:
+            raise UserError(
+                f"space.layers={self.layers}: a DARTS supernet needs at least 3 layers (below that it has no "
+                "reduction cell, so the reduce cell's architecture would never be trained)"
+            )
         if self.init_channels % self.partial_channels:
             raise UserError(
                 f"space.partial_channels={self.partial_channels} must divide space.init_channels="
