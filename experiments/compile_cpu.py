@@ -14,9 +14,9 @@ import time
 import torch
 
 import search_spaces  # noqa: F401  (registers the spaces)
+from nas.arch.space import SPACES
 from nas.config import SearchRunConfig, load_config
 from nas.sampling import sample_architecture
-from nas.space import SPACES
 
 
 def main(mode: str) -> None:

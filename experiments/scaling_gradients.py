@@ -19,10 +19,10 @@ import tempfile
 import torch
 
 import search_spaces  # noqa: F401  (registers the spaces)
+from nas.arch.space import SPACES
 from nas.config import SearchRunConfig, load_config
 from nas.sampling import sample_architecture
 from nas.search.runner import SearchRunner
-from nas.space import SPACES
 
 
 def build(args: argparse.Namespace, out_dir: str) -> SearchRunner:

@@ -1,4 +1,4 @@
-"""Concrete search spaces. Importing this package registers each one in `nas.space.SPACES`."""
+"""Concrete search spaces. Importing this package registers each one in `nas.arch.space.SPACES`."""
 
 from search_spaces import (
     darts,  # noqa: F401

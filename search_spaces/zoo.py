@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from nas.genotype import Genotype
-from nas.registry import Registry
+from nas.arch.genotype import Genotype
+from nas.core.registry import Registry
 from search_spaces.darts.formats import from_darts_string
 from search_spaces.nb201.formats import from_nb201_string
 

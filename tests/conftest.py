@@ -33,8 +33,8 @@ TINY_TRAIN = [
 
 @pytest.fixture(autouse=True)
 def _warnings_said_again():
-    """`nas.errors.warn` says each warning once per process: once per test here, so a test sees its own."""
-    from nas import errors
+    """`nas.core.errors.warn` says each warning once per process: once per test here, so a test sees its own."""
+    from nas.core import errors
 
     errors._warned.clear()
 

@@ -19,10 +19,10 @@ import yaml
 from nas.ablate import executors
 from nas.ablate import launch as ablate_run
 from nas.ablate import spec as ablate
+from nas.arch.genotype import load_genotype_file
 from nas.cli import main
 from nas.config import SearchRunConfig, load_config
-from nas.errors import UserError
-from nas.genotype import load_genotype_file
+from nas.core.errors import UserError
 from tests.conftest import ROOT
 
 TINY = {
@@ -241,8 +241,8 @@ def test_tiny_ablation_compares_searched_with_random_cells(tiny_ablation):
     """The comparison's numbers are those of the retrained runs: percentiles, U test, Kendall tau."""
     import json
 
-    from nas.space import SPACES
-    from nas.stats import kendall_tau, mann_whitney_greater, percentile
+    from nas.arch.space import SPACES
+    from nas.core.stats import kendall_tau, mann_whitney_greater, percentile
 
     rows = {r["run"]: r for r in read_csv(tiny_ablation / "results.csv")}
     random_ids = ["random-00", "random-01", "random-02"]
@@ -398,9 +398,9 @@ def truth_ablation(tmp_path_factory) -> Path:
 def test_ground_truth_ablation_judges_every_cell_by_the_table_without_retraining(truth_ablation):
     import json
 
-    from nas.ground_truth import ground_truth_of
-    from nas.space import SPACES, resolve_genotype
-    from nas.stats import mann_whitney_greater
+    from nas.arch.ground_truth import ground_truth_of
+    from nas.arch.space import SPACES, resolve_genotype
+    from nas.core.stats import mann_whitney_greater
 
     truth = ground_truth_of(SPACES.get("nb201"))
     rows = {r["run"]: r for r in read_csv(truth_ablation / "results.csv")}
@@ -439,7 +439,7 @@ def test_ground_truth_ablation_judges_every_cell_by_the_table_without_retraining
 def test_settings_are_tested_against_each_other_and_the_reference(truth_ablation):
     import json
 
-    from nas.stats import kruskal_wallis, permutation_diff
+    from nas.core.stats import kruskal_wallis, permutation_diff
 
     rows = read_csv(truth_ablation / "results.csv")
     groups = {s: [float(r["score"]) for r in rows if r["setting"] == s] for s in ("constant", "linear")}

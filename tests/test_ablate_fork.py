@@ -7,7 +7,7 @@ import pytest
 from nas.ablate.fork import check_forkable, fork_run
 from nas.cli import main
 from nas.config import SearchRunConfig, load_config
-from nas.errors import UserError
+from nas.core.errors import UserError
 from tests.conftest import TINY_SEARCH
 
 WARM = [

@@ -12,10 +12,10 @@ import torch
 import torch.nn as nn
 
 import search_spaces  # noqa: F401  (registers the spaces)
+from nas.arch.mixed_op import MixedOp
+from nas.arch.space import SPACES
 from nas.config import SpaceConfig
-from nas.mixed_op import MixedOp
 from nas.sampling import ArchSample
-from nas.space import SPACES
 from search_spaces.nb201.ops import build_op
 
 SPACE_NAMES = SPACES.names()

@@ -8,15 +8,15 @@ import pytest
 import torch
 
 import search_spaces  # noqa: F401  (registers the spaces)
+from nas.arch.genotype import save_genotype
+from nas.arch.mixed_op import times_one
+from nas.arch.space import SPACES
 from nas.bench.report import expand_compare, human_duration, split_values
 from nas.bench.run import MemoryProbe, PhaseTimer
 from nas.cli import main
 from nas.config import SearchRunConfig, load_config
-from nas.errors import UserError
-from nas.genotype import save_genotype
-from nas.mixed_op import times_one
+from nas.core.errors import UserError
 from nas.search.runner import SearchRunner
-from nas.space import SPACES
 from tests.conftest import ROOT, TINY_SEARCH, TINY_TRAIN
 
 TINY_CONFIG = str(ROOT / "configs" / "search" / "tiny_synthetic.yaml")

@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
+from nas.arch.space import SPACES
 from nas.cli import main
 from nas.config import TrainRunConfig, load_config
-from nas.space import SPACES
 from nas.train.recipe import default_recipe
 from tests.conftest import ROOT, TINY_SEARCH, TINY_TRAIN
 

@@ -1,16 +1,16 @@
 """Config keys that are not what they seem: renamed keys still load under their old name with one
 warning line (old configs, ablation files, saved runs that resume); keys that do nothing for the command,
-space, sampler or dataset are named in one warning line each (`nas.idle.IDLE`, every row tested)."""
+space, sampler or dataset are named in one warning line each (`nas.config.idle.IDLE`, every row tested)."""
 
 from pathlib import Path
 
 import pytest
 
+from nas.arch.space import SPACES
 from nas.cli import main
 from nas.config import RENAMED_KEYS, SearchRunConfig, TrainRunConfig, flat, load_config, to_dict, to_yaml
-from nas.idle import COMMANDS, IDLE, Idle, idle_keys, warn_idle
-from nas.resume import resume_config
-from nas.space import SPACES
+from nas.config.idle import COMMANDS, IDLE, Idle, idle_keys, warn_idle
+from nas.run.resume import resume_config
 from tests.conftest import ROOT, TINY_SEARCH
 
 TINY = str(ROOT / "configs/search/tiny_synthetic.yaml")
@@ -49,7 +49,7 @@ def test_a_saved_run_with_the_old_name_resumes_with_one_warning(tmp_path, capsys
     assert len(_warnings(capsys)) == 1  # read twice by the resume, said once
 
 
-# --- keys that do nothing here: one warning line each (nas.idle.IDLE) ---------------------------------------
+# --- keys that do nothing here: one warning line each (nas.config.idle.IDLE) ---------------------------------------
 
 VALUES = {  # a value other than the default (and valid) for every key the table names
     "data.root": "/elsewhere",

@@ -8,12 +8,12 @@ import random
 import pytest
 from omegaconf import OmegaConf
 
+from nas.arch.space import SPACES, space_options
 from nas.cli import main
 from nas.config import SamplerConfig, SearchRunConfig, SpaceConfig, load_config, to_dict, to_yaml
-from nas.errors import UserError
-from nas.rundir import CONFIG_FILE, GENOTYPE_FILE
+from nas.core.errors import UserError
+from nas.core.rundir import CONFIG_FILE, GENOTYPE_FILE
 from nas.sampling import base as sampling_base
-from nas.space import SPACES, space_options
 from tests.conftest import ROOT
 
 

@@ -9,14 +9,14 @@ import pytest
 import torch
 
 import search_spaces  # noqa: F401
+from nas.arch.rule import CellRule
+from nas.arch.space import SPACES
 from nas.config import SpaceConfig
+from nas.core.errors import UserError
 from nas.cost.budget import best_under_budget, cost_range, derive_within
 from nas.cost.expected import expected_cost
-from nas.cost.rule import CellRule
+from nas.cost.profile import count_flops, count_parameters
 from nas.cost.table import NetworkSpec, count_table, load_table
-from nas.errors import UserError
-from nas.profile import count_flops, count_parameters
-from nas.space import SPACES
 from tests.conftest import ROOT
 
 NB201 = SPACES.get("nb201")

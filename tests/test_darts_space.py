@@ -4,10 +4,10 @@ import pytest
 import torch
 
 import search_spaces  # noqa: F401
+from nas.arch.space import SPACES
 from nas.config import ModelConfig, SpaceConfig
-from nas.profile import count_parameters
+from nas.cost.profile import count_parameters
 from nas.sampling import sample_architecture
-from nas.space import SPACES
 from search_spaces.darts.formats import from_darts_string
 from search_spaces.darts.ops import OPS, PRIMITIVES, FactorizedReduce
 from search_spaces.darts.space import derive_cell

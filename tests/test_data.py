@@ -10,11 +10,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import nas.data as data
-import nas.datasets as datasets
-from nas.augment import augment, normalize
+import nas.data.datasets as datasets
+import nas.data.loaders as data
 from nas.config import DataConfig, SyntheticConfig
-from nas.data import (
+from nas.core.errors import UserError
+from nas.data.augment import augment, normalize
+from nas.data.loaders import (
     DATASETS,
     SYSTEM_FASHION_MNIST,
     TensorLoader,
@@ -24,7 +25,6 @@ from nas.data import (
     split_indices,
     train_loaders,
 )
-from nas.errors import UserError
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)  # 0.5 * 255 is not an integer: no pixel normalises to 0
 

@@ -9,13 +9,13 @@ import pytest
 import torch
 
 import search_spaces  # noqa: F401
+from nas.arch.diagnostics import parameter_free_ops
+from nas.arch.space import SPACES, exclude_ops
 from nas.cli import main
 from nas.config import SearchRunConfig, load_config
+from nas.core.errors import UserError
+from nas.core.rundir import GENOTYPE_FILE
 from nas.cost.budget import derive_capped
-from nas.diagnostics import parameter_free_ops
-from nas.errors import UserError
-from nas.rundir import GENOTYPE_FILE
-from nas.space import SPACES, exclude_ops
 from tests.conftest import ROOT, TINY_SEARCH
 
 NB201 = SPACES.get("nb201")

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import search_spaces  # noqa: F401  (registers the spaces)
-from nas import diagnostics
-from nas.runlog import RunLogger
-from nas.space import SPACES
+from nas.arch import diagnostics
+from nas.arch.space import SPACES
+from nas.run.runlog import RunLogger
 from search_spaces import zoo
 from search_spaces.darts.formats import from_darts_string
 from search_spaces.nb201.formats import from_nb201_string

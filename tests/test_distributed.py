@@ -1,5 +1,5 @@
 """Scale-out under torchrun (gloo, 2 CPU processes, tiny settings): search, retrain, a worker killed by
-SIGKILL, and the collective helpers of `nas.distributed` on their own."""
+SIGKILL, and the collective helpers of `nas.run.distributed` on their own."""
 
 import json
 import os
@@ -16,9 +16,9 @@ import torch.distributed as tdist
 import torch.multiprocessing as mp
 import torch.nn as nn
 
-from nas import distributed
 from nas.config import SearchRunConfig, load_config, to_yaml
-from nas.errors import UserError
+from nas.core.errors import UserError
+from nas.run import distributed
 from tests.conftest import ROOT, TINY_SEARCH, TINY_TRAIN
 
 ENV = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
@@ -186,8 +186,8 @@ EQUIVALENT = [*TINY_SEARCH, "device=cpu", "data.crop_padding=0", "data.flip=fals
 
 def _search(out_dir: Path, batch_size: int, dist: distributed.Distributed | None = None) -> None:
     import search_spaces  # noqa: F401
+    from nas.arch.space import SPACES
     from nas.search.runner import SearchRunner
-    from nas.space import SPACES
 
     cfg = load_config(
         SearchRunConfig, None, [*EQUIVALENT, f"data.batch_size={batch_size}", f"out_dir={out_dir}"]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from nas.config import SearchRunConfig, load_config
-from nas.errors import UserError
+from nas.core.errors import UserError
 from nas.sampling import build_sampler, gumbel_noise, gumbel_softmax, straight_through
 from nas.sampling.drnas import concentration, dirichlet_sample, log_gamma
 from nas.sampling.gumbel_rao import conditional_gumbel, gumbel_rao

@@ -9,11 +9,11 @@ import json
 import pytest
 import torch
 
-from nas import export
-from nas.checkpoint import CHECKPOINT
+from nas.arch.space import SPACES, resolve_genotype
 from nas.cli import main
 from nas.config import TrainRunConfig, load_config, to_dict
-from nas.space import SPACES, resolve_genotype
+from nas.run.checkpoint import CHECKPOINT
+from nas.train import export
 
 RUN = [  # the ImageNet network on synthetic 32 x 32 images, one epoch
     "progress=false",

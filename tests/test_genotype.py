@@ -6,9 +6,7 @@ import random
 import pytest
 
 import search_spaces  # noqa: F401
-from nas.config import SpaceConfig
-from nas.errors import UserError
-from nas.genotype import (
+from nas.arch.genotype import (
     FORMATS,
     Cell,
     Genotype,
@@ -20,7 +18,9 @@ from nas.genotype import (
     register_format,
     save_genotype,
 )
-from nas.space import SPACES
+from nas.arch.space import SPACES
+from nas.config import SpaceConfig
+from nas.core.errors import UserError
 from search_spaces.darts.formats import from_darts_string, to_darts_string
 from search_spaces.nb201.formats import from_nb201_string, to_nb201_string
 
@@ -137,8 +137,8 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
 
     import torch
 
-    from nas.atomic import atomic_write_text
-    from nas.checkpoint import load_checkpoint, save_checkpoint
+    from nas.core.atomic import atomic_write_text
+    from nas.run.checkpoint import load_checkpoint, save_checkpoint
 
     save_checkpoint(tmp_path / "last.pt", {"epoch": 3})
     with pytest.raises((pickle.PicklingError, AttributeError)):

@@ -11,12 +11,12 @@ import torch
 import torch.nn.functional as F
 
 import search_spaces  # noqa: F401  (registers the spaces)
+from nas.arch.space import SPACES
 from nas.cli import main
 from nas.config import DataConfig, SearchRunConfig, SyntheticConfig, load_config
-from nas.data import search_loaders
+from nas.data.loaders import search_loaders
 from nas.sampling import sample_architecture
 from nas.search.runner import SearchRunner
-from nas.space import SPACES
 from tests.conftest import ROOT, TINY_SEARCH
 
 pytestmark = pytest.mark.skipif(

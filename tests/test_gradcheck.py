@@ -12,13 +12,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from nas.arch.mixed_op import MixedOp
+from nas.arch.space import SPACES, Supernet
 from nas.cli import main
 from nas.config import SpaceConfig
 from nas.gradcheck.estimate import Upstream, estimates, statistics
 from nas.gradcheck.exact import enumerate_losses, exact_gradient
-from nas.mixed_op import MixedOp
 from nas.sampling import build_sampler
-from nas.space import SPACES, Supernet
 from tests.conftest import ROOT
 
 

@@ -14,12 +14,12 @@ import types
 import numpy as np
 import pytest
 
+from nas.arch.genotype import Cell, Genotype
+from nas.arch.ground_truth import GroundTruthConfig, ground_truth_of
+from nas.arch.space import SPACES, resolve_genotype
 from nas.cli import main
-from nas.errors import UserError
-from nas.genotype import Cell, Genotype
-from nas.ground_truth import GroundTruthConfig, ground_truth_of
-from nas.space import SPACES, resolve_genotype
-from nas.stats import kendall_tau, percentile
+from nas.core.errors import UserError
+from nas.core.stats import kendall_tau, percentile
 from search_spaces.nb201 import ground_truth as nb201_truth
 from tests.conftest import ROOT, TINY_SEARCH
 

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 import search_spaces  # noqa: F401
+from nas.arch.genotype import Cell, Genotype, load_genotype_file
+from nas.arch.space import SPACES
 from nas.config import GuardConfig, SearchRunConfig, load_config
-from nas.errors import UserError
-from nas.genotype import Cell, Genotype, load_genotype_file
+from nas.core.errors import UserError
 from nas.search.guard import CollapseGuard
 from nas.search.runner import SearchRunner
-from nas.space import SPACES
 from tests.conftest import TINY_SEARCH
 
 DARTS = SPACES.get("darts")

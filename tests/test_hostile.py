@@ -12,10 +12,10 @@ import pytest
 import torch
 import yaml
 
-from nas.checkpoint import CHECKPOINT
+from nas.arch.genotype import save_genotype
 from nas.cli import main
 from nas.config import TrainRunConfig, load_config, to_yaml
-from nas.genotype import save_genotype
+from nas.run.checkpoint import CHECKPOINT
 from search_spaces import zoo
 from tests.conftest import ROOT, TINY_SEARCH, TINY_TRAIN
 

@@ -1,5 +1,5 @@
 """Hostile input as properties, not examples: for every numeric config key and command-line flag, values
-generated from its range (`nas.limits`) must either run or be refused in one line (`nas: error: ...`,
+generated from its range (`nas.core.limits`) must either run or be refused in one line (`nas: error: ...`,
 exit 2, no traceback), and no command may add more than `MEMORY` to the process's peak memory on the
 way. Crafted files (checkpoint fields of the wrong type, run JSON that is not what nas wrote, cost
 tables, image caches, genotype strings) are generated per field in the same way.
@@ -22,14 +22,14 @@ import numpy as np
 import pytest
 import torch
 
-from nas import limits
+from nas.arch.space import SPACES
 from nas.cli import build_parser, main
 from nas.config import SearchRunConfig, SpaceConfig, TrainRunConfig
-from nas.errors import printable
-from nas.limits import INF, Range
+from nas.core import limits
+from nas.core.errors import printable
+from nas.core.limits import INF, Range
 from nas.sampling import SAMPLERS
 from nas.sampling.base import SamplerConfig
-from nas.space import SPACES
 from tests.conftest import ROOT
 from tests.test_limits import SCHEMAS, SPACE_KEYS, _numeric_keys
 
@@ -72,7 +72,7 @@ def _reset_peak() -> int:
 @pytest.fixture(autouse=True)
 def _no_figures(monkeypatch):
     """TensorBoard heatmaps cost most of a tiny search's time and nothing here reads them."""
-    monkeypatch.setattr("nas.runlog.RunLogger.figure", lambda self, *args, **kwargs: None)
+    monkeypatch.setattr("nas.run.runlog.RunLogger.figure", lambda self, *args, **kwargs: None)
 
 
 def ran_or_refused(capsys, argv: list[str]) -> tuple[int, str]:
@@ -162,7 +162,7 @@ IDS = [f"{c}:{extra[0].split('=')[1] + ':' if extra else ''}{key}" for c, _, ext
 
 
 def test_every_numeric_key_is_generated_here():
-    """The tables above are read from the schemas: every key of nas.limits and of every options class."""
+    """The tables above are read from the schemas: every key of nas.core.limits and of every options class."""
     keys = {key for _, _, _, key, *_ in KEYS}
     assert set(limits.RANGES) <= keys
     assert all(f"sampler.{k}" in keys for ks in SAMPLER_KEYS.values() for k in ks)
@@ -453,7 +453,7 @@ def test_a_poisoned_decode_cache_is_decoded_again(tmp_path, capsys):
     """Cached labels, images or statistics that are not what decoding gives (and compressed members) are
     ignored and the split decoded again: every label stays a class of the folder."""
     from nas.config import DataConfig
-    from nas.data import load_dataset
+    from nas.data.loaders import load_dataset
 
     root = _folder(tmp_path / "images")
     cfg = DataConfig(name="image_folder", root=str(root), cache_dir=str(tmp_path / "cache"))
@@ -538,7 +538,7 @@ def test_generated_concats_never_crash_a_genotype_command(tmp_path, capsys, comm
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
 def test_the_gamma_sampler_refuses_non_finite_concentrations_instead_of_looping(bad):
-    from nas.errors import UserError
+    from nas.core.errors import UserError
     from nas.sampling.drnas import _marsaglia_tsang
 
     a = torch.tensor([1.5, bad, 3.0], dtype=torch.float64)

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-import nas.image_folder as image_folder
+import nas.data.image_folder as image_folder
 from nas.cli import main
 from nas.config import DataConfig
-from nas.data import load_dataset, search_loaders
-from nas.errors import UserError
+from nas.core.errors import UserError
+from nas.data.loaders import load_dataset, search_loaders
 from tests.conftest import ROOT
 
 CIFAR_JPEG = Path(os.environ.get("NAS_CIFAR10_JPEG", ROOT / "data" / "cifar10-jpeg"))

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 import search_spaces  # noqa: F401  (registers the spaces)
+from nas.arch.genotype import Cell
+from nas.arch.space import SPACES
 from nas.cli import main
 from nas.config import ModelConfig
-from nas.errors import UserError
-from nas.genotype import Cell
-from nas.space import SPACES
+from nas.core.errors import UserError
 from search_spaces import zoo
 
 SPACE = SPACES.get("darts")

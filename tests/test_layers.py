@@ -4,7 +4,7 @@ import sys
 import pytest
 import torch
 
-from nas.layers import PointwiseConv
+from nas.arch.layers import PointwiseConv
 
 
 @pytest.mark.parametrize("C_in", [3, 6, 16])

@@ -20,11 +20,11 @@ ROOT = Path(__file__).resolve().parents[1]
 TOOLS = (
     "nas.cli",
     "nas.__main__",
-    "nas.genotype_commands",
+    "nas.cli.genotype",
     "nas.ablate",
     "nas.bench",
     "nas.gradcheck",
-    "nas.cost.commands",
+    "nas.cli.cost",
 )
 # The drawing in the README's Layout section, bottom up: a module imports only from its own tier or below.
 TIERS = (
@@ -39,7 +39,7 @@ TIERS = (
 # where the engine may import `search_spaces` (registration: the CLI loads the spaces, its genotype
 # commands list the zoo; export and space load them lazily for a library caller who asks for a zoo genotype
 # or an exported model)
-SPACE_IMPORTERS = {"nas.cli", "nas.genotype_commands", "nas.export", "nas.space"}
+SPACE_IMPORTERS = {"nas.cli", "nas.cli.genotype", "nas.train.export", "nas.arch.space"}
 
 
 def _modules() -> dict[str, Path]:
@@ -55,7 +55,7 @@ MODULES = _modules()
 
 
 def _owner(target: str) -> str | None:
-    """The module of `nas` that an imported name lives in (`nas.genotype.Cell` -> `nas.genotype`)."""
+    """The module of `nas` that an imported name lives in (`nas.arch.genotype.Cell` -> `nas.arch.genotype`)."""
     while target and target not in MODULES:
         target = target.rpartition(".")[0]
     return target or None
@@ -161,7 +161,7 @@ def _is_tool(name: str) -> bool:
 
 def test_the_graph_sees_imports():
     """The checks below are only as good as the graph: it must hold edges we know exist."""
-    assert "nas.genotype" in GRAPH["nas.space"]
+    assert "nas.genotype" in GRAPH["nas.arch.space"]
     assert "nas.search.runner" in GRAPH["nas.cli"]
     assert "search_spaces" in GRAPH["nas.cli"]
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
@@ -169,10 +169,10 @@ def test_the_graph_sees_imports():
         _tier("nas.cli")
         > _tier("nas.search.runner")
         > _tier("nas.config")
-        > _tier("nas.space")
-        > _tier("nas.errors")
+        > _tier("nas.arch.space")
+        > _tier("nas.core.errors")
     )
-    assert _tier("nas.cost.rule") < _tier("nas.cost.table") < _tier("nas.cost.commands")
+    assert _tier("nas.arch.rule") < _tier("nas.cost.table") < _tier("nas.cli.cost")
 
 
 def test_no_import_cycles():
@@ -200,7 +200,7 @@ def test_engine_never_imports_the_tools(name):
 
 def test_engine_names_no_concrete_space():
     """A string equal to a registered space's name, in `nas/`, only as the config default."""
-    from nas.space import SPACES
+    from nas.arch.space import SPACES
 
     names = set(SPACES.names())
     assert len(names) >= 2
@@ -216,8 +216,8 @@ def test_a_library_caller_finds_the_spaces_without_importing_them():
     """The engine's plug-in registries import `search_spaces` on their first lookup."""
     code = (
         "import sys\n"
-        "from nas.genotype import parse_genotype_text\n"
-        "from nas.space import SPACES\n"
+        "from nas.arch.genotype import parse_genotype_text\n"
+        "from nas.arch.space import SPACES\n"
         "assert 'search_spaces' not in sys.modules\n"
         "g = parse_genotype_text('|nor_conv_3x3~0|+|skip_connect~0|none~1|+|avg_pool_3x3~0|none~1|none~2|')\n"
         "print(g.space, SPACES.get(g.space).input_states, ' '.join(SPACES.names()))\n"

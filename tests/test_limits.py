@@ -1,4 +1,4 @@
-"""Every numeric config key has one range (nas.limits.RANGES), and a value outside it, or NaN, is refused
+"""Every numeric config key has one range (nas.core.limits.RANGES), and a value outside it, or NaN, is refused
 in one line naming the key."""
 
 import dataclasses
@@ -6,10 +6,10 @@ import typing
 
 import pytest
 
+from nas.arch.space import SPACES
 from nas.config import SearchRunConfig, SpaceConfig, TrainRunConfig, load_config
-from nas.errors import UserError
-from nas.limits import INF, RANGES, Range, check_flags
-from nas.space import SPACES
+from nas.core.errors import UserError
+from nas.core.limits import INF, RANGES, Range, check_flags
 
 
 def _numeric_keys(schema: type, prefix: str = "") -> typing.Iterator[tuple[str, bool]]:
@@ -46,7 +46,7 @@ def test_every_numeric_key_has_a_range_and_every_range_a_key():
 
 @pytest.mark.parametrize("space", sorted(SPACE_KEYS))
 def test_every_numeric_key_of_a_space_has_exactly_one_range(space):
-    """A space's own keys have their range in its Options.RANGES, never also in nas.limits.RANGES."""
+    """A space's own keys have their range in its Options.RANGES, never also in nas.core.limits.RANGES."""
     options = SPACES.get(space).Options
     assert set(options.RANGES) == set(SPACE_KEYS[space])
     assert not {f"space.{key}" for key in options.RANGES} & set(RANGES)

@@ -1,20 +1,20 @@
-"""nas.memory: a build is stopped at the parameter that passes the device's memory, the meta-device pass
+"""nas.run.memory: a build is stopped at the parameter that passes the device's memory, the meta-device pass
 measures without touching the model or the RNG, and a run is refused only when even its floor cannot fit."""
 
 import pytest
 import torch
 import torch.nn as nn
 
-import nas.memory
-from nas.errors import UserError
-from nas.memory import activations, check_training, parameter_budget
+import nas.run.memory
+from nas.core.errors import UserError
+from nas.run.memory import activations, check_training, parameter_budget
 
 CPU = torch.device("cpu")
 
 
 @pytest.fixture
 def one_gb(monkeypatch):
-    monkeypatch.setattr(nas.memory, "total_memory", lambda device: 10**9)
+    monkeypatch.setattr(nas.run.memory, "total_memory", lambda device: 10**9)
 
 
 def test_a_build_is_stopped_at_the_parameter_that_passes_the_budget(one_gb):

@@ -9,12 +9,12 @@ import torch
 import torch.nn as nn
 
 import search_spaces  # noqa: F401  (registers the spaces)
+from nas.arch.genotype import Cell, Genotype
+from nas.arch.mixed_op import MixedOp
+from nas.arch.space import SPACES
 from nas.config import ModelConfig, SpaceConfig
-from nas.errors import UserError
-from nas.genotype import Cell, Genotype
-from nas.mixed_op import MixedOp
+from nas.core.errors import UserError
 from nas.sampling import SAMPLERS, sample_architecture
-from nas.space import SPACES
 from search_spaces.nb201.formats import from_nb201_string, to_nb201_string
 from search_spaces.nb201.network import InferCell, TinyNetwork
 from search_spaces.nb201.ops import ResNetBasicBlock

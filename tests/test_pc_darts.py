@@ -6,13 +6,13 @@ import pytest
 import torch
 
 import search_spaces  # noqa: F401
+from nas.arch.space import SPACES, edge_weights
 from nas.cli import main
 from nas.config import SearchRunConfig, load_config
+from nas.core.errors import UserError
 from nas.cost.budget import best_under_budget
-from nas.errors import UserError
 from nas.sampling import SAMPLERS, build_sampler, sample_architecture
 from nas.search.runner import SearchRunner
-from nas.space import SPACES, edge_weights
 from search_spaces.darts.ops import PRIMITIVES
 from search_spaces.darts.space import derive_cell
 from search_spaces.darts.supernet import PartialChannelEdge, build_edge, node_groups
@@ -183,6 +183,6 @@ def test_a_pc_darts_search_derives_from_its_betas_and_nas_derive_agrees(tmp_path
     expected = DARTS.derive(alphas, betas)
     assert main(["derive", str(out)]) == 0
     assert json.loads((out / "genotype.json").read_text())["cells"] == genotype["cells"]
-    from nas.genotype import load_genotype_file
+    from nas.arch.genotype import load_genotype_file
 
     assert load_genotype_file(out / "genotype.json").cells == expected.cells

@@ -9,8 +9,8 @@ import subprocess
 import pytest
 from matplotlib.figure import Figure
 
-import nas.plot as plot
-from nas.errors import UserError
+import nas.arch.plot as plot
+from nas.core.errors import UserError
 from search_spaces import zoo
 from search_spaces.nb201.formats import from_nb201_string
 

@@ -6,12 +6,12 @@ import pytest
 import torch
 
 import search_spaces  # noqa: F401
+from nas.arch.space import SPACES, exclude_ops
 from nas.config import SearchRunConfig, load_config
-from nas.errors import UserError
+from nas.core.errors import UserError
 from nas.sampling import SAMPLERS, build_sampler
 from nas.search.regularizers import arch_penalty, beta_decay, mean_entropy, ramp
 from nas.search.runner import SearchRunner
-from nas.space import SPACES, exclude_ops
 from tests.conftest import TINY_SEARCH
 
 

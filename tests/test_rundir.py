@@ -15,12 +15,12 @@ import time
 import pytest
 import yaml
 
-import nas.checkpoint
-from nas.checkpoint import CHECKPOINT, load_checkpoint
+import nas.run.checkpoint
 from nas.cli import main
 from nas.config import SearchRunConfig, TrainRunConfig
-from nas.errors import UserError
-from nas.rundir import LOCK, acquire, claim, decide, release
+from nas.core.errors import UserError
+from nas.core.rundir import LOCK, acquire, claim, decide, release
+from nas.run.checkpoint import CHECKPOINT, load_checkpoint
 from nas.search.runner import SearchRunner
 from tests.conftest import ROOT, TINY_SEARCH
 
@@ -94,8 +94,8 @@ def test_a_lock_of_a_dead_process_is_broken_one_of_another_host_is_not(tmp_path)
 RACER = """
 import sys, time
 from pathlib import Path
-from nas.errors import UserError
-from nas.rundir import acquire, release
+from nas.core.errors import UserError
+from nas.core.rundir import acquire, release
 time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
 try:
     lock = acquire(Path(sys.argv[1]))
@@ -212,7 +212,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_says_so(
     def full_disk(path, write):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-    monkeypatch.setattr(nas.checkpoint, "atomic_write", full_disk)
+    monkeypatch.setattr(nas.run.checkpoint, "atomic_write", full_disk)
     assert main(["search", "--resume", str(run), "search.epochs=2"]) == 2
     err = capsys.readouterr().err
     assert err.count("nas: error:") == 1 and "Traceback" not in err  # after the epoch's console line

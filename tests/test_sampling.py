@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from nas.errors import UserError
-from nas.mixed_op import MixedOp
+from nas.arch.mixed_op import MixedOp
+from nas.core.errors import UserError
 from nas.sampling import (
     SAMPLERS,
     build_sampler,
@@ -185,8 +185,8 @@ def test_soft_mixed_op_is_the_weighted_sum():
 def test_one_hot_forward_with_chosen_only_runs_one_op_and_gives_the_same_weight_gradients():
     """The weight step of gumbel_st: running only the chosen ops changes no output and no gradient."""
     import search_spaces  # noqa: F401
+    from nas.arch.space import SPACES
     from nas.config import SpaceConfig
-    from nas.space import SPACES
 
     torch.manual_seed(0)
     net = SPACES.get("darts").build_supernet(SpaceConfig(init_channels=4, layers=2), 3, 3)
@@ -217,7 +217,7 @@ def test_detached_unchosen_ops_give_the_same_alpha_gradient_without_their_backwa
     """A first-order architecture step of a one-hot sampler: running the unchosen ops without autograd
     gives bitwise the same loss and alpha gradient, and keeps no graph for them."""
     import search_spaces  # noqa: F401
-    from nas.space import SPACES
+    from nas.arch.space import SPACES
 
     sp = SPACES.get(space)
     torch.manual_seed(0)
@@ -253,7 +253,7 @@ def test_detached_unchosen_ops_give_the_same_alpha_gradient_without_their_backwa
 
 def _nb201(seed=0):
     import search_spaces  # noqa: F401
-    from nas.space import SPACES
+    from nas.arch.space import SPACES
 
     sp = SPACES.get("nb201")
     torch.manual_seed(seed)

@@ -9,8 +9,8 @@ import random
 import pytest
 
 from nas.config import SearchRunConfig, TauConfig, load_config
-from nas.errors import UserError
-from nas.schedules import SCHEDULES, tau_at, validate_schedule
+from nas.core.errors import UserError
+from nas.sampling.schedules import SCHEDULES, tau_at, validate_schedule
 
 ANNEALING = ["linear", "exponential", "cosine"]  # reach tau.end exactly on the last epoch
 
@@ -141,8 +141,8 @@ def test_config_loading_refuses_bad_tau(override):
 
 def _learned_runner(tmp_path, *overrides, resume=False):
     import search_spaces  # noqa: F401
+    from nas.arch.space import SPACES
     from nas.search.runner import SearchRunner
-    from nas.space import SPACES
     from tests.conftest import TINY_SEARCH
 
     cfg = load_config(SearchRunConfig, None, [*TINY_SEARCH, f"out_dir={tmp_path}", "tau.schedule=learned",

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 import search_spaces  # noqa: F401
+from nas.arch.space import SPACES
 from nas.cli import main
 from nas.config import SearchRunConfig, load_config
 from nas.search.runner import SearchRunner
-from nas.space import SPACES
 from tests.conftest import ROOT, TINY_SEARCH
 
 

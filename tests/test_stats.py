@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from nas.stats import kendall_tau, mann_whitney_greater, percentile, u_statistic
+from nas.core.stats import kendall_tau, mann_whitney_greater, percentile, u_statistic
 
 
 def test_u_counts_pairs_with_ties_as_half():
@@ -38,7 +38,7 @@ def test_normal_approximation_is_close_to_exact_for_moderate_samples():
     rng = np.random.default_rng(0)
     a, b = rng.normal(0.6, 1, 7).tolist(), rng.normal(0, 1, 11).tolist()
     exact = mann_whitney_greater(a, b)[1]
-    import nas.stats as stats
+    import nas.core.stats as stats
 
     limit, stats.EXACT_LIMIT = stats.EXACT_LIMIT, 0
     try:
@@ -66,7 +66,7 @@ def test_percentile_counts_ties_half():
 
 
 def test_kruskal_wallis_h_and_its_permutation_p_match_brute_force():
-    from nas.stats import _kw_h, _midranks, kruskal_wallis
+    from nas.core.stats import _kw_h, _midranks, kruskal_wallis
 
     groups = [[1.0, 2.0, 2.0], [3.0, 5.0], [4.0, 6.0, 7.0]]
     h, p = kruskal_wallis(groups, rounds=20_000, seed=1)
@@ -83,7 +83,7 @@ def test_kruskal_wallis_h_and_its_permutation_p_match_brute_force():
 
 
 def test_difference_tests_against_enumeration_and_known_quantiles():
-    from nas.stats import (
+    from nas.core.stats import (
         bootstrap_diff_ci,
         cliffs_delta,
         min_detectable_difference,

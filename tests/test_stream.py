@@ -1,4 +1,4 @@
-"""Streaming image folders (`nas.stream`): batches that depend on (seed, epoch) only, per-rank shards,
+"""Streaming image folders (`nas.data.stream`): batches that depend on (seed, epoch) only, per-rank shards,
 one-line errors, and an ImageNet-style retrain that streams, is killed mid-epoch and resumes bitwise."""
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from nas.arch.space import SPACES, resolve_genotype
 from nas.cli import main
 from nas.config import DataConfig, TrainRunConfig, load_config
-from nas.data import load_dataset, train_loaders
-from nas.errors import UserError
-from nas.image_folder import list_split
-from nas.space import SPACES, resolve_genotype
-from nas.stream import StreamLoader, wants_stream
+from nas.core.errors import UserError
+from nas.data.image_folder import list_split
+from nas.data.loaders import load_dataset, train_loaders
+from nas.data.stream import StreamLoader, wants_stream
 from nas.train.trainer import Trainer
 from tests.conftest import ROOT
 from tests.test_image_folder import CIFAR_JPEG

@@ -12,13 +12,13 @@ import torch.nn as nn
 from torch.func import functional_call
 
 import search_spaces  # noqa: F401  (registers the search spaces)
+from nas.arch.mixed_op import MixedOp
+from nas.arch.space import SPACES, Supernet
 from nas.cli import main
 from nas.config import SearchRunConfig, load_config
-from nas.mixed_op import MixedOp
 from nas.sampling import SAMPLERS, build_sampler, sample_architecture
 from nas.search.architect import Architect
 from nas.search.unrolled import unrolled_step, virtual_step
-from nas.space import SPACES, Supernet
 
 ROOT = Path(__file__).resolve().parents[1]
 TAU = 1.0

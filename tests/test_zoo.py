@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
+from nas.arch.genotype import FORMATS, Genotype, formats, parse_genotype_text
+from nas.arch.space import SPACES
 from nas.config import ModelConfig
-from nas.errors import UserError
-from nas.genotype import FORMATS, Genotype, formats, parse_genotype_text
-from nas.space import SPACES
+from nas.core.errors import UserError
 from search_spaces import zoo
 from search_spaces.nb201.formats import to_nb201_string
 

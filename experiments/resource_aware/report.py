@@ -83,8 +83,8 @@ def cells(paths: list[str], n: int = 500) -> None:
     import numpy as np
 
     import search_spaces  # noqa: F401
+    from nas.arch.space import SPACES
     from nas.cost.table import load_table
-    from nas.space import SPACES
 
     print(
         "| table | cells | Kendall tau (FLOPs, latency) | latency of the 10 % lowest-FLOPs cells, ms | of the 10 % highest |"

@@ -17,7 +17,7 @@ import torch
 
 import search_spaces  # noqa: F401  (registers the spaces)
 from nas.config import SamplerConfig, SearchRunConfig, load_config
-from nas.data import search_loaders
+from nas.data.loaders import search_loaders
 from nas.sampling import build_sampler, sample_architecture
 from nas.search.load import load_supernet
 

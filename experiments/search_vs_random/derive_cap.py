@@ -24,14 +24,14 @@ from pathlib import Path
 import torch
 
 import search_spaces  # noqa: F401  (registers the spaces)
+from nas.arch.diagnostics import genotype_string
+from nas.arch.ground_truth import ground_truth_of
+from nas.arch.space import SPACES
 from nas.config import SearchRunConfig, load_config
-from nas.diagnostics import genotype_string
-from nas.ground_truth import ground_truth_of
-from nas.rundir import CONFIG_FILE
+from nas.core.rundir import CONFIG_FILE
+from nas.core.stats import mann_whitney_greater, percentile
 from nas.search.load import load_architecture
 from nas.search.provenance import derive_genotype
-from nas.space import SPACES
-from nas.stats import mann_whitney_greater, percentile
 
 
 def constrained_space(

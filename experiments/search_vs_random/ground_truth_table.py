@@ -20,10 +20,10 @@ import random
 import statistics
 from pathlib import Path
 
-from nas.genotype import parse_genotype_text
-from nas.ground_truth import ground_truth_of
-from nas.space import SPACES
-from nas.stats import mann_whitney_greater
+from nas.arch.genotype import parse_genotype_text
+from nas.arch.ground_truth import ground_truth_of
+from nas.arch.space import SPACES
+from nas.core.stats import mann_whitney_greater
 
 
 def main() -> None:

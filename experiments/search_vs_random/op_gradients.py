@@ -18,7 +18,7 @@ import torch
 
 import search_spaces  # noqa: F401  (registers the spaces)
 from nas.config import SearchRunConfig, load_config
-from nas.data import search_loaders
+from nas.data.loaders import search_loaders
 from nas.sampling import ArchSample, sample_architecture
 from nas.search.load import load_supernet
 

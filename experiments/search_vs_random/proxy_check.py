@@ -16,9 +16,9 @@ import statistics
 from itertools import combinations
 
 import search_spaces  # noqa: F401  (registers the spaces)
-from nas.diagnostics import parameter_free_ops
-from nas.space import SPACES, resolve_genotype
-from nas.stats import kendall_tau, percentile
+from nas.arch.diagnostics import parameter_free_ops
+from nas.arch.space import SPACES, resolve_genotype
+from nas.core.stats import kendall_tau, percentile
 
 
 def load(path: str) -> dict[str, dict]:

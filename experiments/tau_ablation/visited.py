@@ -28,7 +28,7 @@ from pathlib import Path
 
 from nas.ablate.spec import load_ablation, plan, searches
 from nas.config import SearchRunConfig, load_config
-from nas.schedules import tau_at
+from nas.sampling.schedules import tau_at
 
 METRICS = ("cosine", "noise_signal", "rel_mse")
 

@@ -31,7 +31,7 @@ from nas.ablate.spec import (
     select,
     write_snapshots,
 )
-from nas.errors import UserError
+from nas.core.errors import UserError
 
 
 def main(

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nas.atomic import read_json_object
-from nas.errors import UserError
-from nas.stats import (
+from nas.core.atomic import read_json_object
+from nas.core.errors import UserError
+from nas.core.stats import (
     bootstrap_diff_ci,
     cliffs_delta,
     kendall_tau,

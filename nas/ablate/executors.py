@@ -23,8 +23,8 @@ from typing import Protocol, TextIO
 
 from nas.ablate.launch import StageKilled, run_point
 from nas.ablate.spec import AblationConfig, Run
-from nas.errors import UserError
-from nas.registry import Registry
+from nas.core.errors import UserError
+from nas.core.registry import Registry
 
 
 class Executor(Protocol):

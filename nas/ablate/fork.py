@@ -19,13 +19,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from nas.atomic import atomic_write_text
-from nas.checkpoint import load_checkpoint, save_checkpoint
 from nas.config import SearchRunConfig, flat, load_config, to_dict, to_yaml
-from nas.errors import UserError
-from nas.rundir import CHECKPOINT, CONFIG_FILE, METRICS_LOG, kept_checkpoint
-from nas.runtime import provenance
-from nas.schedules import LearnedTemperature
+from nas.core.atomic import atomic_write_text
+from nas.core.errors import UserError
+from nas.core.rundir import CHECKPOINT, CONFIG_FILE, METRICS_LOG, kept_checkpoint
+from nas.run.checkpoint import load_checkpoint, save_checkpoint
+from nas.run.runtime import provenance
+from nas.sampling.schedules import LearnedTemperature
 
 OWN_KEYS = ("name", "out_dir", "keep_checkpoints")  # a run's own, not what it computes
 

@@ -33,9 +33,9 @@ from nas.ablate.spec import (
     plan,
     proxy_args,
 )
-from nas.checkpoint import CHECKPOINT
 from nas.config import SearchRunConfig, load_config
-from nas.rundir import CONFIG_FILE
+from nas.core.rundir import CONFIG_FILE
+from nas.run.checkpoint import CHECKPOINT
 
 
 def stages(spec: AblationConfig, run: Run) -> list[str]:

@@ -8,8 +8,8 @@ import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nas.atomic import atomic_write
-from nas.rundir import CONFIG_FILE
+from nas.core.atomic import atomic_write
+from nas.core.rundir import CONFIG_FILE
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -42,7 +42,7 @@ def _color(index: int) -> Any:
 def plot_tau(rows: list[dict[str, Any]], out: Path, path: Path) -> bool:
     """tau against epoch per setting, from the schedule itself (as the runner computes it)."""
     from nas.config import SearchRunConfig, load_config
-    from nas.schedules import tau_at
+    from nas.sampling.schedules import tau_at
 
     fig, axes = _figure(2)
     drawn = False

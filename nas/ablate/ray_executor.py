@@ -30,7 +30,7 @@ from typing import Any
 from nas.ablate.executors import EXECUTORS, Progress
 from nas.ablate.launch import StageKilled, run_point
 from nas.ablate.spec import AblationConfig, Run
-from nas.errors import UserError
+from nas.core.errors import UserError
 
 INSTALL = 'pip install -e ".[ray]"'
 PR_SET_PDEATHSIG, KILL = 1, int(signal.SIGKILL)  # prctl(2): the signal a process gets when its parent dies

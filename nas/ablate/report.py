@@ -32,12 +32,12 @@ from nas.ablate.plots import (
     plot_truth_curve,
 )
 from nas.ablate.spec import DONE, AblationConfig, Run, baseline_genotype, flatten
-from nas.atomic import atomic_write_text, read_json_object
-from nas.diagnostics import genotype_string
-from nas.errors import UserError
-from nas.genotype import load_genotype_file
-from nas.rundir import GENOTYPE_FILE, METRICS_LOG
-from nas.runlog import read_metrics
+from nas.arch.diagnostics import genotype_string
+from nas.arch.genotype import load_genotype_file
+from nas.core.atomic import atomic_write_text, read_json_object
+from nas.core.errors import UserError
+from nas.core.rundir import GENOTYPE_FILE, METRICS_LOG
+from nas.run.runlog import read_metrics
 
 
 def _status(run_dir: Path, done: str, started: bool) -> str:
@@ -117,7 +117,7 @@ def _truth(spec: AblationConfig, runs: list[Run], out: Path) -> tuple[Any, str] 
 
 def _final_genotype(spec: AblationConfig, run: Run, out: Path, row: dict[str, Any]):
     """The cell a row is judged by: a baseline's, or a finished search's genotype.json; else None."""
-    from nas.space import resolve_genotype
+    from nas.arch.space import resolve_genotype
 
     if not run.is_baseline and row["search"] != "done":
         return None
@@ -150,7 +150,7 @@ def score_label(spec: AblationConfig, runs: list[Run], out: Path) -> str:
 
 def _genotype_text(source: str) -> str | None:
     """The one-line cell of a baseline, known before its retrain ran (a random draw, zoo name or file)."""
-    from nas.space import resolve_genotype
+    from nas.arch.space import resolve_genotype
 
     try:
         return genotype_string(resolve_genotype(source))

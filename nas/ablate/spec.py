@@ -25,13 +25,13 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from nas.atomic import atomic_write_text
+from nas.arch.genotype import Genotype, load_genotype_file, save_genotype, short
+from nas.arch.ground_truth import GroundTruth, GroundTruthConfig, ground_truth_of
 from nas.config import SearchRunConfig, TrainRunConfig, load_config, load_structured, to_dict
-from nas.errors import UserError
-from nas.genotype import Genotype, load_genotype_file, save_genotype, short
-from nas.ground_truth import GroundTruth, GroundTruthConfig, ground_truth_of
-from nas.limits import SEED, Range, check_ranges
-from nas.rundir import ALPHAS_FILE, CONFIG_FILE, RESULT_FILE
+from nas.core.atomic import atomic_write_text
+from nas.core.errors import UserError
+from nas.core.limits import SEED, Range, check_ranges
+from nas.core.rundir import ALPHAS_FILE, CONFIG_FILE, RESULT_FILE
 
 ABLATION_FILE = "ablation.yaml"  # the resolved ablation, what `--aggregate` reads
 BASE_SEARCH = "base_search.yaml"  # resolved snapshots of the base configs that every run starts from
@@ -63,7 +63,7 @@ class BaselineSpec:
 
 @dataclass
 class AblationTruth(GroundTruthConfig):
-    """The ground truth an ablation reads (`nas.ground_truth`): where it comes from, and which dataset's
+    """The ground truth an ablation reads (`nas.arch.ground_truth`): where it comes from, and which dataset's
     accuracy judges the cells."""
 
     dataset: str | None = None  # null = the benchmark's first (NAS-Bench-201: cifar10)
@@ -150,7 +150,7 @@ def truth_config(spec: AblationConfig) -> GroundTruthConfig:
 def ablation_truth(spec: AblationConfig, base: SearchRunConfig) -> tuple[GroundTruth, str] | None:
     """(ground truth, dataset) of the base search's space, or None where it has none. Raises UserError when
     `evaluate: ground_truth` asks for one the space lacks, or for a dataset the benchmark does not hold."""
-    from nas.space import SPACES
+    from nas.arch.space import SPACES
 
     truth = ground_truth_of(SPACES.get(base.space.name), truth_config(spec))
     if truth is None:
@@ -289,8 +289,8 @@ def baseline_genotype(spec: AblationConfig, run: Run, out: Path) -> str:
 def random_genotypes(spec: AblationConfig, base: SearchRunConfig) -> list[Genotype]:
     """The baseline's random architectures: draw i from its own generator seeded by (seed, i), so adding
     draws keeps the earlier ones."""
-    from nas.rng import derive_seed
-    from nas.space import SPACES
+    from nas.arch.space import SPACES
+    from nas.core.rng import derive_seed
 
     assert spec.baselines is not None
     space = SPACES.get(base.space.name)
@@ -307,8 +307,8 @@ def random_genotypes(spec: AblationConfig, base: SearchRunConfig) -> list[Genoty
 
 def search_config(spec: AblationConfig, run: Run, out: Path) -> SearchRunConfig:
     """The resolved search config of `run` (validated: keys, types, schedule, sampler, space)."""
+    from nas.arch.space import SPACES
     from nas.sampling import SAMPLERS
-    from nas.space import SPACES
 
     try:  # load_config checks the schedule (`validate_schedule`)
         cfg = load_config(SearchRunConfig, spec.base, [*run.search_args, f"out_dir={out / 'runs' / run.id}"])
@@ -377,8 +377,8 @@ def check_existing(run_dir: Path, schema: type, expected: Any) -> None:
 def check_plan(spec: AblationConfig, runs: list[Run], out: Path, data: bool = True) -> None:
     """Validate every run's configs, the baseline genotypes and (with `data`) that each dataset loads,
     before any work starts."""
-    from nas.data import load_dataset
-    from nas.space import SPACES, resolve_genotype
+    from nas.arch.space import SPACES, resolve_genotype
+    from nas.data.loaders import load_dataset
 
     base = base_search_config(spec, plan(spec), out) if any(r.is_baseline for r in runs) else None
     ablation_truth(spec, base or base_search_config(spec, plan(spec), out))  # a bad ground_truth: refused now

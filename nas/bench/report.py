@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from nas.atomic import atomic_write_text
-from nas.errors import UserError
+from nas.core.atomic import atomic_write_text
+from nas.core.errors import UserError
 
 PHASE_ORDER = ("data", "arch", "weights", "step", "other")
 

@@ -39,8 +39,8 @@ from typing import Any
 import torch
 
 from nas.bench.report import expand_compare
-from nas.errors import UserError
-from nas.runtime import pick_device
+from nas.core.errors import UserError
+from nas.run.runtime import pick_device
 
 
 class PhaseTimer:
@@ -338,9 +338,9 @@ def bench(
     Returns:
         The report: what was run, on what machine, and one summary per setting (see `run_bench`).
     """
+    from nas.arch.space import SPACES
     from nas.config import SearchRunConfig, TrainRunConfig, load_config
-    from nas.runtime import provenance
-    from nas.space import SPACES
+    from nas.run.runtime import provenance
 
     train = genotype is not None
     variants = expand_compare(compare) if compare else [[]]

@@ -1,6 +1,6 @@
 """Derive under a budget: the cell the derive rule prefers among those whose cost fits.
 
-The derive rule (`nas.cost.rule`) picks, per group of rows, the choice with the highest sum of log
+The derive rule (`nas.arch.rule`) picks, per group of rows, the choice with the highest sum of log
 probabilities; the cost of a cell is `fixed` plus a sum over its choices. So "the best cell under a budget"
 is a multiple-choice knapsack: one choice per group, maximise the summed score, cost <= budget. It is
 solved exactly by dynamic programming over the groups on Pareto fronts (Kellerer, Pferschy & Pisinger,
@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from nas.cost.rule import CellRule
+from nas.arch.rule import CellRule
 
 Choice = tuple[tuple[int, int], ...]  # kept (row, op) pairs of one group
 
@@ -99,9 +99,9 @@ def derive_within(
     """
     from dataclasses import asdict
 
-    from nas.cost.rule import one_hot
+    from nas.arch.rule import one_hot
+    from nas.core.errors import UserError
     from nas.cost.table import UNITS, off_column
-    from nas.errors import UserError
 
     alphas = {ct: torch.as_tensor(a).detach().cpu() for ct, a in alphas.items()}
     table.check(space, {ct: tuple(a.shape) for ct, a in alphas.items()})
@@ -132,7 +132,7 @@ def derive_scores(
 ) -> dict[str, torch.Tensor]:
     """The derive rule's score per cell type in `rules`: (E, K) log probabilities, plus with edge
     normalisation (`betas`, PC-DARTS) the log of each edge's weight, as the space's derive weighs them."""
-    from nas.space import edge_weights
+    from nas.arch.space import edge_weights
 
     scores = {
         ct: torch.log_softmax(torch.as_tensor(alphas[ct]).detach().cpu().double(), dim=-1) for ct in rules
@@ -154,10 +154,10 @@ def derive_capped(space, alphas: dict[str, torch.Tensor], betas: dict | None, op
     Raises:
         UserError: in one line, when no cell of the space keeps the cap (every op derive may pick is capped).
     """
-    from nas.cost.rule import one_hot
+    from nas.arch.diagnostics import parameter_free_ops
+    from nas.arch.rule import one_hot
+    from nas.core.errors import UserError
     from nas.cost.table import off_column
-    from nas.diagnostics import parameter_free_ops
-    from nas.errors import UserError
 
     genotype = space.derive(alphas, betas)
     cell = space.cell_types[0]

@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
+from nas.arch.rule import CellRule
 from nas.cost.budget import cost_range
-from nas.cost.rule import CellRule
 from nas.cost.table import CostTable, standard_spec, table_for
 
 

@@ -19,8 +19,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from nas.atomic import atomic_write_text, read_json_object
-from nas.errors import UserError, warn
+from nas.core.atomic import atomic_write_text, read_json_object
+from nas.core.errors import UserError, warn
 
 
 def device_name(device: torch.device) -> str:

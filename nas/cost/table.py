@@ -31,12 +31,12 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from nas.atomic import atomic_write_text, read_json_object
+from nas.arch.genotype import Genotype
+from nas.arch.rule import CellRule, one_hot
+from nas.arch.space import space_options
 from nas.config import ModelConfig, SpaceConfig
-from nas.cost.rule import CellRule, one_hot
-from nas.errors import UserError
-from nas.genotype import Genotype
-from nas.space import space_options
+from nas.core.atomic import atomic_write_text, read_json_object
+from nas.core.errors import UserError
 
 FORMAT = "nas.cost_table"
 VERSION = 1
@@ -231,7 +231,7 @@ def count_table(space: Any, net: NetworkSpec, timer: Any | None = None) -> CostT
     FLOPs and parameters are counted on the meta device (shapes only): no network is ever allocated, so
     the table of a network far too large for the machine costs Python time only. Latency needs the real
     ops: each network is then built only after its meta twin was judged to fit the CPU
-    (`nas.memory.build_checked`)."""
+    (`nas.run.memory.build_checked`)."""
     space_cfg = net.space_config(space)
     rules, shapes = rules_of(space, space_cfg)
     metrics = ["flops", "params"] + ["latency"] * (timer is not None)
@@ -274,7 +274,7 @@ def _build(space: Any, genotype: Genotype, net: NetworkSpec, timed: bool, first:
     """The retrain network of `genotype`: on the meta device unless `timed` (latency); then built for
     real, after a check on its meta twin where `first` (the first network of each op: the later ones have
     the same sizes)."""
-    from nas.memory import build_checked, check_inference
+    from nas.run.memory import build_checked, check_inference
 
     def build() -> nn.Module:
         return space.build_network(genotype, net.model_config(), net.classes, net.in_channels, net.image_size)

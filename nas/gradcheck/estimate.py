@@ -21,7 +21,7 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 
-from nas.data import derive_seed
+from nas.data.loaders import derive_seed
 from nas.sampling import ArchSample, Sampler, sample_architecture
 
 

@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from nas.atomic import atomic_write
-from nas.errors import UserError
+from nas.core.atomic import atomic_write
+from nas.core.errors import UserError
 from nas.sampling import ArchSample, Sampler
 
 Shapes = dict[str, tuple[int, int]]  # cell type -> (edges, ops), in sorted order

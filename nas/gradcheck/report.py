@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from nas.atomic import atomic_write_text
+from nas.core.atomic import atomic_write_text
 
 COLUMNS = [  # key, header, format
     ("cosine", "cos(mean, exact)", "{:.3f}"),
@@ -104,7 +104,7 @@ def summary_plot(report: dict[str, Any], path: Path) -> Path:
 
 def write(report: dict[str, Any], out: Path) -> list[Path]:
     """gradcheck.json, gradcheck.md, plots/<sampler>.png, plots/summary.png and TensorBoard scalars."""
-    from nas.runlog import RunLogger
+    from nas.run.runlog import RunLogger
 
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "gradcheck.json", json.dumps(report, indent=1) + "\n")

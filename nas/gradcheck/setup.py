@@ -8,12 +8,12 @@ from typing import Any, ClassVar
 
 import torch
 
+from nas.arch.space import SPACES, SearchSpace, Supernet
 from nas.config import SearchRunConfig, load_config, load_structured
-from nas.errors import UserError
-from nas.limits import SEED, TAU, Range, check_ranges
-from nas.rundir import CONFIG_FILE
+from nas.core.errors import UserError
+from nas.core.limits import SEED, TAU, Range, check_ranges
+from nas.core.rundir import CONFIG_FILE
 from nas.sampling import SAMPLERS, Sampler, build_sampler
-from nas.space import SPACES, SearchSpace, Supernet
 
 ALPHAS = ("checkpoint", "uniform", "random")
 
@@ -96,9 +96,9 @@ class Subject:
 
 def prepare(gc: GradcheckConfig, cfg: SearchRunConfig) -> Subject:
     """Build the supernet (with the run's last weights), the fixed batch and the alphas to measure at."""
-    from nas.checkpoint import CHECKPOINT, load_checkpoint
-    from nas.data import search_loaders
-    from nas.runtime import pick_device, seed_everything
+    from nas.data.loaders import search_loaders
+    from nas.run.checkpoint import CHECKPOINT, load_checkpoint
+    from nas.run.runtime import pick_device, seed_everything
 
     device = pick_device(cfg.device)
     seed_everything(cfg.seed)

@@ -26,8 +26,8 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from nas.errors import UserError
-from nas.registry import Registry
+from nas.core.errors import UserError
+from nas.core.registry import Registry
 
 
 @dataclass
@@ -52,7 +52,8 @@ class ArchSample:
 
     weights: torch.Tensor  # (E, K)
     choices: list[int] | None = None  # host-side chosen op per edge
-    unchosen_grad: bool = False  # chosen-only: unchosen weights get a gradient too (see nas.mixed_op.MixedOp)
+    # chosen-only: unchosen weights get a gradient too (see nas.arch.mixed_op.MixedOp)
+    unchosen_grad: bool = False
     detach_unchosen: bool = False  # every op runs, the unchosen ones without autograd (see MixedOp)
     probes: list[list[int]] | None = None  # chosen-only: unchosen ops also run forward-only, per edge (gdas)
     probe_scale: float = 1.0  # the weight of a probed op's gradient entry

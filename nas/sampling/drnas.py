@@ -39,8 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Dirichlet, kl_divergence
 
-from nas.errors import UserError
-from nas.limits import Range
+from nas.core.errors import UserError
+from nas.core.limits import Range
 from nas.sampling.base import Sampler, SamplerConfig, register
 
 BETA_MIN = 1e-6

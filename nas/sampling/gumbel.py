@@ -28,8 +28,8 @@ from typing import ClassVar
 
 import torch
 
-from nas.errors import UserError
-from nas.limits import Range
+from nas.core.errors import UserError
+from nas.core.limits import Range
 from nas.sampling.base import (
     Sampler,
     SamplerConfig,

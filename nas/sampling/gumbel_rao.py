@@ -36,7 +36,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from nas.limits import Range
+from nas.core.limits import Range
 from nas.sampling.base import (
     Sampler,
     SamplerConfig,

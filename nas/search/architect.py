@@ -18,9 +18,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from nas.arch.space import Supernet
 from nas.sampling import ArchSample, Sampler, sample_architecture
-from nas.schedules import LearnedTemperature
-from nas.space import Supernet
+from nas.sampling.schedules import LearnedTemperature
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Penalty = Callable[[dict[str, torch.Tensor]], torch.Tensor]

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import torch
 
+from nas.arch.diagnostics import parameter_free_ops
+from nas.arch.genotype import Genotype
 from nas.config import GuardConfig
-from nas.diagnostics import parameter_free_ops
-from nas.genotype import Genotype
 
 
 class CollapseGuard:

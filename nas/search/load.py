@@ -7,11 +7,11 @@ from pathlib import Path
 
 import torch
 
-from nas.checkpoint import CHECKPOINT, load_checkpoint, restoring
+from nas.arch.space import SPACES, SearchSpace, Supernet
 from nas.config import SearchRunConfig
-from nas.datasets import DatasetInfo
-from nas.errors import UserError
-from nas.space import SPACES, SearchSpace, Supernet
+from nas.core.errors import UserError
+from nas.data.datasets import DatasetInfo
+from nas.run.checkpoint import CHECKPOINT, load_checkpoint, restoring
 
 
 def load_supernet(

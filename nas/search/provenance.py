@@ -7,11 +7,11 @@ from typing import Any
 
 import torch
 
-from nas import diagnostics
+from nas.arch import diagnostics
+from nas.arch.genotype import Genotype
+from nas.arch.space import SearchSpace, exclude_ops
 from nas.config import SearchRunConfig, to_dict
 from nas.cost.budget import derive_capped
-from nas.genotype import Genotype
-from nas.space import SearchSpace, exclude_ops
 
 
 def genotype_provenance(

@@ -18,15 +18,15 @@ from pathlib import Path
 
 import torch
 
+from nas.arch.genotype import Genotype
+from nas.arch.space import SPACES
 from nas.config import SearchRunConfig, load_config
-from nas.data import arch_eval_loader
-from nas.errors import UserError
-from nas.genotype import Genotype
-from nas.rundir import CONFIG_FILE
-from nas.runtime import pick_device
+from nas.core.errors import UserError
+from nas.core.rundir import CONFIG_FILE
+from nas.data.loaders import arch_eval_loader
+from nas.run.runtime import pick_device
 from nas.sampling import ArchSample
 from nas.search.load import load_supernet
-from nas.space import SPACES
 
 
 def random_cells(space, space_cfg, n: int, seed: int) -> list[Genotype]:
@@ -34,7 +34,7 @@ def random_cells(space, space_cfg, n: int, seed: int) -> list[Genotype]:
     ablation's random baseline draws them."""
     import random
 
-    from nas.rng import derive_seed
+    from nas.core.rng import derive_seed
 
     return [space.sample_random(random.Random(derive_seed(seed, i)), space_cfg) for i in range(n)]
 

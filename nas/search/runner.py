@@ -3,7 +3,7 @@
 Per step: an architecture step on a batch of the alpha split (alpha only), then a weight step on a batch
 of the weight split (w only). Per epoch: tau from the schedule, metrics, TensorBoard, the derived
 genotype. Set-up, the checkpoint and its resume, and the end of an epoch are the run skeleton's
-(`nas.run.EpochRun`): a run killed at any point resumes from its last checkpoint and ends bitwise equal
+(`nas.run.epoch.EpochRun`): a run killed at any point resumes from its last checkpoint and ends bitwise equal
 (on CPU) to an uninterrupted run.
 """
 
@@ -21,33 +21,33 @@ import torch.nn as nn
 from timm.scheduler import CosineLRScheduler
 from tqdm import tqdm
 
-from nas import diagnostics
-from nas.atomic import atomic_write_text
+from nas.arch import diagnostics
+from nas.arch.genotype import save_genotype
+from nas.arch.ground_truth import ground_truth_of
+from nas.arch.plot import cell_figure, plot_genotype
+from nas.arch.space import SearchSpace
 from nas.config import SearchRunConfig
+from nas.core.atomic import atomic_write_text
+from nas.core.rng import sampler_seed
+from nas.core.rundir import ALPHAS_FILE, COST_TABLE_FILE, GENOTYPE_FILE
 from nas.cost.expected import cost_term
-from nas.data import search_loaders
-from nas.distributed import lr_scale
-from nas.genotype import save_genotype
-from nas.ground_truth import ground_truth_of
-from nas.memory import SUPERNET_SIZE, build_checked, check_supernet
-from nas.plot import cell_figure, plot_genotype
-from nas.rng import sampler_seed
-from nas.run import EpochRun
-from nas.rundir import ALPHAS_FILE, COST_TABLE_FILE, GENOTYPE_FILE
+from nas.data.loaders import search_loaders
+from nas.run.distributed import lr_scale
+from nas.run.epoch import EpochRun
+from nas.run.memory import SUPERNET_SIZE, build_checked, check_supernet
 from nas.sampling import build_sampler
-from nas.schedules import LearnedTemperature, tau_at
+from nas.sampling.schedules import LearnedTemperature, tau_at
 from nas.search.architect import Architect, combine
 from nas.search.guard import CollapseGuard
 from nas.search.provenance import derive_genotype
 from nas.search.regularizers import arch_penalty, ramp
-from nas.space import SearchSpace
 
 
 class SearchRunner(EpochRun):
-    """Builds everything a search needs from a config and runs (or resumes) it (`nas.run.EpochRun`).
+    """Builds everything a search needs from a config and runs (or resumes) it (`nas.run.epoch.EpochRun`).
 
     Args:
-        dist: optional `nas.distributed` context (rank, world size, gradient all-reduce); None = one process.
+        dist: optional `nas.run.distributed` context (rank, world size, gradient all-reduce); None = one process.
     """
 
     kind = "search"
@@ -91,7 +91,7 @@ class SearchRunner(EpochRun):
         if dist:  # identical by seeding already; rank 0's copy makes it so by construction
             dist.broadcast_module(self.model)
         self.criterion = nn.CrossEntropyLoss()
-        # tau.schedule=learned: tau is an architecture parameter (nas.schedules.LearnedTemperature)
+        # tau.schedule=learned: tau is an architecture parameter (nas.sampling.schedules.LearnedTemperature)
         learned = cfg.tau.schedule == "learned"
         self.temperature = LearnedTemperature(cfg.tau.start, cfg.tau.end).to(self.device) if learned else None
         self._build_optimizers()

@@ -50,8 +50,8 @@ from typing import Any
 import torch
 from torch.func import functional_call
 
+from nas.arch.space import Supernet
 from nas.sampling import ArchSample
-from nas.space import Supernet
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 Run = Callable[

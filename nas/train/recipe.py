@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nas.errors import UserError
-from nas.space import SearchSpace
+from nas.arch.space import SearchSpace
+from nas.core.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[2]  # the project root, which holds configs/
 

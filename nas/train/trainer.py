@@ -19,17 +19,17 @@ from timm.scheduler.scheduler import Scheduler
 from timm.utils import ModelEmaV3
 from tqdm import tqdm
 
-from nas.atomic import atomic_write_text
+from nas.arch.genotype import Genotype, save_genotype
+from nas.arch.space import SearchSpace
 from nas.config import TrainConfig, TrainRunConfig
-from nas.data import train_loaders
-from nas.distributed import lr_scale
-from nas.genotype import Genotype, save_genotype
-from nas.memory import NETWORK_SIZE, build_checked, check_network
-from nas.profile import model_summary
-from nas.rng import Stream, derive_seed
-from nas.run import EpochRun
-from nas.rundir import GENOTYPE_FILE, RESULT_FILE
-from nas.space import SearchSpace
+from nas.core.atomic import atomic_write_text
+from nas.core.rng import Stream, derive_seed
+from nas.core.rundir import GENOTYPE_FILE, RESULT_FILE
+from nas.cost.profile import model_summary
+from nas.data.loaders import train_loaders
+from nas.run.distributed import lr_scale
+from nas.run.epoch import EpochRun
+from nas.run.memory import NETWORK_SIZE, build_checked, check_network
 
 
 def build_lr_scheduler(optimizer: torch.optim.Optimizer, t: TrainConfig, scale: float = 1.0) -> Scheduler:
@@ -45,10 +45,10 @@ def build_lr_scheduler(optimizer: torch.optim.Optimizer, t: TrainConfig, scale: 
 
 class Trainer(EpochRun):
     """Builds the genotype's network and everything its retraining needs from a config, and runs (or
-    resumes) it (`nas.run.EpochRun`).
+    resumes) it (`nas.run.epoch.EpochRun`).
 
     Args:
-        dist: optional `nas.distributed` context (rank, world size, DDP); None = one process.
+        dist: optional `nas.run.distributed` context (rank, world size, DDP); None = one process.
     """
 
     kind = "train"

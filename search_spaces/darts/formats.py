@@ -1,7 +1,7 @@
 """The DARTS `Genotype(...)` string: the namedtuple repr the DARTS code prints and the literature copies,
 `Genotype(normal=[('op', j), ...], normal_concat=range(2, 6), reduce=[...], reduce_concat=...)`.
 
-Registered as the genotype string format "darts" (`nas.genotype.FORMATS`). It is read through `ast`,
+Registered as the genotype string format "darts" (`nas.arch.genotype.FORMATS`). It is read through `ast`,
 never `eval`'d: only literals and `range(...)` of integers are accepted.
 """
 
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import ast
 
-from nas.errors import UserError
-from nas.genotype import Cell, Genotype, GenotypeFormat, register_format, short
-from nas.limits import MAX_NODES
+from nas.arch.genotype import Cell, Genotype, GenotypeFormat, register_format, short
+from nas.core.errors import UserError
+from nas.core.limits import MAX_NODES
 
 
 def to_darts_string(genotype: Genotype) -> str:

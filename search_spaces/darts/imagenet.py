@@ -17,8 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nas.errors import UserError
-from nas.genotype import Genotype
+from nas.arch.genotype import Genotype
+from nas.core.errors import UserError
 from search_spaces.darts.network import CellNetwork
 
 # Five stride-2 stages (three stem convolutions, two reduction cells): 224 -> 7, as in the paper.

@@ -8,8 +8,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import drop_path
 
-from nas.genotype import Cell as CellGenotype
-from nas.genotype import Genotype
+from nas.arch.genotype import Cell as CellGenotype
+from nas.arch.genotype import Genotype
 from search_spaces.darts.ops import FactorizedReduce, Identity, ReLUConvBN, build_op
 from search_spaces.darts.supernet import reduction_layers
 

@@ -15,8 +15,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import create_conv2d
 
-from nas.layers import PointwiseConv
-from nas.registry import Registry
+from nas.arch.layers import PointwiseConv
+from nas.core.registry import Registry
 
 PRIMITIVES = (
     "none",

@@ -9,12 +9,12 @@ from typing import ClassVar
 import torch
 import torch.nn as nn
 
+from nas.arch.genotype import Cell, Genotype, check_cell
+from nas.arch.rule import CellRule
+from nas.arch.space import SPACES, edge_weights, space_options
 from nas.config import ModelConfig, SpaceConfig
-from nas.cost.rule import CellRule
-from nas.errors import UserError
-from nas.genotype import Cell, Genotype, check_cell
-from nas.limits import MAX_NODES, Range
-from nas.space import SPACES, edge_weights, space_options
+from nas.core.errors import UserError
+from nas.core.limits import MAX_NODES, Range
 from search_spaces.darts.formats import FORMAT
 from search_spaces.darts.imagenet import NetworkImageNet, check_input_size
 from search_spaces.darts.network import NetworkCIFAR
@@ -169,7 +169,7 @@ class DartsSpace:
         return genotype
 
     def cell_rule(self, cell_type: str, edges: int) -> CellRule:
-        """Derive's structure (`nas.cost.rule`): each node keeps 2 of its incoming edges, never `none`."""
+        """Derive's structure (`nas.arch.rule`): each node keeps 2 of its incoming edges, never `none`."""
         groups = [tuple(group) for group in node_groups(_nodes_for_edges(edges))]
         allowed = tuple(k for k, op in enumerate(self.primitives) if op != "none")
         return CellRule(tuple(groups), 2, allowed)

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn as nn
 
-from nas.mixed_op import MixedOp
+from nas.arch.mixed_op import MixedOp
+from nas.arch.space import Supernet
 from nas.sampling import ArchSample
-from nas.space import Supernet
 from search_spaces.darts.ops import FactorizedReduce, ReLUConvBN, build_op
 
 if TYPE_CHECKING:

@@ -1,14 +1,14 @@
 """The NAS-Bench-201 arch string `|op~0|+|op~0|op~1|+|op~0|op~1|op~2|` (Dong & Yang, 2020): node k lists
 `op~input` for each of its inputs.
 
-Registered as the genotype string format "nb201" (`nas.genotype.FORMATS`).
+Registered as the genotype string format "nb201" (`nas.arch.genotype.FORMATS`).
 """
 
 from __future__ import annotations
 
-from nas.errors import UserError
-from nas.genotype import Cell, Genotype, GenotypeFormat, register_format, short
-from nas.limits import MAX_NODES
+from nas.arch.genotype import Cell, Genotype, GenotypeFormat, register_format, short
+from nas.core.errors import UserError
+from nas.core.limits import MAX_NODES
 
 
 def to_nb201_string(genotype: Genotype) -> str:

@@ -26,9 +26,9 @@ import os
 from functools import cache, lru_cache
 from pathlib import Path
 
-from nas.errors import UserError
-from nas.genotype import Genotype
-from nas.ground_truth import GroundTruth, GroundTruthConfig
+from nas.arch.genotype import Genotype
+from nas.arch.ground_truth import GroundTruth, GroundTruthConfig
+from nas.core.errors import UserError
 
 TABLE = Path(__file__).with_name("nb201_accuracies.csv.gz")
 DATASETS = ("cifar10", "cifar100", "imagenet16_120")
@@ -130,7 +130,7 @@ def query_all(api, epochs: int, trial_seed: int | None) -> dict[str, tuple[float
 
 
 def _write_cache(path: Path, table: dict[str, tuple[float, ...]]) -> None:
-    from nas.atomic import atomic_write_text
+    from nas.core.atomic import atomic_write_text
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")

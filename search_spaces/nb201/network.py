@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from nas.genotype import Cell as CellGenotype
-from nas.genotype import Genotype
+from nas.arch.genotype import Cell as CellGenotype
+from nas.arch.genotype import Genotype
 from search_spaces.nb201.ops import ResNetBasicBlock, build_op, macro_layout
 
 

@@ -15,8 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nas.layers import PointwiseConv
-from nas.registry import Registry
+from nas.arch.layers import PointwiseConv
+from nas.core.registry import Registry
 
 PRIMITIVES = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 

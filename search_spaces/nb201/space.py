@@ -18,12 +18,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from nas.arch.genotype import Cell, Genotype, check_cell
+from nas.arch.ground_truth import GroundTruth, GroundTruthConfig
+from nas.arch.rule import CellRule
+from nas.arch.space import SPACES
 from nas.config import ModelConfig, SpaceConfig
-from nas.cost.rule import CellRule
-from nas.errors import UserError
-from nas.genotype import Cell, Genotype, check_cell
-from nas.ground_truth import GroundTruth, GroundTruthConfig
-from nas.space import SPACES
+from nas.core.errors import UserError
 from search_spaces.nb201.formats import FORMAT
 from search_spaces.nb201.network import InferCell, TinyNetwork
 from search_spaces.nb201.ops import OPS, PRIMITIVES
@@ -69,9 +69,10 @@ class NB201Space:
         "cifar": {"init_channels": 16, "layers": 5, "classes": 10, "image_size": 32}
     }  # the benchmark's
     train_recipe = "configs/train/nb201_cifar10.yaml"  # NAS-Bench-201's training protocol, 200 epochs
-    idle_keys = ("model.auxiliary", "model.drop_path_prob")  # no auxiliary head, no drop path (nas.idle)
+    # no auxiliary head, no drop path (nas.config.idle)
+    idle_keys = ("model.auxiliary", "model.drop_path_prob")
     # GDAS' reference code for NAS-Bench-201 adds the unchosen (zero) op weights to every edge's output,
-    # so every alpha gets a gradient (nas.mixed_op.MixedOp); `sampler.unchosen_grad: null` follows it
+    # so every alpha gets a gradient (nas.arch.mixed_op.MixedOp); `sampler.unchosen_grad: null` follows it
     hard_unchosen_grad = True
 
     def ground_truth(self, cfg: GroundTruthConfig) -> GroundTruth:
@@ -115,7 +116,7 @@ class NB201Space:
         return Genotype(self.name, {"cell": derive_cell(weights["cell"], self.primitives)})
 
     def cell_rule(self, cell_type: str, edges: int) -> CellRule:
-        """Derive's structure (`nas.cost.rule`): every edge kept, any op (`none` included)."""
+        """Derive's structure (`nas.arch.rule`): every edge kept, any op (`none` included)."""
         return CellRule(tuple((e,) for e in range(edges)), 1, tuple(range(len(self.primitives))))
 
     def edge_modules(self, network: nn.Module) -> list[tuple[str, int, nn.Module]]:

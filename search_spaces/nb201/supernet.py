@@ -7,10 +7,10 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from nas.arch.mixed_op import MixedOp
+from nas.arch.space import Supernet
 from nas.config import SpaceConfig
-from nas.mixed_op import MixedOp
 from nas.sampling import ArchSample
-from nas.space import Supernet
 from search_spaces.nb201.ops import ResNetBasicBlock, build_op, macro_layout
 
 NODES = 4  # node 0 is the cell input, node 3 its output

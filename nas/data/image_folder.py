@@ -33,11 +33,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nas.atomic import atomic_write
 from nas.config import DataConfig
-from nas.datasets import DATASETS, DatasetInfo, ImageSet
-from nas.errors import UserError
-from nas.limits import MAX_IMAGE_PIXELS
+from nas.core.atomic import atomic_write
+from nas.core.errors import UserError
+from nas.core.limits import MAX_IMAGE_PIXELS
+from nas.data.datasets import DATASETS, DatasetInfo, ImageSet
 
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}

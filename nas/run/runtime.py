@@ -1,5 +1,5 @@
 """Run-time plumbing shared by every command: device choice, seeding, RNG states, autocast and the
-provenance saved next to every result (run directories: `nas.rundir`)."""
+provenance saved next to every result (run directories: `nas.core.rundir`)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nas.errors import UserError
+from nas.core.errors import UserError
 
 
 def pick_device(name: str) -> torch.device:
@@ -54,7 +54,7 @@ def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManage
 
 def rng_state() -> dict:
     """Every global RNG the run touches: python, numpy, torch CPU and CUDA, as tensors and plain values
-    only, so a checkpoint holding it loads with `torch.load(weights_only=True)` (`nas.checkpoint`)."""
+    only, so a checkpoint holding it loads with `torch.load(weights_only=True)` (`nas.run.checkpoint`)."""
     version, internal, gauss = random.getstate()  # (3, 625 ints, None)
     np_state = np.random.get_state(legacy=False)  # {"bit_generator", "state": {"key", "pos"}, ...}
     state = {

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from nas.errors import UserError
+from nas.core.errors import UserError
 
 GB = 1e9
 _ACTIVATIONS: dict[tuple, tuple[int, int]] = {}  # in-process cache: tests build one config many times

@@ -10,7 +10,7 @@
   cannot make the parser or a network builder allocate without limit.
 
 Upper bounds are far above any published setting; they exist so that a typo (`layers=1000000`) is refused
-in a line instead of running for minutes. What fits the machine is decided by `nas.memory`.
+in a line instead of running for minutes. What fits the machine is decided by `nas.run.memory`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from nas.errors import UserError
+from nas.core.errors import UserError
 
 INF = math.inf
 SEED_MAX = 2**63 - 1  # seeds go through numpy's SeedSequence and torch.manual_seed: non-negative, 64-bit
@@ -76,8 +76,8 @@ SEED = Range(0, SEED_MAX)
 BATCH = Range(1, 2**20)
 CHANNELS = Range(
     1, 2**20
-)  # what fits is decided by nas.memory: a too-wide build stops at its first parameter too many
-LAYERS = Range(1, 100)  # building takes Python time per cell, even a build nas.memory refuses: bound it
+)  # what fits is decided by nas.run.memory: a too-wide build stops at its first parameter too many
+LAYERS = Range(1, 100)  # building takes Python time per cell, even a build nas.run.memory refuses: bound it
 
 RANGES: dict[str, Range] = {
     "seed": SEED,
@@ -104,7 +104,8 @@ RANGES: dict[str, Range] = {
     "tau.start": TAU,
     "tau.end": TAU,
     "tau.warmup_epochs": WARMUP,
-    "tau.rate": Range(-1e4, 1e4),  # per epoch; its sign is checked against start/end by nas.schedules
+    # per epoch; its sign is checked against start/end by nas.sampling.schedules
+    "tau.rate": Range(-1e4, 1e4),
     "tau.step_every": Range(1, EPOCHS_MAX),
     "tau.step_factor": Range(1e-6, 1e6),
     "search.epochs": EPOCHS,
@@ -208,7 +209,7 @@ def numeric_fields(cfg: Any, prefix: str = "") -> Iterator[tuple[str, Any, Range
 
 def _known(key: str, allowed: Range | None) -> Range:
     if allowed is None:
-        raise LookupError(f"{key} has no range (nas.limits.RANGES or its options class's RANGES)")
+        raise LookupError(f"{key} has no range (nas.core.limits.RANGES or its options class's RANGES)")
     return allowed
 
 

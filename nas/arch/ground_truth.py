@@ -3,9 +3,9 @@
 milliseconds, exactly, instead of by a short proxy retrain.
 
 A space that has one provides `ground_truth(cfg: GroundTruthConfig) -> GroundTruth` (see
-`nas.space.SearchSpace`); the engine never names the benchmark. A `GroundTruth` is a table (architecture
+`nas.arch.space.SearchSpace`); the engine never names the benchmark. A `GroundTruth` is a table (architecture
 key -> one accuracy per dataset) plus the function that turns a genotype into its key; percentiles are
-against the whole space, ties counting half (as `nas.stats.percentile`).
+against the whole space, ties counting half (as `nas.core.stats.percentile`).
 
 Where it is read: `nas genotype info` (accuracy and percentile per dataset), `nas search` (the derived
 cell's accuracy per epoch in metrics.jsonl and TensorBoard, and at the end), `nas ablate` with
@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from nas.errors import UserError
-from nas.genotype import Genotype
+from nas.arch.genotype import Genotype
+from nas.core.errors import UserError
 
 
 @dataclass

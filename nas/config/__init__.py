@@ -14,13 +14,13 @@ from typing import Any, ClassVar, TypeVar
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from nas.errors import UserError, warn
-from nas.ground_truth import GroundTruthConfig
-from nas.limits import Range, check_ranges
+from nas.arch.ground_truth import GroundTruthConfig
+from nas.arch.space import SPACES  # imports config types only to annotate: the spaces' `Options` type `space`
+from nas.core.errors import UserError, warn
+from nas.core.limits import Range, check_ranges
 from nas.sampling import SAMPLERS, build_sampler
 from nas.sampling.base import SamplerConfig  # the sampler section's base schema (lives with the samplers)
-from nas.schedules import validate_schedule
-from nas.space import SPACES  # imports config types only to annotate: the spaces' `Options` type `space`
+from nas.sampling.schedules import validate_schedule
 
 T = TypeVar("T")
 
@@ -56,7 +56,7 @@ class DataConfig:
     flip: bool = True
     cutout: int = 0  # cutout square side in pixels; 0 = off
     device_resident: bool = True  # keep the uint8 dataset on the compute device, augment there
-    # image_folder streaming (nas.stream): decode per batch in worker processes instead of holding the split
+    # image_folder streaming (nas.data.stream): decode per batch in worker processes instead of holding the split
     stream: bool | None = None  # null = stream when the decoded training split would exceed stream_above_gb
     stream_above_gb: float = 8.0
     workers: int = 4  # streaming: decoding processes per training process (0 = in the training process)
@@ -69,13 +69,13 @@ class SpaceConfig:
     """The keys every search space has. Each space's own keys and defaults (`space.<key>`) live in a
     subclass next to its code (the space's `Options`); `load_config` types the `space` section by the
     chosen `name`, so a key of another space is an unknown key. A subclass may carry `RANGES` (field name
-    -> `nas.limits.Range`) for its own numeric keys."""
+    -> `nas.core.limits.Range`) for its own numeric keys."""
 
-    name: str = "darts"  # see nas.space.SPACES
+    name: str = "darts"  # see nas.arch.space.SPACES
     init_channels: int = 16
     layers: int = 8
 
-    RANGES: ClassVar[dict[str, Range]] = {}  # a subclass's own numeric keys -> their ranges (nas.limits)
+    RANGES: ClassVar[dict[str, Range]] = {}  # a subclass's own numeric keys -> their ranges (nas.core.limits)
 
     def check(self, cfg: Any) -> None:
         """Refuse (UserError, one line) what ranges cannot express: rules between the space's keys, or
@@ -84,7 +84,7 @@ class SpaceConfig:
 
 @dataclass
 class TauConfig:
-    schedule: str = "linear"  # see nas.schedules.SCHEDULES
+    schedule: str = "linear"  # see nas.sampling.schedules.SCHEDULES
     start: float = 10.0
     end: float = 0.1
     per: str = "epoch"  # epoch | step: how often tau is recomputed
@@ -190,7 +190,7 @@ class SearchRunConfig(RunConfig):
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     tau: TauConfig = field(default_factory=TauConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
-    # the space's ground truth (nas.ground_truth), where it has one: the derived cell's accuracy per epoch
+    # the space's ground truth (nas.arch.ground_truth), where it has one: the derived cell's accuracy per epoch
     ground_truth: GroundTruthConfig = field(default_factory=GroundTruthConfig)
 
 
@@ -447,7 +447,7 @@ def _check(ok: bool, message: str) -> None:
 
 def validate(cfg: Any) -> None:
     """Value checks the type system cannot express: every numeric field against its range
-    (`nas.limits.RANGES`), then the choices and the rules between fields. Raises UserError on the first
+    (`nas.core.limits.RANGES`), then the choices and the rules between fields. Raises UserError on the first
     problem."""
     check_ranges(cfg)
     _check(cfg.amp in ("none", "bf16"), f"amp must be 'none' or 'bf16', got {cfg.amp!r}")

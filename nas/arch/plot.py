@@ -25,10 +25,10 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle, FancyArrowPatch
 
-from nas.atomic import atomic_write_text
-from nas.errors import UserError
-from nas.genotype import Cell, Genotype
-from nas.space import SPACES
+from nas.arch.genotype import Cell, Genotype
+from nas.arch.space import SPACES
+from nas.core.atomic import atomic_write_text
+from nas.core.errors import UserError
 
 # node colours of the DARTS figures: darkseagreen2, lightblue, palegoldenrod
 INPUT_COLOR, NODE_COLOR, OUTPUT_COLOR = "#b4eeb4", "#add8e6", "#eee8aa"

@@ -1,6 +1,6 @@
 """Streaming image folders: images that do not fit in memory, decoded per batch by worker processes.
 
-The same folder layout and listing as `nas.image_folder` (`list_split`: classes by name, the i-th image of
+The same folder layout and listing as `nas.data.image_folder` (`list_split`: classes by name, the i-th image of
 every class in turn, `data.subset` = the first N), read through a torch `DataLoader` whose workers decode
 each file and transform it with torchvision `transforms.v2` as DARTS' ImageNet recipe does
 (`train_imagenet.py`): training takes a RandomResizedCrop of `data.image_size` (default 224), a
@@ -27,12 +27,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from nas.augment import augment, normalize
 from nas.config import DataConfig
-from nas.datasets import DatasetInfo
-from nas.errors import UserError
-from nas.image_folder import Listing, check_header, check_same_classes, list_split
-from nas.rng import Stream, derive_seed
+from nas.core.errors import UserError
+from nas.core.rng import Stream, derive_seed
+from nas.data.augment import augment, normalize
+from nas.data.datasets import DatasetInfo
+from nas.data.image_folder import Listing, check_header, check_same_classes, list_split
 
 # ImageNet's statistics (torchvision's references, DARTS' train_imagenet.py), in [0, 1] pixel units
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -168,7 +168,7 @@ class StreamLoader:
         device: where batches are produced.
         train: shuffle and augment (see the module docstring); otherwise resize + centre crop in order.
         image_size: S, the side of the crops.
-        flip, color_jitter, cutout: augmentation of train batches (cutout on the device, `nas.augment`).
+        flip, color_jitter, cutout: augmentation of train batches (cutout on the device, `nas.data.augment`).
         seed: the run's loader seed; an epoch's batches depend on (seed, epoch) only.
         rank, world_size: this process's shard.
         channels_last: return x in channels-last memory format.
@@ -243,7 +243,7 @@ def stream_loaders(
     cfg: DataConfig, *, device: torch.device | str, seed: int, rank: int = 0, world_size: int = 1,
     channels_last: bool = False,
 ) -> tuple[StreamLoader, StreamLoader, DatasetInfo]:  # fmt: skip
-    """`nas.data.train_loaders` for a streamed image folder: (train, test, info)."""
+    """`nas.data.loaders.train_loaders` for a streamed image folder: (train, test, info)."""
     root = Path(cfg.root)
     train, test = list_split(root, "train", cfg.image_size), list_split(root, "test", cfg.image_size)
     check_same_classes(train, test)

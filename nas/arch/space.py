@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Protocol
 import torch
 import torch.nn as nn
 
-from nas.cost.rule import CellRule
-from nas.genotype import Genotype, format_of, load_genotype_file, parse_genotype_text
-from nas.registry import Registry
-from nas.rundir import GENOTYPE_FILE
+from nas.arch.genotype import Genotype, format_of, load_genotype_file, parse_genotype_text
+from nas.arch.rule import CellRule
+from nas.core.registry import Registry
+from nas.core.rundir import GENOTYPE_FILE
 from nas.sampling import ArchSample
 
 if TYPE_CHECKING:  # nas.config looks the spaces up (their `Options`): the config types are only annotations
@@ -72,7 +72,7 @@ class SearchSpace(Protocol):
 
     - registers an object with the attributes and methods below under its `name` (`SPACES.register`);
       the genotypes it makes carry `space=name`;
-    - registers its genotype string format, if it has one, with `nas.genotype.register_format`
+    - registers its genotype string format, if it has one, with `nas.arch.genotype.register_format`
       (`GenotypeFormat`: name, space, prefix, title, parse, write; parsing builds cells with `Cell.make`,
       never `eval`), and names it in `string_format`; a space without one leaves it None and its
       genotypes travel as JSON;
@@ -102,10 +102,11 @@ class SearchSpace(Protocol):
     # without --config (`nas.train.recipe`); None: `nas train` asks for --config
     train_recipe: str | None
     # optional: the `model.*` keys its network has no use for (NB201: model.auxiliary, model.drop_path_prob),
-    # each named in one warning line when set (`nas.idle`)
+    # each named in one warning line when set (`nas.config.idle`)
     parameter_free: frozenset[str]  # the primitives whose op has no weights (collapse diagnostics)
     input_states: int  # states a cell reads before its first intermediate node (DARTS: 2, NB201: 1)
-    string_format: str | None  # its genotype string format in `nas.genotype.FORMATS` (metrics, TensorBoard)
+    # its genotype string format in `nas.arch.genotype.FORMATS` (metrics, TensorBoard)
+    string_format: str | None
 
     def build_supernet(self, cfg: SpaceConfig, num_classes: int, in_channels: int) -> Supernet: ...
 
@@ -135,7 +136,7 @@ class SearchSpace(Protocol):
         ...
 
     def cell_rule(self, cell_type: str, edges: int) -> CellRule:
-        """The structure of `derive` for a cell type with `edges` alpha rows (`nas.cost.rule`)."""
+        """The structure of `derive` for a cell type with `edges` alpha rows (`nas.arch.rule`)."""
         ...
 
     def edge_modules(self, network: nn.Module) -> list[tuple[str, int, nn.Module]]:
@@ -187,7 +188,7 @@ def space_options(space: SearchSpace, cfg: SpaceConfig) -> SpaceConfig:
 
 def resolve_genotype(spec: str) -> Genotype:
     """A genotype from `zoo:NAME`, a run directory (its genotype.json), a file in any supported format, or
-    an inline string in a registered format (`nas.genotype.FORMATS`, e.g. the DARTS `Genotype(...)` or the
+    an inline string in a registered format (`nas.arch.genotype.FORMATS`, e.g. the DARTS `Genotype(...)` or the
     NAS-Bench-201 `|op~0|+...` string), checked against its space."""
     if spec.startswith("zoo:"):
         from search_spaces import zoo

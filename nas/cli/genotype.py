@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import argparse
 
-from nas.atomic import atomic_write_text, check_output_path
-from nas.errors import UserError
-from nas.genotype import FORMATS, describe, formats, listed, save_genotype
-from nas.ground_truth import GroundTruthConfig, ground_truth_of
-from nas.space import SPACES, resolve_genotype
+from nas.arch.genotype import FORMATS, describe, formats, listed, save_genotype
+from nas.arch.ground_truth import GroundTruthConfig, ground_truth_of
+from nas.arch.space import SPACES, resolve_genotype
+from nas.core.atomic import atomic_write_text, check_output_path
+from nas.core.errors import UserError
 
 
 def add_parsers(sub) -> None:
@@ -47,7 +47,7 @@ def add_parsers(sub) -> None:
 
 
 def add_ground_truth_args(p: argparse.ArgumentParser) -> None:
-    """Where a space's ground truth comes from (`nas.ground_truth.GroundTruthConfig`), as flags."""
+    """Where a space's ground truth comes from (`nas.arch.ground_truth.GroundTruthConfig`), as flags."""
     p.add_argument(
         "--ground-truth",
         default="table",
@@ -60,7 +60,7 @@ def add_ground_truth_args(p: argparse.ArgumentParser) -> None:
 
 
 def ground_truth_config(args: argparse.Namespace) -> GroundTruthConfig:
-    from nas.limits import GROUND_TRUTH_RANGES, check_flags
+    from nas.core.limits import GROUND_TRUTH_RANGES, check_flags
 
     check_flags(vars(args), GROUND_TRUTH_RANGES)
     return GroundTruthConfig(source=args.ground_truth, path=args.benchmark_file, epochs=args.benchmark_epochs,
@@ -101,9 +101,9 @@ def cmd_genotype_info(args: argparse.Namespace) -> int:
     import torch
 
     from nas.config import ModelConfig
-    from nas.limits import INFO_RANGES, check_flags
-    from nas.memory import build_checked, check_inference
-    from nas.profile import model_summary
+    from nas.core.limits import INFO_RANGES, check_flags
+    from nas.cost.profile import model_summary
+    from nas.run.memory import build_checked, check_inference
 
     check_flags(vars(args), INFO_RANGES)
     genotype = resolve_genotype(args.file)
@@ -154,7 +154,7 @@ def cmd_genotype_list(args: argparse.Namespace) -> int:
 
 
 def cmd_genotype_plot(args: argparse.Namespace) -> int:
-    from nas.plot import plot_genotype
+    from nas.arch.plot import plot_genotype
 
     check_output_path(args.output)
     written = plot_genotype(resolve_genotype(args.file), args.output)

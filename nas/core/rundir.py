@@ -36,7 +36,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from nas.errors import UserError
+from nas.core.errors import UserError
 
 # The file names of a run directory, in one place (search, retrain and ablation runs)
 LOCK = ".nas.lock"
@@ -72,7 +72,7 @@ except ImportError:  # not POSIX: PID checks only
 
 
 def _is_temp(path: Path) -> bool:
-    """A temp file of `nas.atomic.atomic_write` (or of a lock being created)."""
+    """A temp file of `nas.core.atomic.atomic_write` (or of a lock being created)."""
     return path.name.startswith(".") and path.name.endswith(".tmp")
 
 

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nas.atomic import atomic_write_text
-from nas.errors import UserError, printable
-from nas.limits import MAX_CELLS, MAX_EDGES_PER_NODE, MAX_GENOTYPE_BYTES, MAX_NODES, MAX_OP_NAME
-from nas.registry import Registry
+from nas.core.atomic import atomic_write_text
+from nas.core.errors import UserError, printable
+from nas.core.limits import MAX_CELLS, MAX_EDGES_PER_NODE, MAX_GENOTYPE_BYTES, MAX_NODES, MAX_OP_NAME
+from nas.core.registry import Registry
 
 FORMAT = "nas.genotype"
 VERSION = 1
@@ -40,7 +40,7 @@ class Cell:
     def make(
         cls, nodes: Sequence[Sequence[Sequence[Any]]], concat: Sequence[int], name: str = "cell"
     ) -> Cell:
-        """A cell from plain sequences, checked against the bounds every genotype obeys (`nas.limits`):
+        """A cell from plain sequences, checked against the bounds every genotype obeys (`nas.core.limits`):
         op names are short strings, inputs and concat entries integers (never rounded), the concat
         non-empty and without repeats. Raises UserError naming the cell and the first problem."""
         where = f"cell {short(name)}"
@@ -187,7 +187,7 @@ class GenotypeFormat:
 
     Every command that reads a genotype reads a text starting with `prefix` through `parse`; `nas genotype
     convert --to NAME` writes through `write`. Both raise UserError in one line. `parse` never `eval`s and
-    builds its cells with `Cell.make`, so the bounds of `nas.limits` hold for every format.
+    builds its cells with `Cell.make`, so the bounds of `nas.core.limits` hold for every format.
     """
 
     name: str  # `nas genotype convert --to NAME`; the space's `string_format`

@@ -22,13 +22,13 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from nas.atomic import atomic_write_text
-from nas.checkpoint import CHECKPOINT, load_checkpoint, restoring, save_checkpoint, stop_if_diverged
 from nas.config import RunConfig, to_yaml
-from nas.distributed import Distributed, gather_rank_states, own_rank_state
-from nas.rundir import CONFIG_FILE, kept_checkpoint
-from nas.runlog import RunLogger
-from nas.runtime import (
+from nas.core.atomic import atomic_write_text
+from nas.core.rundir import CONFIG_FILE, kept_checkpoint
+from nas.run.checkpoint import CHECKPOINT, load_checkpoint, restoring, save_checkpoint, stop_if_diverged
+from nas.run.distributed import Distributed, gather_rank_states, own_rank_state
+from nas.run.runlog import RunLogger
+from nas.run.runtime import (
     autocast,
     configure_backends,
     pick_device,
@@ -43,7 +43,7 @@ class EpochRun:
     """Builds a run from its config in `out_dir` (resuming its last checkpoint if `resume`) and runs it.
 
     Args:
-        dist: optional `nas.distributed` context (rank, world size, collectives); None = one process.
+        dist: optional `nas.run.distributed` context (rank, world size, collectives); None = one process.
     """
 
     kind = "run"  # the TensorBoard prefix of the epoch metrics: "search/", "train/"

@@ -1,7 +1,7 @@
 """The built-in datasets: each loads one split of a dataset entirely into memory as an `ImageSet`.
 
-Datasets register by name in `DATASETS` (`data.name`); `nas.image_folder` adds `image_folder`. The loaders
-and the search splits built on top of them live in `nas.data`.
+Datasets register by name in `DATASETS` (`data.name`); `nas.data.image_folder` adds `image_folder`. The loaders
+and the search splits built on top of them live in `nas.data.loaders`.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 
 from nas.config import DataConfig
-from nas.errors import UserError
-from nas.memory import check_bytes
-from nas.registry import Registry
+from nas.core.errors import UserError
+from nas.core.registry import Registry
+from nas.run.memory import check_bytes
 
 
 @dataclass(frozen=True)

@@ -38,9 +38,9 @@ import torch
 import torch.distributed as tdist
 import torch.nn as nn
 
-from nas.errors import UserError
-from nas.rundir import CONFIG_FILE, RunDir, claim
-from nas.runtime import pick_device, rng_state
+from nas.core.errors import UserError
+from nas.core.rundir import CONFIG_FILE, RunDir, claim
+from nas.run.runtime import pick_device, rng_state
 
 BUCKET_BYTES = 64 * 2**20  # coalesced all-reduce buffers: few calls, bounded extra memory
 
@@ -272,7 +272,7 @@ def _to_cpu(obj: Any) -> Any:
 def run_dir(
     out_dir: str | Path, resume: bool, dist: Distributed | None, done: str, schema: type
 ) -> Iterator[RunDir]:
-    """`nas.rundir.claim` on rank 0 only, for the life of the context; every rank follows its decision to
+    """`nas.core.rundir.claim` on rank 0 only, for the life of the context; every rank follows its decision to
     resume or start afresh. If rank 0 refuses the directory it exits with the error and torchrun stops
     the waiting ranks."""
     if dist is None or dist.rank == 0:
@@ -289,7 +289,7 @@ def elastic_resume(cfg: Any, checkpoint: str, dist: Distributed | None) -> bool:
 
     False on torchrun's first attempt. After a restart, rank 0 looks at out_dir and every rank follows its
     decision: resume when the checkpoint is there; otherwise start afresh (the claim clears what an
-    attempt that died before its first checkpoint left, `nas.rundir.decide`).
+    attempt that died before its first checkpoint left, `nas.core.rundir.decide`).
 
     Raises:
         UserError: out_dir holds a run with another config (never resume someone else's run).

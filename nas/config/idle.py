@@ -14,10 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from nas.arch.space import SPACES, SearchSpace
 from nas.config import SearchRunConfig, TrainRunConfig, flat, to_dict
-from nas.errors import warn
+from nas.core.errors import warn
 from nas.sampling import SAMPLERS
-from nas.space import SPACES, SearchSpace
 
 DOWNLOADS = ("cifar10", "cifar100")  # the datasets `data.download` fetches (torchvision)
 

@@ -1,8 +1,8 @@
 """Datasets, search splits and the GPU-resident loader.
 
-A dataset (`nas.datasets`, `nas.image_folder`) is loaded once into an `ImageSet`: all images as one uint8
+A dataset (`nas.data.datasets`, `nas.data.image_folder`) is loaded once into an `ImageSet`: all images as one uint8
 (N, C, H, W) tensor. A `TensorLoader` copies the images it serves to the compute device once and then
-cuts, augments and normalises batches there (see `nas.augment`), so no worker processes and no per-image
+cuts, augments and normalises batches there (see `nas.data.augment`), so no worker processes and no per-image
 Python work are involved. All randomness (shuffling, augmentation) comes from the loader's own CPU
 generators, which `state_dict()` saves, so a resumed run sees the same batches as an uninterrupted one.
 """
@@ -14,12 +14,12 @@ from typing import Protocol
 
 import torch
 
-import nas.image_folder  # noqa: F401  (registers `image_folder`)
-from nas.augment import augment, normalize
+import nas.data.image_folder  # noqa: F401  (registers `image_folder`)
 from nas.config import DataConfig
-from nas.datasets import DATASETS, SYSTEM_FASHION_MNIST, DatasetInfo, ImageSet, read_idx
-from nas.errors import UserError
-from nas.rng import Stream, derive_seed
+from nas.core.errors import UserError
+from nas.core.rng import Stream, derive_seed
+from nas.data.augment import augment, normalize
+from nas.data.datasets import DATASETS, SYSTEM_FASHION_MNIST, DatasetInfo, ImageSet, read_idx
 
 __all__ = ["DATASETS", "SYSTEM_FASHION_MNIST", "DatasetInfo", "ImageSet", "read_idx"]
 
@@ -47,7 +47,7 @@ def load_dataset(cfg: DataConfig, train: bool) -> ImageSet:
 
 
 class Loader(Protocol):
-    """What the search and retrain loops use of a loader: `TensorLoader`, or `nas.stream.StreamLoader`."""
+    """What the search and retrain loops use of a loader: `TensorLoader`, or `nas.data.stream.StreamLoader`."""
 
     def __len__(self) -> int: ...
 
@@ -62,7 +62,7 @@ class TensorLoader:
     """Batches (x, y) of an in-memory image set, cut and augmented on the compute device.
 
     Each epoch (each `iter()`) a train loader shuffles its indices with its own CPU generator and
-    augments every batch with a second one (`nas.augment.augment`); an eval loader keeps the order and only
+    augments every batch with a second one (`nas.data.augment.augment`); an eval loader keeps the order and only
     normalises. `batch_size` is per process. With `world_size > 1` every rank draws the same permutation
     and takes `perm[rank::world_size]`: disjoint shards, truncated to equal length for train loaders (so
     ranks run the same number of steps), kept whole for eval loaders (so every sample is evaluated once).
@@ -76,7 +76,7 @@ class TensorLoader:
         train: shuffle and augment; otherwise fixed order and normalisation only.
         mean: per-channel mean in [0, 1] pixel units.
         std: per-channel std in [0, 1] pixel units.
-        crop_padding, flip, cutout: augmentation of train batches, see `nas.augment.augment`.
+        crop_padding, flip, cutout: augmentation of train batches, see `nas.data.augment.augment`.
         seed: seeds both generators (the augmentation one also mixes in `rank`).
         drop_last: drop the last incomplete batch.
         rank: this process's rank.
@@ -253,13 +253,13 @@ def train_loaders(
     last batch; the test loader serves the whole test split in order, normalised only, in batches of
     `cfg.eval_batch_size` (with several processes each rank evaluates its own disjoint part).
 
-    An image folder that does not fit in memory (`nas.stream.wants_stream`) is streamed from disk instead
-    (`nas.stream.StreamLoader`, the same interface).
+    An image folder that does not fit in memory (`nas.data.stream.wants_stream`) is streamed from disk instead
+    (`nas.data.stream.StreamLoader`, the same interface).
 
     Raises:
         UserError: missing data, or a batch size larger than the training images a rank gets.
     """
-    from nas import stream  # it builds on this module
+    from nas.data import stream  # it builds on this module
 
     if stream.wants_stream(cfg):
         kw = {"rank": rank, "world_size": world_size, "channels_last": channels_last}

@@ -27,9 +27,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from nas.atomic import atomic_write, read_json_object
-from nas.errors import UserError
-from nas.rundir import ALPHAS_FILE, CONFIG_FILE, GENOTYPE_FILE, RESULT_FILE
+from nas.core.atomic import atomic_write, read_json_object
+from nas.core.errors import UserError
+from nas.core.rundir import ALPHAS_FILE, CONFIG_FILE, GENOTYPE_FILE, RESULT_FILE
 
 FORMAT = "nas-export/1"
 SUFFIXES = (".pt2", ".onnx", ".safetensors")
@@ -73,9 +73,9 @@ def build_network(meta: dict[str, Any]) -> nn.Module:
     """The eval-mode network described by export metadata, with fresh weights and without the auxiliary
     head (it only runs in training)."""
     import search_spaces  # noqa: F401  (registers the spaces)
+    from nas.arch.genotype import Genotype
+    from nas.arch.space import SPACES
     from nas.config import ModelConfig
-    from nas.genotype import Genotype
-    from nas.space import SPACES
 
     genotype = Genotype.from_dict(meta["genotype"])
     try:
@@ -96,9 +96,9 @@ def run_metadata(run_dir: Path) -> tuple[nn.Module, dict[str, Any]]:
     Raises:
         UserError: not a retrain run directory, or no checkpoint yet.
     """
-    from nas.checkpoint import CHECKPOINT, load_checkpoint, restoring
+    from nas.arch.space import resolve_genotype
     from nas.config import TrainRunConfig, load_config, to_dict
-    from nas.space import resolve_genotype
+    from nas.run.checkpoint import CHECKPOINT, load_checkpoint, restoring
 
     if (run_dir / ALPHAS_FILE).is_file() or not (run_dir / GENOTYPE_FILE).is_file():
         raise UserError(
@@ -111,7 +111,7 @@ def run_metadata(run_dir: Path) -> tuple[nn.Module, dict[str, Any]]:
     if info is None:  # a checkpoint from before exports: ask the dataset
         from dataclasses import asdict
 
-        from nas.data import load_dataset
+        from nas.data.loaders import load_dataset
 
         info = asdict(load_dataset(cfg.data, train=True).info)
     _check_info(run_dir / CHECKPOINT, info)
@@ -138,8 +138,8 @@ def run_metadata(run_dir: Path) -> tuple[nn.Module, dict[str, Any]]:
 
 def _check_info(path: Path, info: Any) -> None:
     """The checkpoint's `data_info` is what `DatasetInfo` holds: sizes within the bounds of a config
-    (`nas.limits`), statistics per channel."""
-    from nas.limits import RANGES
+    (`nas.core.limits`), statistics per channel."""
+    from nas.core.limits import RANGES
 
     sizes = {"num_classes": RANGES["data.synthetic.classes"], "in_channels": RANGES["data.synthetic.channels"],
              "image_size": RANGES["data.image_size"]}  # fmt: skip

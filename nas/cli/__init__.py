@@ -16,17 +16,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import search_spaces  # noqa: F401  (registers the search spaces)
-from nas.atomic import check_output_path
-from nas.cost.commands import add_budget_args, budget_of, budget_table
-from nas.cost.commands import add_parsers as add_cost_parsers
-from nas.errors import UserError, printable
-from nas.genotype import Genotype, describe, save_genotype
-from nas.genotype_commands import add_ground_truth_args, ground_truth_config
-from nas.genotype_commands import add_parsers as add_genotype_parsers
-from nas.ground_truth import ground_truth_of
-from nas.idle import warn_idle
-from nas.rundir import ALPHAS_FILE, CONFIG_FILE, GENOTYPE_FILE, RESULT_FILE
-from nas.space import SPACES, resolve_genotype
+from nas.arch.genotype import Genotype, describe, save_genotype
+from nas.arch.ground_truth import ground_truth_of
+from nas.arch.space import SPACES, resolve_genotype
+from nas.cli.cost import add_budget_args, budget_of, budget_table
+from nas.cli.cost import add_parsers as add_cost_parsers
+from nas.cli.genotype import add_ground_truth_args, ground_truth_config
+from nas.cli.genotype import add_parsers as add_genotype_parsers
+from nas.config.idle import warn_idle
+from nas.core.atomic import check_output_path
+from nas.core.errors import UserError, printable
+from nas.core.rundir import ALPHAS_FILE, CONFIG_FILE, GENOTYPE_FILE, RESULT_FILE
 
 # errors of the file system or the machine that a user fixes (space, permissions, paths), reported in one line
 ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
@@ -53,7 +53,7 @@ def _run_dir(path: str) -> Path:
 def _run_config(schema: type, args: argparse.Namespace, command: str):
     """(config, what a resume's overrides changed or None) of `nas search|train --config/--resume`."""
     from nas.config import load_config
-    from nas.resume import resume_config
+    from nas.run.resume import resume_config
 
     if args.resume:
         return resume_config(schema, _run_dir(args.resume), args.overrides)
@@ -65,9 +65,9 @@ def _run_config(schema: type, args: argparse.Namespace, command: str):
 def _start(cfg, args: argparse.Namespace):
     """The process group (None for one process) and whether the run asks to resume; refuses a device that
     does not exist before the run directory is touched."""
-    from nas import distributed
-    from nas.checkpoint import CHECKPOINT
-    from nas.runtime import pick_device
+    from nas.run import distributed
+    from nas.run.checkpoint import CHECKPOINT
+    from nas.run.runtime import pick_device
 
     if not distributed.launched_by_torchrun():
         pick_device(cfg.device)
@@ -78,7 +78,7 @@ def _start(cfg, args: argparse.Namespace):
 @contextlib.contextmanager
 def _running(command: str, path: Path) -> Iterator[None]:
     """A run that the machine stops (disk full, permissions) ends in one line that says how to go on."""
-    from nas.checkpoint import CheckpointWriteError
+    from nas.run.checkpoint import CheckpointWriteError
 
     hint = f"resume with nas {command} --resume {path} once fixed"
     try:
@@ -120,12 +120,12 @@ def _run(
 
     Args:
         runner: `SearchRunner` or `Trainer`, built as runner(cfg, *inputs(cfg, resume), out_dir, ...).
-        done: the file a finished run leaves (`nas.rundir.decide`).
+        done: the file a finished run leaves (`nas.core.rundir.decide`).
         notices: notices(cfg, *inputs) says what the user should know (warning lines) once the run is set
             up, so that a refused command still says only its one line.
     """
-    from nas import distributed
-    from nas.resume import record_resume
+    from nas.run import distributed
+    from nas.run.resume import record_resume
 
     cfg, changed = _run_config(schema, args, command)
     dist, resume = _start(cfg, args)
@@ -160,7 +160,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_derive(args: argparse.Namespace) -> int:
-    from nas.rundir import holding
+    from nas.core.rundir import holding
 
     run_dir = _run_dir(args.run_dir)
     with holding(run_dir):  # a search still writing the run: refused, nothing rewritten
@@ -168,12 +168,12 @@ def cmd_derive(args: argparse.Namespace) -> int:
 
 
 def _derive(args: argparse.Namespace, run_dir: Path) -> int:
+    from nas.arch.space import exclude_ops
     from nas.config import SearchRunConfig, load_config
-    from nas.limits import RANGES, check_flags
+    from nas.core.limits import RANGES, check_flags
     from nas.search.load import load_architecture
     from nas.search.provenance import derive_genotype
     from nas.search.runner import write_alphas
-    from nas.space import exclude_ops
 
     budget = budget_of(args)  # a bad budget: refused before any work
     cfg = load_config(SearchRunConfig, run_dir / CONFIG_FILE)
@@ -208,12 +208,12 @@ def _derive(args: argparse.Namespace, run_dir: Path) -> int:
 def cmd_rank(args: argparse.Namespace) -> int:
     import json
 
-    from nas.atomic import atomic_write_text
+    from nas.arch.diagnostics import genotype_string
     from nas.config import SearchRunConfig, load_config
-    from nas.diagnostics import genotype_string
-    from nas.limits import RANK_RANGES, check_flags
+    from nas.core.atomic import atomic_write_text
+    from nas.core.limits import RANK_RANGES, check_flags
+    from nas.core.stats import kendall_tau
     from nas.search.rank import random_cells, supernet_accuracies
-    from nas.stats import kendall_tau
 
     run_dir = _run_dir(args.run_dir)
     if args.output:
@@ -304,7 +304,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from nas.export import check_format, export, run_metadata
+    from nas.train.export import check_format, export, run_metadata
 
     check_format(args.output)  # before any work: a bad name or a missing package
     network, meta = run_metadata(_run_dir(args.run_dir))
@@ -341,7 +341,7 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from nas.bench.report import format_table, write_report
     from nas.bench.run import bench
-    from nas.limits import BENCH_RANGES, check_flags
+    from nas.core.limits import BENCH_RANGES, check_flags
 
     check_flags(vars(args), BENCH_RANGES)
     if args.train != (args.genotype is not None):

@@ -15,10 +15,10 @@ from typing import Any, TypeVar
 
 from omegaconf import OmegaConf
 
-from nas.atomic import atomic_write_text
 from nas.config import flat, load_config, to_dict, to_yaml
-from nas.errors import UserError
-from nas.rundir import CONFIG_FILE
+from nas.core.atomic import atomic_write_text
+from nas.core.errors import UserError
+from nas.core.rundir import CONFIG_FILE
 
 T = TypeVar("T")
 

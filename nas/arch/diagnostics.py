@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from nas.errors import UserError
-from nas.genotype import FORMATS, Genotype, describe
-from nas.space import SPACES
+from nas.arch.genotype import FORMATS, Genotype, describe
+from nas.arch.space import SPACES
+from nas.core.errors import UserError
 
 
 def _probs(alpha: torch.Tensor) -> torch.Tensor:

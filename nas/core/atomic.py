@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from nas.errors import UserError
+from nas.core.errors import UserError
 
 
 def check_output_path(path: str | Path) -> Path:

@@ -6,11 +6,11 @@ import argparse
 import re
 from pathlib import Path
 
+from nas.arch.space import SPACES
+from nas.core.errors import UserError
+from nas.core.limits import BUDGET, COST_RANGES, PROFILE_RANGES, check_flags
+from nas.core.rundir import COST_TABLE_FILE
 from nas.cost.table import METRICS, UNITS, CostTable, NetworkSpec, count_table, load_table
-from nas.errors import UserError
-from nas.limits import BUDGET, COST_RANGES, PROFILE_RANGES, check_flags
-from nas.rundir import COST_TABLE_FILE
-from nas.space import SPACES
 
 
 def add_parsers(sub) -> None:
@@ -48,7 +48,7 @@ def add_budget_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_cost(args: argparse.Namespace) -> int:
-    from nas.space import SPACES
+    from nas.arch.space import SPACES
 
     check_flags(vars(args), COST_RANGES | (PROFILE_RANGES if args.cost_command == "profile" else {}))
     space = SPACES.get(args.space)

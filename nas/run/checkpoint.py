@@ -1,7 +1,7 @@
 """Checkpoints: atomic writes, and loads that never run code from the file.
 
 A checkpoint holds only tensors and plain Python values (numbers, strings, None, lists, tuples, dicts):
-RNG states are stored as tensors and plain ints (`nas.runtime.rng_state`). It is therefore loaded with
+RNG states are stored as tensors and plain ints (`nas.run.runtime.rng_state`). It is therefore loaded with
 `torch.load(weights_only=True)`, whose unpickler refuses every global outside PyTorch's tensor types, so a
 `last.pt` replaced by a pickle whose `__reduce__` calls `os.system` is refused instead of executed.
 Checkpoints written before RNG states were plain values hold a numpy array; exactly the numpy globals
@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from nas.atomic import atomic_write
-from nas.errors import UserError
-from nas.limits import EPOCHS_MAX
-from nas.rundir import CHECKPOINT  # noqa: F401  (re-exported: where checkpoints live in a run)
+from nas.core.atomic import atomic_write
+from nas.core.errors import UserError
+from nas.core.limits import EPOCHS_MAX
+from nas.core.rundir import CHECKPOINT  # noqa: F401  (re-exported: where checkpoints live in a run)
 
 
 def _legacy_globals() -> list[Any]:

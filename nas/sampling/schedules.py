@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn as nn
 
-from nas.errors import UserError
-from nas.registry import Registry
+from nas.core.errors import UserError
+from nas.core.registry import Registry
 from nas.sampling import check_tau
 
 if TYPE_CHECKING:  # nas.config validates with this module: the config type is only an annotation
@@ -49,7 +49,7 @@ def constant(cfg: TauConfig, u: float, span: float) -> float:
 
 @SCHEDULES.register("linear")
 def linear(cfg: TauConfig, u: float, span: float) -> float:
-    return cfg.start + (cfg.end - cfg.start) * min(u / span, 1.0)  # > 0 for taus in nas.limits.TAU
+    return cfg.start + (cfg.end - cfg.start) * min(u / span, 1.0)  # > 0 for taus in nas.core.limits.TAU
 
 
 @SCHEDULES.register("exponential")
@@ -97,7 +97,7 @@ def step(cfg: TauConfig, u: float, span: float) -> float:
 
 
 def _bounded(x: float) -> float:
-    """An exponent cut to +-600: tau (<= 1e4, nas.limits) times exp of it stays a finite float, and a value
+    """An exponent cut to +-600: tau (<= 1e4, nas.core.limits) times exp of it stays a finite float, and a value
     cut here lies beyond tau.end anyway, where `_clamped` stops it."""
     return min(max(x, -600.0), 600.0)
 

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nas.atomic import atomic_write_text
-from nas.rundir import METRICS_LOG
+from nas.core.atomic import atomic_write_text
+from nas.core.rundir import METRICS_LOG
 
 
 def _jsonable(value: Any) -> Any:
