@@ -1,15 +1,19 @@
-"""The package layout, checked from the source: imports run one way.
+"""The package layout, checked from the source: `nas/` is packages by concern, and imports run one way.
 
 Every `import` in `nas/` (at module level and inside functions alike, since a lazy import that closes a
-circle is still a circle) is an edge of a graph that must have no cycle; the engine reaches the concrete
-spaces only at its registration points; the tools (`nas ablate`, `nas bench`, `nas gradcheck`, the CLI)
-sit on top and nothing below imports them; no engine module names a concrete space.
+circle is still a circle) is an edge of a graph. Each module belongs to one package of the README's
+layout drawing, and a module imports only from its own package or from a package on a lower line of the
+drawing, so between packages imports run one way; within a package the graph has no cycle either. At
+most a few modules sit loose at the top of `nas/`. The engine reaches the concrete spaces only at its
+registration points; the tools (`nas ablate`, `nas bench`, `nas gradcheck`, the CLI) sit on top and
+nothing below imports them; no engine module names a concrete space.
 """
 
 from __future__ import annotations
 
 import ast
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,25 +21,24 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TOOLS = (
-    "nas.cli",
-    "nas.__main__",
-    "nas.cli.genotype",
-    "nas.ablate",
-    "nas.bench",
-    "nas.gradcheck",
-    "nas.cli.cost",
-)
-# The drawing in the README's Layout section, bottom up: a module imports only from its own tier or below.
+TOOLS = ("nas.__main__", "nas.cli", "nas.ablate", "nas.bench", "nas.gradcheck")
+# The drawing in the README's Layout section, bottom up: the packages of each line (`nas` is the top-level
+# package itself, `__main__` the loose module `python -m nas` runs). A module imports from its own package
+# or from a package on a lower line, never from a package on its own line or above.
 TIERS = (
-    ("base", "errors rng stats layers augment profile"),
-    ("records", "genotype checkpoint runlog rundir runtime atomic limits registry"),
-    ("contracts", "space schedules memory sampling mixed_op cost.rule ground_truth"),
-    ("config", "config idle diagnostics plot cost"),
-    ("data", "data stream image_folder datasets distributed resume"),
-    ("runs", "search train run export"),
-    ("tools", "cli __main__ genotype_commands ablate bench gradcheck cost.commands"),
+    ("core", "nas core"),
+    ("sampling", "sampling"),
+    ("arch", "arch"),
+    ("config", "config"),
+    ("run", "run"),
+    ("data", "data"),
+    ("cost", "cost"),
+    ("runs", "search train"),
+    ("tools", "ablate bench gradcheck"),
+    ("cli", "cli"),
+    ("entry", "__main__"),
 )
+MAX_LOOSE = 10  # modules directly in nas/ (not in a package), __init__ included
 # where the engine may import `search_spaces` (registration: the CLI loads the spaces, its genotype
 # commands list the zoo; export and space load them lazily for a library caller who asks for a zoo genotype
 # or an exported model)
@@ -143,16 +146,19 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return out
 
 
+def _package(name: str) -> str:
+    """The package of a module as the drawing names it: `nas.arch.space` -> `arch`, `nas` -> `nas`."""
+    parts = name.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
 def _tier(name: str) -> int:
-    """The tier of a module: the one whose entry is the longest prefix of its name (`nas` itself: 0)."""
-    short = name.removeprefix("nas.")
-    best = (0, 0) if name == "nas" else None
-    for i, (_, names) in enumerate(TIERS):
-        for entry in names.split():
-            if (short == entry or short.startswith(entry + ".")) and (best is None or len(entry) > best[1]):
-                best = (i, len(entry))
-    assert best is not None, f"{name} is in no tier of the README's layout drawing"
-    return best[0]
+    """The line of the drawing that holds the module's package."""
+    found = [i for i, (_, packages) in enumerate(TIERS) if _package(name) in packages.split()]
+    assert len(found) == 1, (
+        f"{name}: its package {_package(name)} is on {len(found)} lines of the layout drawing"
+    )
+    return found[0]
 
 
 def _is_tool(name: str) -> bool:
@@ -161,32 +167,63 @@ def _is_tool(name: str) -> bool:
 
 def test_the_graph_sees_imports():
     """The checks below are only as good as the graph: it must hold edges we know exist."""
-    assert "nas.genotype" in GRAPH["nas.arch.space"]
+    assert "nas.arch.genotype" in GRAPH["nas.arch.space"]
     assert "nas.search.runner" in GRAPH["nas.cli"]
+    assert "nas.cli.genotype" in GRAPH["nas.cli"]  # `from nas.cli.genotype import ...` inside the package
     assert "search_spaces" in GRAPH["nas.cli"]
+    assert "nas.run.distributed" in GRAPH["nas.cli"]  # a lazy `from nas.run import distributed`
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert (
-        _tier("nas.cli")
+        _tier("nas.__main__")
+        > _tier("nas.cli")
         > _tier("nas.search.runner")
         > _tier("nas.config")
         > _tier("nas.arch.space")
         > _tier("nas.core.errors")
     )
     assert _tier("nas.arch.rule") < _tier("nas.cost.table") < _tier("nas.cli.cost")
+    assert _tier("nas.search.runner") == _tier("nas.train.trainer")
 
 
 def test_no_import_cycles():
     assert _cycles(GRAPH) == []
 
 
+def test_few_loose_modules():
+    """`nas/` is packages by concern: only a few modules sit at its top."""
+    loose = sorted(p.name for p in (ROOT / "nas").glob("*.py"))
+    assert "__init__.py" in loose and len(loose) <= MAX_LOOSE, loose
+
+
+def test_every_package_is_drawn_once():
+    drawn = [p for _, packages in TIERS for p in packages.split()]
+    assert len(drawn) == len(set(drawn))
+    assert {_package(name) for name in MODULES} == set(drawn)
+
+
 @pytest.mark.parametrize("name", sorted(MODULES))
 def test_imports_run_down_the_layout_drawing(name):
-    up = [
+    """Between packages, imports run one way: down the drawing, never sideways to a package on the same
+    line (search and train know nothing of each other) and never up."""
+    wrong = [
         f"{d} ({TIERS[_tier(d)][0]})"
         for d in sorted(GRAPH[name] - {"search_spaces"})
-        if _tier(d) > _tier(name)
+        if _package(d) != _package(name) and _tier(d) >= _tier(name)
     ]
-    assert up == [], f"{name} ({TIERS[_tier(name)][0]}) imports upwards"
+    assert wrong == [], f"{name} ({TIERS[_tier(name)][0]}) imports sideways or upwards"
+
+
+def test_the_readme_draws_these_lines():
+    """The README's drawing is this one: a line per tier, top down, naming its packages (`pkg/`)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Layout") :]
+    block = section[section.index("Imports run down this drawing") :].split("```")[1]
+    lines = [line for line in block.splitlines() if line.strip() and not line.startswith(" ")]
+    assert [line.split()[0] for line in lines] == [name for name, _ in reversed(TIERS)]
+    for line, (name, packages) in zip(lines, reversed(TIERS)):
+        drawn = set(re.findall(r"(?<![\w/])(\w+)/", line)) | {"__main__"} & set(line.split())
+        expected = set(packages.split()) - {"nas"}
+        assert drawn == expected, f"README layout line {name!r} draws {sorted(drawn)}, not {sorted(expected)}"
 
 
 def test_engine_reaches_spaces_only_at_registration_points():

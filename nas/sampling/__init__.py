@@ -10,8 +10,9 @@
 | `gumbel_rao` | one-hot           | Rao-Blackwellised straight-through Gumbel-softmax   | gumbel_rao.py |
 | `drnas`      | Dirichlet sample  | reparameterised (implicit), + KL regulariser        | drnas.py      |
 
-The interface and the shared pieces are in `base.py`. Every module of this package is imported here, so
-a new estimator is one new file that defines a `Sampler` subclass with `@register` (plus its tests).
+The interface and the shared pieces are in `base.py`; the temperature schedules (`SCHEDULES`) in
+`schedules.py`. Every module of this package is imported here, so a new estimator is one new file that
+defines a `Sampler` subclass with `@register` (plus its tests).
 """
 
 import importlib

@@ -1,1 +1,1 @@
-"""Retraining a discrete architecture from scratch."""
+"""Retraining a discrete architecture from scratch, and exporting the retrained network (`export`)."""
