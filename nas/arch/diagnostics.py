@@ -69,21 +69,16 @@ def genotype_text(genotype: Genotype) -> str:
 
 def heatmap_figure(alphas: Mapping[str, torch.Tensor], primitives: Sequence[str], title: str = ""):
     """A matplotlib figure: for each cell type, edges x ops op probabilities with the values written in."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: nothing left in a global registry
 
     names = list(alphas)
-    fig, axes = plt.subplots(
-        1,
-        len(names),
+    fig = Figure(
         figsize=(
             1.0 + 0.9 * len(primitives) * len(names),
             0.9 + 0.32 * max(a.shape[0] for a in alphas.values()),
-        ),
-        squeeze=False,
+        )
     )
+    axes = fig.subplots(1, len(names), squeeze=False)
     for ax, name in zip(axes[0], names):
         p = _probs(alphas[name]).numpy()
         ax.imshow(p, cmap="viridis", vmin=0.0, vmax=max(1e-9, p.max()), aspect="auto")
