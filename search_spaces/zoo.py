@@ -19,11 +19,9 @@ from __future__ import annotations
 from typing import Any
 
 from nas.arch.genotype import Genotype
-from nas.core.registry import Registry
+from nas.arch.space import ZOO
 from search_spaces.darts.formats import from_darts_string
 from search_spaces.nb201.formats import from_nb201_string
-
-ZOO: Registry[Genotype] = Registry("zoo genotype")
 
 _DARTS_V1 = (
     "Genotype(normal=[('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('skip_connect', 0), ('sep_conv_3x3', 1), "

@@ -1,7 +1,7 @@
 """The package layout, checked from the source: `nas/` is packages by concern, and imports run one way.
 
-Every `import` in `nas/` (at module level and inside functions alike, since a lazy import that closes a
-circle is still a circle) is an edge of a graph. Each module belongs to one package of the README's
+Every `import` in `nas/` and `search_spaces/` (at module level, inside functions and under `if TYPE_CHECKING:`
+alike, since a lazy or annotation-only import that closes a circle is still a circle) is an edge of a graph. Each module belongs to one package of the README's
 layout drawing, and a module imports only from its own package or from a package on a lower line of the
 drawing, so between packages imports run one way; within a package the graph has no cycle either. At
 most a few modules sit loose at the top of `nas/`. The engine reaches the concrete spaces only at its
@@ -34,20 +34,17 @@ TIERS = (
     ("data", "data"),
     ("cost", "cost"),
     ("runs", "search train"),
+    ("spaces", "search_spaces"),
     ("tools", "ablate bench gradcheck"),
     ("cli", "cli"),
     ("entry", "__main__"),
 )
 MAX_LOOSE = 10  # modules directly in nas/ (not in a package), __init__ included
-# where the engine may import `search_spaces` (registration: the CLI loads the spaces, its genotype
-# commands list the zoo; export and space load them lazily for a library caller who asks for a zoo genotype
-# or an exported model)
-SPACE_IMPORTERS = {"nas.cli", "nas.cli.genotype", "nas.train.export", "nas.arch.space"}
 
 
 def _modules() -> dict[str, Path]:
     out = {}
-    for path in sorted((ROOT / "nas").rglob("*.py")):
+    for path in sorted([*(ROOT / "nas").rglob("*.py"), *(ROOT / "search_spaces").rglob("*.py")]):
         parts = path.relative_to(ROOT).with_suffix("").parts
         name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
         out[name] = path
@@ -64,40 +61,31 @@ def _owner(target: str) -> str | None:
     return target or None
 
 
-def _imports(name: str) -> set[str]:
-    """Everything `name` imports (modules of nas, and "search_spaces"), outside `if TYPE_CHECKING:`."""
+def _imports(name: str, source: str | None = None) -> set[str]:
+    """The modules of nas and search_spaces that module `name` imports (its file, or `source`), wherever the
+    import statement stands: module level, a function, `if TYPE_CHECKING:`."""
     path = MODULES[name]
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
-
-    def visit(node: ast.AST) -> None:
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
-                continue
-            if isinstance(child, ast.Import):
-                targets = [alias.name for alias in child.names]
-            elif isinstance(child, ast.ImportFrom):
-                base = child.module or ""
-                if child.level:
-                    pkg = package
-                    for _ in range(child.level - 1):
-                        pkg = pkg.rpartition(".")[0]
-                    base = f"{pkg}.{base}" if base else pkg
-                # `from pkg import sub` imports the submodule; otherwise the names come from `base`
-                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base for a in child.names]
-            else:
-                visit(child)
-                continue
-            for target in targets:
-                if target.split(".")[0] == "search_spaces":
-                    found.add("search_spaces")
-                owner = _owner(target)
-                if (
-                    owner and owner != name and not name.startswith(owner + ".")
-                ):  # a parent package is no edge
-                    found.add(owner)
-
-    visit(ast.parse(path.read_text(encoding="utf-8")))
+    tree = ast.parse(source if source is not None else path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                pkg = package
+                for _ in range(node.level - 1):
+                    pkg = pkg.rpartition(".")[0]
+                base = f"{pkg}.{base}" if base else pkg
+            # `from pkg import sub` imports the submodule; otherwise the names come from `base`
+            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base for a in node.names]
+        else:
+            continue
+        for target in targets:
+            owner = _owner(target)
+            if owner and owner != name and not name.startswith(owner + "."):  # a parent package is no edge
+                found.add(owner)
     return found
 
 
@@ -147,8 +135,11 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def _package(name: str) -> str:
-    """The package of a module as the drawing names it: `nas.arch.space` -> `arch`, `nas` -> `nas`."""
+    """The package of a module as the drawing names it: `nas.arch.space` -> `arch`, `nas` -> `nas`, every
+    module of the plug-in spaces -> `search_spaces`."""
     parts = name.split(".")
+    if parts[0] == "search_spaces":
+        return "search_spaces"
     return parts[1] if len(parts) > 1 else parts[0]
 
 
@@ -170,8 +161,11 @@ def test_the_graph_sees_imports():
     assert "nas.arch.genotype" in GRAPH["nas.arch.space"]
     assert "nas.search.runner" in GRAPH["nas.cli"]
     assert "nas.cli.genotype" in GRAPH["nas.cli"]  # `from nas.cli.genotype import ...` inside the package
-    assert "search_spaces" in GRAPH["nas.cli"]
     assert "nas.run.distributed" in GRAPH["nas.cli"]  # a lazy `from nas.run import distributed`
+    assert "nas.arch.space" in GRAPH["search_spaces.zoo"]
+    assert "search_spaces.darts.options" in GRAPH["search_spaces.darts.supernet"]
+    hidden = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from nas.config import TauConfig\n"
+    assert "nas.config" in _imports("nas.sampling.schedules", hidden)  # annotation-only imports count
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert (
         _tier("nas.__main__")
@@ -207,7 +201,7 @@ def test_imports_run_down_the_layout_drawing(name):
     line (search and train know nothing of each other) and never up."""
     wrong = [
         f"{d} ({TIERS[_tier(d)][0]})"
-        for d in sorted(GRAPH[name] - {"search_spaces"})
+        for d in sorted(GRAPH[name])
         if _package(d) != _package(name) and _tier(d) >= _tier(name)
     ]
     assert wrong == [], f"{name} ({TIERS[_tier(name)][0]}) imports sideways or upwards"
@@ -226,8 +220,11 @@ def test_the_readme_draws_these_lines():
         assert drawn == expected, f"README layout line {name!r} draws {sorted(drawn)}, not {sorted(expected)}"
 
 
-def test_engine_reaches_spaces_only_at_registration_points():
-    assert {name for name, deps in GRAPH.items() if "search_spaces" in deps} <= SPACE_IMPORTERS
+def test_nothing_in_nas_imports_the_spaces():
+    """`nas/` finds the spaces only through its registries (SPACES, FORMATS, ZOO), which import
+    `search_spaces` by name on their first lookup: no module of nas imports one."""
+    assert {n for n, deps in GRAPH.items() if n.startswith("nas") and _package(n) != "search_spaces"
+            and any(d.startswith("search_spaces") for d in deps)} == set()  # fmt: skip
 
 
 @pytest.mark.parametrize("name", sorted(n for n in MODULES if not _is_tool(n)))
@@ -243,6 +240,8 @@ def test_engine_names_no_concrete_space():
     assert len(names) >= 2
     hits = []
     for name, path in MODULES.items():
+        if not name.startswith("nas"):
+            continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Constant) and node.value in names:
                 hits.append(f"{name}:{node.lineno} {node.value!r}")
@@ -258,8 +257,10 @@ def test_a_library_caller_finds_the_spaces_without_importing_them():
         "assert 'search_spaces' not in sys.modules\n"
         "g = parse_genotype_text('|nor_conv_3x3~0|+|skip_connect~0|none~1|+|avg_pool_3x3~0|none~1|none~2|')\n"
         "print(g.space, SPACES.get(g.space).input_states, ' '.join(SPACES.names()))\n"
+        "from nas.arch.space import resolve_genotype\n"
+        "print(resolve_genotype('zoo:DARTS_V2').space)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["nb201", "1", "darts", "nb201"]
+    assert out.stdout.split() == ["nb201", "1", "darts", "nb201", "darts"]

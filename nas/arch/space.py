@@ -9,20 +9,51 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Any, ClassVar, Protocol
 
 import torch
 import torch.nn as nn
 
 from nas.arch.genotype import Genotype, format_of, load_genotype_file, parse_genotype_text
 from nas.arch.rule import CellRule
+from nas.core.limits import Range
 from nas.core.registry import Registry
 from nas.core.rundir import GENOTYPE_FILE
 from nas.sampling import ArchSample
 
-if TYPE_CHECKING:  # nas.config looks the spaces up (their `Options`): the config types are only annotations
-    from nas.config import ModelConfig, SpaceConfig
+
+# The base schemas of the `space` and `model` sections live with the contract that reads them (nas.config
+# assembles the sections; a space's `Options` subclasses SpaceConfig).
+@dataclass
+class SpaceConfig:
+    """The keys every search space has. Each space's own keys and defaults (`space.<key>`) live in a
+    subclass next to its code (the space's `Options`); `load_config` types the `space` section by the
+    chosen `name`, so a key of another space is an unknown key. A subclass may carry `RANGES` (field name
+    -> `nas.core.limits.Range`) for its own numeric keys."""
+
+    name: str = ""  # a key of SPACES; a config that names none gets nas.config.DEFAULT_SPACE
+    init_channels: int = 16
+    layers: int = 8
+
+    RANGES: ClassVar[dict[str, Range]] = {}  # a subclass's own numeric keys -> their ranges (nas.core.limits)
+
+    def check(self, cfg: Any) -> None:
+        """Refuse (UserError, one line) what ranges cannot express: rules between the space's keys, or
+        between them and the rest of the run's config `cfg`. A space's `Options` extends this."""
+
+
+@dataclass
+class ModelConfig:
+    """The `model` section: what `SearchSpace.build_network` reads to build the network a genotype retrains."""
+
+    init_channels: int = 36
+    layers: int = 20
+    auxiliary: bool = True
+    auxiliary_weight: float = 0.4
+    drop_path_prob: float = 0.2  # ramped linearly from 0 over training
+    network: str = "cifar"  # cifar | imagenet (DARTS space: two stride-2 stems, for large images)
 
 
 def edge_weights(betas: torch.Tensor, groups: Sequence[Sequence[int]]) -> torch.Tensor:
@@ -76,7 +107,7 @@ class SearchSpace(Protocol):
       (`GenotypeFormat`: name, space, prefix, title, parse, write; parsing builds cells with `Cell.make`,
       never `eval`), and names it in `string_format`; a space without one leaves it None and its
       genotypes travel as JSON;
-    - may add published cells to `search_spaces.zoo` (`zoo:NAME`);
+    - may add published cells to `ZOO` (in `search_spaces/zoo.py`: `zoo:NAME`);
     - may set `hard_unchosen_grad = True`: `sampler.unchosen_grad: null` then gives the hard samplers'
       unchosen ops a gradient (its reference GDAS form; `nas.sampling.build_sampler`).
 
@@ -158,6 +189,8 @@ class SearchSpace(Protocol):
 
 
 SPACES: Registry[SearchSpace] = Registry("search space", plugins="search_spaces")
+# published cells (`zoo:NAME`), each with its provenance; filled by `search_spaces.zoo`
+ZOO: Registry[Genotype] = Registry("zoo genotype", plugins="search_spaces.zoo")
 
 
 def exclude_ops(
@@ -191,9 +224,7 @@ def resolve_genotype(spec: str) -> Genotype:
     an inline string in a registered format (`nas.arch.genotype.FORMATS`, e.g. the DARTS `Genotype(...)` or the
     NAS-Bench-201 `|op~0|+...` string), checked against its space."""
     if spec.startswith("zoo:"):
-        from search_spaces import zoo
-
-        return zoo.get(spec[4:])
+        return ZOO.get(spec[4:])
     if format_of(spec) is not None:
         genotype = parse_genotype_text(spec, source="genotype string")
         SPACES.get(genotype.space).validate(genotype)

@@ -15,7 +15,6 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import search_spaces  # noqa: F401  (registers the search spaces)
 from nas.arch.genotype import Genotype, describe, save_genotype
 from nas.arch.ground_truth import ground_truth_of
 from nas.arch.space import SPACES, resolve_genotype

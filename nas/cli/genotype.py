@@ -7,7 +7,7 @@ import argparse
 
 from nas.arch.genotype import FORMATS, describe, formats, listed, save_genotype
 from nas.arch.ground_truth import GroundTruthConfig, ground_truth_of
-from nas.arch.space import SPACES, resolve_genotype
+from nas.arch.space import SPACES, ZOO, resolve_genotype
 from nas.core.atomic import atomic_write_text, check_output_path
 from nas.core.errors import UserError
 
@@ -141,11 +141,9 @@ def cmd_genotype_info(args: argparse.Namespace) -> int:
 
 
 def cmd_genotype_list(args: argparse.Namespace) -> int:
-    from search_spaces import zoo
-
     print(f"{'name':<20} {'space':<6} {'error %':>8}  source")
-    for name in zoo.names():
-        g = zoo.get(name)
+    for name in ZOO.names():
+        g = ZOO.get(name)
         err = g.provenance.get("reported_test_error")
         print(
             f"{'zoo:' + name:<20} {g.space:<6} {err if err is not None else '-':>8}  {g.provenance.get('source', '')}"

@@ -9,20 +9,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+# Each component owns its config section's schema and this module assembles them: the space and model
+# sections live with the space contract, tau with its schedules, the sampler's with the samplers, ground
+# truth with its lookup.
 from nas.arch.ground_truth import GroundTruthConfig
-from nas.arch.space import SPACES  # imports config types only to annotate: the spaces' `Options` type `space`
+from nas.arch.space import SPACES, ModelConfig, SpaceConfig
 from nas.core.errors import UserError, warn
-from nas.core.limits import Range, check_ranges
+from nas.core.limits import check_ranges
 from nas.sampling import SAMPLERS, build_sampler
-from nas.sampling.base import SamplerConfig  # the sampler section's base schema (lives with the samplers)
-from nas.sampling.schedules import validate_schedule
+from nas.sampling.base import SamplerConfig
+from nas.sampling.schedules import TauConfig, validate_schedule
 
 T = TypeVar("T")
+DEFAULT_SPACE = "darts"  # the space a config that names none searches
 
 
 @dataclass
@@ -62,36 +66,6 @@ class DataConfig:
     workers: int = 4  # streaming: decoding processes per training process (0 = in the training process)
     color_jitter: float = 0.0  # streaming: ColorJitter brightness/contrast/saturation (hue: half); DARTS 0.4
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
-
-
-@dataclass
-class SpaceConfig:
-    """The keys every search space has. Each space's own keys and defaults (`space.<key>`) live in a
-    subclass next to its code (the space's `Options`); `load_config` types the `space` section by the
-    chosen `name`, so a key of another space is an unknown key. A subclass may carry `RANGES` (field name
-    -> `nas.core.limits.Range`) for its own numeric keys."""
-
-    name: str = "darts"  # see nas.arch.space.SPACES
-    init_channels: int = 16
-    layers: int = 8
-
-    RANGES: ClassVar[dict[str, Range]] = {}  # a subclass's own numeric keys -> their ranges (nas.core.limits)
-
-    def check(self, cfg: Any) -> None:
-        """Refuse (UserError, one line) what ranges cannot express: rules between the space's keys, or
-        between them and the rest of the run's config `cfg`. A space's `Options` extends this."""
-
-
-@dataclass
-class TauConfig:
-    schedule: str = "linear"  # see nas.sampling.schedules.SCHEDULES
-    start: float = 10.0
-    end: float = 0.1
-    per: str = "epoch"  # epoch | step: how often tau is recomputed
-    warmup_epochs: int = 0  # hold tau.start this many epochs first
-    rate: float | None = None  # exponential decay rate r; null = derived from start/end
-    step_every: int = 10  # step schedule: multiply by step_factor every step_every epochs
-    step_factor: float = 0.5
 
 
 @dataclass
@@ -186,22 +160,12 @@ class SearchRunConfig(RunConfig):
     name: str = "search"  # a redeclared field keeps its place: the key order of config.yaml stays
     out_dir: str = "runs/search"
     data: DataConfig = field(default_factory=lambda: DataConfig(batch_size=64))
-    space: SpaceConfig = field(default_factory=SpaceConfig)
+    space: SpaceConfig = field(default_factory=lambda: SpaceConfig(name=DEFAULT_SPACE))
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     tau: TauConfig = field(default_factory=TauConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     # the space's ground truth (nas.arch.ground_truth), where it has one: the derived cell's accuracy per epoch
     ground_truth: GroundTruthConfig = field(default_factory=GroundTruthConfig)
-
-
-@dataclass
-class ModelConfig:
-    init_channels: int = 36
-    layers: int = 20
-    auxiliary: bool = True
-    auxiliary_weight: float = 0.4
-    drop_path_prob: float = 0.2  # ramped linearly from 0 over training
-    network: str = "cifar"  # cifar | imagenet (DARTS space: two stride-2 stems, for large images)
 
 
 @dataclass
@@ -409,7 +373,7 @@ def _defaults(schema: type, layers: list[DictConfig]) -> DictConfig:
     their own keys (and defaults) are known and checked. Raises UserError for an unknown name."""
     if schema is not SearchRunConfig:
         return OmegaConf.structured(schema)
-    space = _chosen(layers, "space.name", SpaceConfig.name)
+    space = _chosen(layers, "space.name", DEFAULT_SPACE)
     sampler = _chosen(layers, "sampler.name", SamplerConfig.name)
     space_options, sampler_options = SPACES.get(space).Options, SAMPLERS.get(sampler).Options
     return OmegaConf.structured(

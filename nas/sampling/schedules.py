@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -35,10 +35,21 @@ from nas.core.errors import UserError
 from nas.core.registry import Registry
 from nas.sampling import check_tau
 
-if TYPE_CHECKING:  # nas.config validates with this module: the config type is only an annotation
-    from nas.config import TauConfig
 
-ScheduleFn = Callable[["TauConfig", float, float], float]
+# The `tau` section's schema lives with the schedules that read it (nas.config assembles the sections).
+@dataclass
+class TauConfig:
+    schedule: str = "linear"  # see nas.sampling.schedules.SCHEDULES
+    start: float = 10.0
+    end: float = 0.1
+    per: str = "epoch"  # epoch | step: how often tau is recomputed
+    warmup_epochs: int = 0  # hold tau.start this many epochs first
+    rate: float | None = None  # exponential decay rate r; null = derived from start/end
+    step_every: int = 10  # step schedule: multiply by step_factor every step_every epochs
+    step_factor: float = 0.5
+
+
+ScheduleFn = Callable[[TauConfig, float, float], float]
 SCHEDULES: Registry[ScheduleFn] = Registry("tau schedule")
 
 

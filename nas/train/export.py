@@ -72,7 +72,6 @@ def example_input(meta: dict[str, Any], batch: int = CHECK_BATCH) -> torch.Tenso
 def build_network(meta: dict[str, Any]) -> nn.Module:
     """The eval-mode network described by export metadata, with fresh weights and without the auxiliary
     head (it only runs in training)."""
-    import search_spaces  # noqa: F401  (registers the spaces)
     from nas.arch.genotype import Genotype
     from nas.arch.space import SPACES
     from nas.config import ModelConfig

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 import torch.nn as nn
@@ -14,11 +12,12 @@ from nas.arch.rule import CellRule
 from nas.arch.space import SPACES, edge_weights, space_options
 from nas.config import ModelConfig, SpaceConfig
 from nas.core.errors import UserError
-from nas.core.limits import MAX_NODES, Range
+from nas.core.limits import MAX_NODES
 from search_spaces.darts.formats import FORMAT
 from search_spaces.darts.imagenet import NetworkImageNet, check_input_size
 from search_spaces.darts.network import NetworkCIFAR
 from search_spaces.darts.ops import OPS, PRIMITIVES
+from search_spaces.darts.options import DartsOptions
 from search_spaces.darts.supernet import DartsSupernet, node_groups, num_edges
 
 
@@ -45,43 +44,6 @@ def derive_cell(
         order = sorted(range(i + 2), key=lambda j: -best[j].item())[:2]  # stable: ties keep lower j
         node_edges.append([(primitives[ops[j].item()], j) for j in order])
     return Cell.make(node_edges, range(2, 2 + nodes))
-
-
-@dataclass
-class DartsOptions(SpaceConfig):
-    """The DARTS space's `space` section: DARTS' search network (16 channels, 8 cells) and its own keys."""
-
-    name: str = "darts"
-    nodes: int = 4  # intermediate nodes per cell
-    stem_multiplier: int = 3  # the stem's output channels, in multiples of init_channels
-    # PC-DARTS (Xu et al. 2020; search_spaces/darts/supernet.py): 1/K of each edge's channels go through
-    # the mixed op (1 = all, DARTS); a learnt weight per edge, softmax over each node's inputs
-    partial_channels: int = 1
-    edge_norm: bool = False
-
-    RANGES: ClassVar[dict[str, Range]] = {
-        "nodes": Range(1, 10),
-        "stem_multiplier": Range(1, 16),
-        "partial_channels": Range(1, 1024),
-    }
-
-    def check(self, cfg: object) -> None:
-        """Every cell's channels (init_channels, doubled at each reduction) must split into K equal parts;
-        the second-order step differentiates alpha alone, so it cannot train edge normalisation; a supernet
-        needs both cell types, and its reduction cells sit at layers // 3 and 2 * layers // 3."""
-        if self.layers < 3:
-            raise UserError(
-                f"space.layers={self.layers}: a DARTS supernet needs at least 3 layers (below that it has no "
-                "reduction cell, so the reduce cell's architecture would never be trained)"
-            )
-        if self.init_channels % self.partial_channels:
-            raise UserError(
-                f"space.partial_channels={self.partial_channels} must divide space.init_channels="
-                f"{self.init_channels} (1/K of every edge's channels go through its mixed op)"
-            )
-        bilevel = getattr(getattr(cfg, "search", None), "bilevel", "first_order")
-        if self.edge_norm and bilevel != "first_order":
-            raise UserError(f"space.edge_norm=true needs search.bilevel=first_order, got {bilevel}")
 
 
 # the primitives whose op, as built, has no weights

@@ -11,8 +11,6 @@ Two PC-DARTS options (Xu et al., ICLR 2020), each usable alone and with every sa
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn as nn
 
@@ -20,9 +18,7 @@ from nas.arch.mixed_op import MixedOp
 from nas.arch.space import Supernet
 from nas.sampling import ArchSample
 from search_spaces.darts.ops import FactorizedReduce, ReLUConvBN, build_op
-
-if TYPE_CHECKING:
-    from search_spaces.darts.space import DartsOptions
+from search_spaces.darts.options import DartsOptions
 
 
 def num_edges(nodes: int) -> int:

@@ -29,6 +29,7 @@ from pathlib import Path
 from nas.arch.genotype import Genotype
 from nas.arch.ground_truth import GroundTruth, GroundTruthConfig
 from nas.core.errors import UserError
+from search_spaces.nb201.cell import validate_genotype
 
 TABLE = Path(__file__).with_name("nb201_accuracies.csv.gz")
 DATASETS = ("cifar10", "cifar100", "imagenet16_120")
@@ -40,9 +41,7 @@ SPACE_SIZE = 5**6
 
 def arch_key(genotype: Genotype) -> str:
     """The NB201 arch string of `genotype`, each node's inputs in ascending order (the table's key)."""
-    from search_spaces.nb201.space import SPACE
-
-    SPACE.validate(genotype)
+    validate_genotype(genotype)
     nodes = genotype.cells["cell"].nodes
     return "+".join(
         "|" + "|".join(f"{op}~{j}" for op, j in sorted(node, key=lambda e: e[1])) + "|" for node in nodes

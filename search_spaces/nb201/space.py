@@ -18,29 +18,17 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from nas.arch.genotype import Cell, Genotype, check_cell
+from nas.arch.genotype import Cell, Genotype
 from nas.arch.ground_truth import GroundTruth, GroundTruthConfig
 from nas.arch.rule import CellRule
 from nas.arch.space import SPACES
 from nas.config import ModelConfig, SpaceConfig
 from nas.core.errors import UserError
+from search_spaces.nb201.cell import OUTPUT, derive_cell, validate_genotype
 from search_spaces.nb201.formats import FORMAT
 from search_spaces.nb201.network import InferCell, TinyNetwork
 from search_spaces.nb201.ops import OPS, PRIMITIVES
 from search_spaces.nb201.supernet import EDGES, NODES, NB201Supernet
-
-OUTPUT = NODES - 1  # the cell's output state; matches the concat that formats.from_nb201_string makes
-
-
-def derive_cell(probs: torch.Tensor, primitives: tuple[str, ...]) -> Cell:
-    """NB201 derive rule: on every edge keep the argmax op, `none` included (ties to the lower index).
-
-    Args:
-        probs: (6, K) op probabilities, rows in EDGES order.
-    """
-    best = probs.detach().double().cpu().argmax(dim=1).tolist()  # (6,)
-    nodes = [[(primitives[best[EDGES.index((i, j))]], j) for j in range(i)] for i in range(1, NODES)]
-    return Cell.make(nodes, [OUTPUT])
 
 
 @dataclass
@@ -129,17 +117,7 @@ class NB201Space:
         return out
 
     def validate(self, genotype: Genotype) -> None:
-        if genotype.space != self.name:
-            raise UserError(f"genotype is for space {genotype.space!r}, not {self.name!r}")
-        if set(genotype.cells) != set(self.cell_types):
-            raise UserError(f"NB201 genotype needs cells {list(self.cell_types)}, got {list(genotype.cells)}")
-        cell = genotype.cells["cell"]
-        check_cell(
-            "cell", cell, self.primitives, NODES - 1, self.input_states, lambda i: i + 1, concat=[OUTPUT]
-        )
-        for i, node in enumerate(cell.nodes):
-            if sorted(j for _, j in node) != list(range(i + 1)):
-                raise UserError(f"cell 'cell' node {i + 1} must read each of nodes 0..{i} exactly once")
+        validate_genotype(genotype)
 
     def build_network(
         self,
