@@ -8,7 +8,7 @@ import random
 import pytest
 from omegaconf import OmegaConf
 
-from nas.arch.space import SPACES, space_options
+from nas.arch.space import SPACES, ModelConfig, model_options, space_options
 from nas.cli import main
 from nas.config import SamplerConfig, SearchRunConfig, SpaceConfig, load_config, to_dict, to_yaml
 from nas.core.errors import UserError
@@ -119,3 +119,29 @@ def test_a_space_takes_a_plain_space_config_with_its_defaults_for_the_rest():
 def test_sampler_config_lives_with_the_samplers_and_is_re_exported():
     assert SamplerConfig is sampling_base.SamplerConfig
     assert "sampler:\n  name: gdas" in to_yaml(SearchRunConfig())
+
+
+@pytest.mark.parametrize("name", SPACES.names())
+def test_model_sizes_left_null_are_the_spaces_standard_network(name):
+    space = SPACES.get(name)
+    for network, standard in space.networks.items():
+        filled = model_options(space, ModelConfig(network=network))
+        assert (filled.init_channels, filled.layers) == (standard["init_channels"], standard["layers"])
+        mixed = model_options(space, ModelConfig(network=network, layers=3))  # a size given is kept
+        assert (mixed.init_channels, mixed.layers) == (standard["init_channels"], 3)
+    with pytest.raises(UserError, match="has no such network"):
+        model_options(space, ModelConfig(network="no-such-network"))
+
+
+def test_a_retrain_config_without_sizes_builds_the_genotypes_own_network(tmp_path, capsys):
+    """An NB201 cell retrained from a config that sets no model sizes gets NAS-Bench-201's network (16
+    channels x 5 cells per stage: the ResNet cell's 559,386 parameters), recorded in config.yaml, not
+    DARTS' 36 x 20."""
+    path = tmp_path / "t.yaml"
+    path.write_text("data: {name: synthetic, batch_size: 8, synthetic: {train_size: 16, test_size: 8}}\n"
+                    "model: {auxiliary: false, drop_path_prob: 0.0}\ntrain: {epochs: 1}\n")  # fmt: skip
+    out = tmp_path / "run"
+    assert main(["train", "--genotype", "zoo:NB201_RESNET", "--config", str(path), f"out_dir={out}"]) == 0
+    assert "params 559,386" in capsys.readouterr().out
+    saved = OmegaConf.load(out / CONFIG_FILE).model
+    assert (saved.init_channels, saved.layers) == (16, 5)

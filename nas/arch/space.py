@@ -18,6 +18,7 @@ import torch.nn as nn
 
 from nas.arch.genotype import Genotype, format_of, load_genotype_file, parse_genotype_text
 from nas.arch.rule import CellRule
+from nas.core.errors import UserError
 from nas.core.limits import Range
 from nas.core.registry import Registry
 from nas.core.rundir import GENOTYPE_FILE
@@ -46,14 +47,16 @@ class SpaceConfig:
 
 @dataclass
 class ModelConfig:
-    """The `model` section: what `SearchSpace.build_network` reads to build the network a genotype retrains."""
+    """The `model` section: what `SearchSpace.build_network` reads to build the network a genotype retrains.
+    Sizes left null are the space's standard network `network` (`SearchSpace.networks`: DARTS' CIFAR network
+    is 36 channels x 20 cells, NAS-Bench-201's 16 channels x 5 cells per stage); `model_options` fills them."""
 
-    init_channels: int = 36
-    layers: int = 20
+    init_channels: int | None = None
+    layers: int | None = None
     auxiliary: bool = True
     auxiliary_weight: float = 0.4
     drop_path_prob: float = 0.2  # ramped linearly from 0 over training
-    network: str = "cifar"  # cifar | imagenet (DARTS space: two stride-2 stems, for large images)
+    network: str = "cifar"  # a key of the space's `networks` (DARTS: cifar | imagenet)
 
 
 def edge_weights(betas: torch.Tensor, groups: Sequence[Sequence[int]]) -> torch.Tensor:
@@ -207,6 +210,21 @@ def exclude_ops(
         a[..., columns] = float("-inf")
         out[name] = a
     return out
+
+
+def model_options(space: SearchSpace, cfg: ModelConfig) -> ModelConfig:
+    """`cfg` with the sizes it leaves null taken from the space's standard network `cfg.network`."""
+    if cfg.init_channels is not None and cfg.layers is not None:
+        return cfg
+    standard = space.networks.get(cfg.network)
+    if standard is None:
+        raise UserError(f"model.network={cfg.network}: space {space.name} has no such network (it has: "
+                        f"{', '.join(space.networks)})")  # fmt: skip
+    return dataclasses.replace(
+        cfg,
+        init_channels=standard["init_channels"] if cfg.init_channels is None else cfg.init_channels,
+        layers=standard["layers"] if cfg.layers is None else cfg.layers,
+    )
 
 
 def space_options(space: SearchSpace, cfg: SpaceConfig) -> SpaceConfig:

@@ -20,7 +20,7 @@ from timm.utils import ModelEmaV3
 from tqdm import tqdm
 
 from nas.arch.genotype import Genotype, save_genotype
-from nas.arch.space import SearchSpace
+from nas.arch.space import SearchSpace, model_options
 from nas.config import TrainConfig, TrainRunConfig
 from nas.core.atomic import atomic_write_text
 from nas.core.rng import Stream, derive_seed
@@ -58,6 +58,8 @@ class Trainer(EpochRun):
                  resume: bool = False, dist=None):  # fmt: skip
         space.validate(genotype)
         self.genotype, self.space = genotype, space
+        # sizes left null are the space's standard network's; config.yaml records the values used
+        cfg = dataclasses.replace(cfg, model=model_options(space, cfg.model))
         super().__init__(cfg, out_dir, resume, dist)
 
     @property
