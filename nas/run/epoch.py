@@ -7,7 +7,10 @@ the same way lives here, once:
   loader and RNG states (`loaders`), saved by `state_dict` and restored by `restore`;
 - `run`: the remaining epochs, then `finish`, with the logger closed however it ends;
 - the end of an epoch (`end_epoch`): stop on a NaN loss, gather every rank's states, check that the ranks'
-  replicas agree, rank 0 logs the metrics and writes the checkpoint, then all ranks meet.
+  replicas agree, rank 0 logs the metrics and writes the checkpoint, then all ranks meet;
+- inside an epoch: the weight step (`optimizer_step`: clear, backward, average across ranks where no DDP
+  wrapper does, clip, step), the epoch's metric sums (`Tally`, summed across ranks once per epoch) and
+  the progress bar (`progress`).
 
 A run implements `build` (loaders, model, optimisers), `epochs`, `run_epoch`, `epoch_line` and `finish`;
 the other hooks have defaults. A fix to resume or distributed handling lands here, for both commands.
@@ -16,11 +19,13 @@ the other hooks have defaults. A fix to resume or distributed handling lands her
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
+from tqdm import tqdm
 
 from nas.config import RunConfig, to_yaml
 from nas.core.atomic import atomic_write_text
@@ -37,6 +42,58 @@ from nas.run.runtime import (
     seed_everything,
     set_rng_state,
 )
+
+
+class Tally:
+    """Named sums of per-batch metrics (loss x batch size, correct predictions, images, ...), kept on the device
+    in float64 so that a step never waits for the GPU; `totals` sums them across ranks once per epoch."""
+
+    def __init__(self, device: torch.device | str, *names: str):
+        self.index = {name: i for i, name in enumerate(names)}
+        self.sums = torch.zeros(len(names), device=device, dtype=torch.float64)
+        self._positions: dict[tuple[str, ...], torch.Tensor] = {}
+
+    def add(self, **values: torch.Tensor | float) -> None:
+        """Add each named value (a 0-d tensor or a number) to its sum."""
+        keys = tuple(values)
+        where = self._positions.get(keys)
+        if where is None:
+            where = self._positions[keys] = torch.tensor(
+                [self.index[k] for k in keys], device=self.sums.device
+            )
+        self.sums[where] += torch.stack(
+            [torch.as_tensor(v, device=self.sums.device).double() for v in values.values()]
+        )
+
+    def peek(self, name: str) -> float:
+        """This rank's sum so far (waits for the device)."""
+        return float(self.sums[self.index[name]])
+
+    def totals(self, dist: Any = None) -> dict[str, float]:
+        """Every sum, over all ranks where `dist` is given (collective: every rank calls it)."""
+        if dist:
+            dist.all_reduce_sum(self.sums)
+        return dict(zip(self.index, self.sums.tolist()))
+
+
+def optimizer_step(
+    loss: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    params: Iterable[torch.Tensor],
+    grad_clip: float = 0.0,
+    dist: Any = None,
+) -> None:
+    """One step on `loss`, the same in the search and the retrain loops: clear the gradients, backpropagate,
+    average them across ranks where `dist` is given (a network that no DDP wrapper averages), clip their
+    norm to `grad_clip` (0 = off), step."""
+    params = list(params)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if dist:
+        dist.all_reduce_grads([p.grad for p in params if p.grad is not None])
+    if grad_clip > 0:
+        nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
 
 
 class EpochRun:
@@ -135,6 +192,11 @@ class EpochRun:
         """Rank 0, after a good epoch, before its metrics are logged: derived outputs; may add to `record`."""
 
     # --- shared -------------------------------------------------------------------------------------
+
+    def progress(self, epoch: int, total: int) -> tqdm:
+        """The epoch's progress bar (rank 0, `progress: true`), `total` steps; gone when the epoch ends."""
+        return tqdm(total=total, desc=f"epoch {epoch}", disable=not (self.cfg.progress and self.rank == 0),
+                    leave=False)  # fmt: skip
 
     def place(self, model: nn.Module) -> nn.Module:
         """`model` on this run's device, channels_last if the config asks."""

@@ -19,7 +19,6 @@ from typing import Any
 import torch
 import torch.nn as nn
 from timm.scheduler import CosineLRScheduler
-from tqdm import tqdm
 
 from nas.arch import diagnostics
 from nas.arch.genotype import save_genotype
@@ -33,7 +32,7 @@ from nas.core.rundir import ALPHAS_FILE, COST_TABLE_FILE, GENOTYPE_FILE
 from nas.cost.expected import cost_term
 from nas.data.loaders import search_loaders
 from nas.run.distributed import lr_scale
-from nas.run.epoch import EpochRun
+from nas.run.epoch import EpochRun, Tally, optimizer_step
 from nas.run.memory import SUPERNET_SIZE, build_checked, check_supernet
 from nas.sampling import build_sampler
 from nas.sampling.schedules import LearnedTemperature, tau_at
@@ -199,48 +198,42 @@ class SearchRunner(EpochRun):
         self.model.train()
         lr = self.w_opt.param_groups[0]["lr"]
         update_alpha = epoch >= self.cfg.search.arch_start_epoch
-        sums = torch.zeros(
-            4, device=self.device, dtype=torch.float64
-        )  # train loss, correct, val loss, correct
-        seen = torch.zeros(2, device=self.device, dtype=torch.float64)
-        steps = len(self.train_loader)
-        bar = tqdm(
-            total=steps,
-            desc=f"epoch {epoch}",
-            disable=not (self.cfg.progress and self.rank == 0),
-            leave=False,
+        tally = Tally(
+            self.device, "train_loss", "train_correct", "train_n", "val_loss", "val_correct", "val_n"
         )
+        steps = len(self.train_loader)
+        steps = steps if max_steps is None else min(steps, max_steps)
+        bar = self.progress(epoch, steps)
         start = time.perf_counter()
         batches = zip(self.train_loader, self.val_loader)
-        for step in range(steps if max_steps is None else min(steps, max_steps)):
+        for step in range(steps):
             with self._phase("data"):
                 train, val = next(batches)
             self.tau = self.tau_for(epoch, step)
             if update_alpha:
                 with self._phase("arch"):
                     out = self.architect.step(val, train, self.tau, lr, self.w_opt)
-                sums[2:] += torch.stack([out["loss"].double() * len(val[1]), out["correct"].double()])
-                seen[1] += len(val[1])
+                n = len(val[1])
+                tally.add(val_loss=out["loss"].double() * n, val_correct=out["correct"], val_n=n)
             with self._phase("weights"):
                 out = self.weight_step(*train)
-            sums[:2] += torch.stack([out["loss"].double() * len(train[1]), out["correct"].double()])
-            seen[0] += len(train[1])
+            n = len(train[1])
+            tally.add(train_loss=out["loss"].double() * n, train_correct=out["correct"], train_n=n)
             bar.update(1)
-            if not bar.disable and (step + 1) % self.cfg.progress_every == 0:  # .item() waits for the GPU
-                bar.set_postfix(loss=f"{(sums[0] / seen[0]).item():.3f}", tau=f"{self.tau:.3g}")
+            if not bar.disable and (step + 1) % self.cfg.progress_every == 0:  # waits for the GPU
+                loss = tally.peek("train_loss") / tally.peek("train_n")
+                bar.set_postfix(loss=f"{loss:.3f}", tau=f"{self.tau:.3g}")
         bar.close()
-        if self.dist:
-            self.dist.all_reduce_sum(sums)
-            self.dist.all_reduce_sum(seen)
-        sums, seen = sums.tolist(), seen.tolist()
+        sums = tally.totals(self.dist)
+        seen = sums["train_n"], sums["val_n"]
         return {
             "epoch": epoch,
             "tau": self.tau,
             "lr": lr,
-            "train_loss": sums[0] / seen[0],
-            "train_acc": 100.0 * sums[1] / seen[0],
-            "val_loss": sums[2] / seen[1] if seen[1] else None,
-            "val_acc": 100.0 * sums[3] / seen[1] if seen[1] else None,
+            "train_loss": sums["train_loss"] / seen[0],
+            "train_acc": 100.0 * sums["train_correct"] / seen[0],
+            "val_loss": sums["val_loss"] / seen[1] if seen[1] else None,
+            "val_acc": 100.0 * sums["val_correct"] / seen[1] if seen[1] else None,
             "epoch_time": time.perf_counter() - start,
             "images_per_s": (seen[0] + seen[1]) / (time.perf_counter() - start),
         }
@@ -251,14 +244,9 @@ class SearchRunner(EpochRun):
         with self.autocast():
             logits = self.model(x, samples)
             loss = self.criterion(logits, y)
-        self.w_opt.zero_grad(set_to_none=True)
-        loss.backward()
         params = self.w_opt.param_groups[0]["params"]  # weight_parameters(), without rebuilding it per step
-        if self.dist:
-            self.dist.all_reduce_grads([p.grad for p in params if p.grad is not None])
-        if self.cfg.search.weights.grad_clip > 0:
-            nn.utils.clip_grad_norm_(params, self.cfg.search.weights.grad_clip)
-        self.w_opt.step()
+        # the supernet runs a different sub-network each step, so no DDP wrapper: its gradients are averaged here
+        optimizer_step(loss, self.w_opt, params, self.cfg.search.weights.grad_clip, self.dist)
         return {"loss": loss.detach(), "correct": (logits.detach().argmax(1) == y).sum()}
 
     # --- per-epoch outputs --------------------------------------------------------------------------

@@ -17,7 +17,6 @@ import torch.nn.functional as F
 from timm.scheduler import CosineLRScheduler, StepLRScheduler
 from timm.scheduler.scheduler import Scheduler
 from timm.utils import ModelEmaV3
-from tqdm import tqdm
 
 from nas.arch.genotype import Genotype, save_genotype
 from nas.arch.space import SearchSpace, model_options
@@ -28,7 +27,7 @@ from nas.core.rundir import GENOTYPE_FILE, RESULT_FILE
 from nas.cost.profile import model_summary
 from nas.data.loaders import train_loaders
 from nas.run.distributed import lr_scale
-from nas.run.epoch import EpochRun
+from nas.run.epoch import EpochRun, Tally, optimizer_step
 from nas.run.memory import NETWORK_SIZE, build_checked, check_network
 
 
@@ -123,15 +122,10 @@ class Trainer(EpochRun):
         self.scheduler.step(epoch)
         self.model.drop_path_prob = cfg.model.drop_path_prob * epoch / cfg.train.epochs  # DARTS' linear ramp
         self.model.train()
-        sums = torch.zeros(3, device=self.device, dtype=torch.float64)  # loss * n, correct, n
+        tally = Tally(self.device, "loss", "correct", "n")
         start = time.perf_counter()
-        bar = tqdm(
-            self.train_loader,
-            desc=f"epoch {epoch}",
-            disable=not (cfg.progress and self.rank == 0),
-            leave=False,
-        )
-        for x, y in bar:
+        bar = self.progress(epoch, len(self.train_loader))
+        for x, y in self.train_loader:
             with self.autocast():
                 logits, aux = self.forward_model(x)
                 loss = F.cross_entropy(logits, y, label_smoothing=cfg.train.label_smoothing)
@@ -139,29 +133,19 @@ class Trainer(EpochRun):
                     loss = loss + cfg.model.auxiliary_weight * F.cross_entropy(
                         aux, y, label_smoothing=cfg.train.label_smoothing
                     )
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.train.grad_clip > 0:
-                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip)
-            self.optimizer.step()
+            optimizer_step(loss, self.optimizer, self.model.parameters(), cfg.train.grad_clip)  # DDP averages
             if self.ema is not None:
                 self.ema.update(self.model)
-            sums += torch.stack(
-                [
-                    loss.detach().double() * len(y),
-                    (logits.argmax(1) == y).sum().double(),
-                    sums.new_tensor(len(y)),
-                ]
-            )
-        if self.dist:
-            self.dist.all_reduce_sum(sums)
-        loss_sum, correct, n = sums.tolist()
+            tally.add(loss=loss.detach().double() * len(y), correct=(logits.argmax(1) == y).sum(), n=len(y))
+            bar.update(1)
+        bar.close()
+        sums = tally.totals(self.dist)
         return {
             "epoch": epoch,
             "lr": self.optimizer.param_groups[0]["lr"],
             "drop_path_prob": self.model.drop_path_prob,
-            "train_loss": loss_sum / n,
-            "train_acc": 100.0 * correct / n,
+            "train_loss": sums["loss"] / sums["n"],
+            "train_acc": 100.0 * sums["correct"] / sums["n"],
             "epoch_time": time.perf_counter() - start,
         }
 
@@ -170,22 +154,18 @@ class Trainer(EpochRun):
         if self.dist:  # BatchNorm running statistics differ per rank: evaluate (and save) rank 0's
             self.dist.broadcast_module(model, buffers_only=True)
         model.eval()
-        sums = torch.zeros(4, device=self.device, dtype=torch.float64)  # loss * n, top1, top5, n
+        tally = Tally(self.device, "loss", "top1", "top5", "n")
         for x, y in self.test_loader:
             with self.autocast():
                 logits, _ = model(x)
             logits = logits.float()
             top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
-            sums += torch.stack([
-                F.cross_entropy(logits, y, reduction="sum").double(),
-                (top5[:, 0] == y).sum().double(),
-                (top5 == y[:, None]).any(1).sum().double(),
-                sums.new_tensor(len(y)),
-            ])  # fmt: skip
-        if self.dist:
-            self.dist.all_reduce_sum(sums)
-        loss_sum, top1, top5, n = sums.tolist()
-        return {"test_loss": loss_sum / n, "test_acc": 100.0 * top1 / n, "test_acc_top5": 100.0 * top5 / n}
+            tally.add(loss=F.cross_entropy(logits, y, reduction="sum"), top1=(top5[:, 0] == y).sum(),
+                      top5=(top5 == y[:, None]).any(1).sum(), n=len(y))  # fmt: skip
+        sums = tally.totals(self.dist)
+        n = sums["n"]
+        return {"test_loss": sums["loss"] / n, "test_acc": 100.0 * sums["top1"] / n,
+                "test_acc_top5": 100.0 * sums["top5"] / n}  # fmt: skip
 
     def epoch_line(self, record: dict[str, Any]) -> str:
         return (
