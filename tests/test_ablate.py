@@ -354,7 +354,8 @@ def test_killed_half_way_the_rerun_redoes_no_finished_work(tmp_path):
     "name,searches,baselines",
     [("tau_schedules", 15, 0), ("tau_fashion_mnist", 6, 0), ("search_vs_random_nb201", 9, 12),
      ("search_vs_random_darts", 2, 9), ("resource_aware_nb201", 8, 10), ("samplers_nb201", 21, 30),
-     ("tau_schedules_nb201", 36, 0)],
+     ("tau_schedules_nb201", 36, 0), ("tau_level_nb201", 18, 0), ("supernet_width_nb201", 6, 30),
+     ("search_vs_random_darts_pc", 4, 17)],
 )  # fmt: skip
 def test_shipped_ablations_are_valid(name, searches, baselines, tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)  # their paths are relative to the repository root, like every preset's

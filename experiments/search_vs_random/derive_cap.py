@@ -19,6 +19,7 @@ import csv
 import itertools
 import random
 import statistics
+import sys
 from pathlib import Path
 
 import torch
@@ -28,7 +29,7 @@ from nas.arch.diagnostics import genotype_string
 from nas.arch.ground_truth import ground_truth_of
 from nas.arch.space import SPACES
 from nas.config import SearchRunConfig, load_config
-from nas.core.rundir import CONFIG_FILE
+from nas.core.rundir import CHECKPOINT, CONFIG_FILE
 from nas.core.stats import mann_whitney_greater, percentile
 from nas.search.load import load_architecture
 from nas.search.provenance import derive_genotype
@@ -52,6 +53,12 @@ def constrained_space(
     return out
 
 
+def _guard_stopped(run: Path) -> bool:
+    """Whether the collapse guard ended the search early (a finished run with fewer epochs than configured)."""
+    metrics = run / "metrics.jsonl"
+    return metrics.is_file() and '"guard_stop"' in metrics.read_text()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("runs_dir")
@@ -64,7 +71,16 @@ def main() -> None:
     rows = []
     for run in sorted(d for d in Path(args.runs_dir).iterdir() if (d / CONFIG_FILE).is_file()):
         cfg = load_config(SearchRunConfig, run / CONFIG_FILE)
+        if not (run / CHECKPOINT).is_file():
+            print(f"skipped {run.name}: no checkpoint yet", file=sys.stderr)
+            continue
         arch = load_architecture(run, cfg)
+        if arch.epoch + 1 < cfg.search.epochs and not _guard_stopped(run):
+            print(
+                f"skipped {run.name}: not finished (epoch {arch.epoch + 1} of {cfg.search.epochs})",
+                file=sys.stderr,
+            )
+            continue
         truth = ground_truth_of(arch.space, cfg.ground_truth)
         for cap in [None, *args.caps]:
             cfg.search.derive_cap.max_ops = cap
