@@ -29,7 +29,7 @@ from nas.arch.diagnostics import genotype_string
 from nas.arch.ground_truth import ground_truth_of
 from nas.arch.space import SPACES
 from nas.config import SearchRunConfig, load_config
-from nas.core.rundir import CHECKPOINT, CONFIG_FILE
+from nas.core.rundir import ALPHAS_FILE, CONFIG_FILE
 from nas.core.stats import mann_whitney_greater, percentile
 from nas.search.load import load_architecture
 from nas.search.provenance import derive_genotype
@@ -53,12 +53,6 @@ def constrained_space(
     return out
 
 
-def _guard_stopped(run: Path) -> bool:
-    """Whether the collapse guard ended the search early (a finished run with fewer epochs than configured)."""
-    metrics = run / "metrics.jsonl"
-    return metrics.is_file() and '"guard_stop"' in metrics.read_text()
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("runs_dir")
@@ -71,16 +65,11 @@ def main() -> None:
     rows = []
     for run in sorted(d for d in Path(args.runs_dir).iterdir() if (d / CONFIG_FILE).is_file()):
         cfg = load_config(SearchRunConfig, run / CONFIG_FILE)
-        if not (run / CHECKPOINT).is_file():
-            print(f"skipped {run.name}: no checkpoint yet", file=sys.stderr)
+        # a search writes its alphas file last, once finished (or stopped by its guard)
+        if not (run / ALPHAS_FILE).is_file():
+            print(f"skipped {run.name}: not finished", file=sys.stderr)
             continue
         arch = load_architecture(run, cfg)
-        if arch.epoch + 1 < cfg.search.epochs and not _guard_stopped(run):
-            print(
-                f"skipped {run.name}: not finished (epoch {arch.epoch + 1} of {cfg.search.epochs})",
-                file=sys.stderr,
-            )
-            continue
         truth = ground_truth_of(arch.space, cfg.ground_truth)
         for cap in [None, *args.caps]:
             cfg.search.derive_cap.max_ops = cap
@@ -103,8 +92,9 @@ def main() -> None:
     capped = frozenset(cfg0.search.derive_cap.ops or space.parameter_free)
     population = {c: constrained_space(space, truth, args.dataset, cfg0.search.derive_exclude, capped,
                                        None if c == "off" else c) for c in caps}  # fmt: skip
-    draw = random.Random(args.seed)
-    randoms = {c: [draw.choice(v) for _ in range(args.random)] for c, v in population.items()}
+    # each cap its own stream, so a cap's random cells (and its p) do not depend on which other caps are asked for
+    streams = {c: random.Random(f"{args.seed}-{c}") for c in population}
+    randoms = {c: [streams[c].choice(v) for _ in range(args.random)] for c, v in population.items()}
     print(
         f"cells derive can produce (derive_exclude {cfg0.search.derive_exclude}, capped ops {sorted(capped)}):"
     )

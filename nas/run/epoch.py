@@ -45,35 +45,43 @@ from nas.run.runtime import (
 
 
 class Tally:
-    """Named sums of per-batch metrics (loss x batch size, correct predictions, images, ...), kept on the device
-    in float64 so that a step never waits for the GPU; `totals` sums them across ranks once per epoch."""
+    """Named sums of per-batch metrics (loss x batch size, correct predictions, images, ...). Tensor values are
+    summed on their device in float64, so that a step never waits for the GPU; plain numbers (batch sizes) are
+    summed on the host, so that a step uploads nothing. `totals` sums both across ranks once per epoch."""
 
     def __init__(self, device: torch.device | str, *names: str):
         self.index = {name: i for i, name in enumerate(names)}
         self.sums = torch.zeros(len(names), device=device, dtype=torch.float64)
+        self.counts = [0.0] * len(names)
         self._positions: dict[tuple[str, ...], torch.Tensor] = {}
 
     def add(self, **values: torch.Tensor | float) -> None:
         """Add each named value (a 0-d tensor or a number) to its sum."""
-        keys = tuple(values)
+        tensors = {k: v for k, v in values.items() if isinstance(v, torch.Tensor)}
+        for k, v in values.items():
+            if k not in tensors:
+                self.counts[self.index[k]] += float(v)
+        if not tensors:
+            return
+        keys = tuple(tensors)
         where = self._positions.get(keys)
         if where is None:
             where = self._positions[keys] = torch.tensor(
                 [self.index[k] for k in keys], device=self.sums.device
             )
-        self.sums[where] += torch.stack(
-            [torch.as_tensor(v, device=self.sums.device).double() for v in values.values()]
-        )
+        self.sums[where] += torch.stack([v.detach().double() for v in tensors.values()])
 
     def peek(self, name: str) -> float:
         """This rank's sum so far (waits for the device)."""
-        return float(self.sums[self.index[name]])
+        i = self.index[name]
+        return float(self.sums[i]) + self.counts[i]
 
     def totals(self, dist: Any = None) -> dict[str, float]:
         """Every sum, over all ranks where `dist` is given (collective: every rank calls it)."""
+        sums = self.sums + torch.tensor(self.counts, device=self.sums.device, dtype=torch.float64)
         if dist:
-            dist.all_reduce_sum(self.sums)
-        return dict(zip(self.index, self.sums.tolist()))
+            dist.all_reduce_sum(sums)
+        return dict(zip(self.index, sums.tolist()))
 
 
 def optimizer_step(
