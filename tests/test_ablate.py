@@ -350,6 +350,74 @@ def test_killed_half_way_the_rerun_redoes_no_finished_work(tmp_path):
     assert [r["search"] for r in read_csv(out / "results.csv")] == ["done", "done"]
 
 
+def _children(pid: int) -> list[int]:
+    """The pids whose parent is `pid` (Linux /proc)."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(stat.parent.name))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the death signal is Linux's prctl")
+def test_a_stage_whose_driver_is_already_gone_exits_and_its_own_children_inherit_no_parent():
+    from nas.core.lifeline import PARENT_ENV, lifeline_env
+
+    code = (
+        "from nas.core.lifeline import follow_parent; follow_parent(); import os; print(os.environ.get(%r))"
+    )
+    cmd = [sys.executable, "-c", code % PARENT_ENV]
+    ours = subprocess.run(cmd, env=lifeline_env(ENV), cwd=ROOT, capture_output=True, text=True)
+    assert (ours.returncode, ours.stdout.strip()) == (0, "None")  # the variable is not passed further down
+    gone = subprocess.run(cmd, env={**ENV, PARENT_ENV: "999999999"}, cwd=ROOT, capture_output=True, text=True)
+    assert gone.returncode == 1 and gone.stdout == ""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the death signal is Linux's prctl")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_killed_driver_leaves_no_stage_running(tmp_path, sig):
+    """SIGTERM or SIGKILL to `nas ablate` alone (not its process group, as a scheduler or `kill PID` does):
+    the stage's `nas search` dies with it instead of running on as an orphan that holds the run's lock."""
+    out = tmp_path / "out"
+    path = write_ablation(tmp_path / "a.yaml", out, grid={"seed": [0]}, jobs=1, proxy_train=None,
+                          baselines=None, overrides={"search.epochs": 50})  # fmt: skip
+    run_dir = out / "runs" / "seed-0"
+    cmd = [sys.executable, "-m", "nas", "ablate", "--config", str(path)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # fmt: skip
+    stages: list[int] = []
+    try:
+        deadline = time.monotonic() + 600
+        while not (run_dir / "checkpoints" / "last.pt").is_file():  # the stage is up and working
+            assert proc.poll() is None, "the ablation ended before it was killed"
+            assert time.monotonic() < deadline, "the search wrote no checkpoint within 600 s"
+            time.sleep(0.05)
+        stages = _children(proc.pid)
+        assert len(stages) == 1
+        os.kill(proc.pid, sig)
+        proc.wait(timeout=60)
+        deadline = time.monotonic() + 30
+        while _alive(stages[0]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(stages[0]), "the stage outlived its driver"
+    finally:
+        for pid in stages:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 @pytest.mark.parametrize(
     "name,searches,baselines",
     [("tau_schedules", 15, 0), ("tau_fashion_mnist", 6, 0), ("search_vs_random_nb201", 9, 12),

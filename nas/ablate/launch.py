@@ -34,6 +34,7 @@ from nas.ablate.spec import (
     proxy_args,
 )
 from nas.config import SearchRunConfig, load_config
+from nas.core.lifeline import lifeline_env
 from nas.core.rundir import CONFIG_FILE
 from nas.run.checkpoint import CHECKPOINT
 
@@ -103,7 +104,6 @@ def run_point(
     say: Callable[[str], None],
     env: dict[str, str] | None = None,
     stop: threading.Event | None = None,
-    preexec: Callable[[], None] | None = None,
 ) -> str | None:
     """Runs one grid point's (or baseline's) unfinished stages as `python -m nas` subprocesses, one after
     another, each logged to `out/logs/<id>.<stage>.log`. Every executor runs a point through this function,
@@ -111,7 +111,8 @@ def run_point(
 
     Returns None when every stage finished, else a failure message; raises `StageKilled` when a stage's
     process was killed by a signal. `env` is the stages' environment (None: this process's); once `stop` is
-    set, no further stage starts; `preexec` runs in each stage's process before it starts `nas`.
+    set, no further stage starts. Each stage dies with this process (nas/core/lifeline.py): a killed driver
+    leaves no orphan holding the run directory's lock.
     """
     for stage in stages(spec, run):
         if stop is not None and stop.is_set():
@@ -130,9 +131,7 @@ def run_point(
             cmd = [sys.executable, "-m", "nas", *args]
             f.write(f"# {socket.gethostname()}, pid {os.getpid()}\n$ {shlex.join(cmd)}\n")
             f.flush()
-            rc = subprocess.run(
-                cmd, stdout=f, stderr=subprocess.STDOUT, env=env, preexec_fn=preexec
-            ).returncode
+            rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=lifeline_env(env)).returncode
         if rc < 0:
             raise StageKilled(f"{run.id}: {stage} was killed by signal {-rc}; see {log}")
         if rc != 0:

@@ -6,8 +6,8 @@ on a cluster (`auto`: the one this node belongs to, or RAY_ADDRESS; `HOST:6379`)
 A task runs `nas.ablate.launch.run_point` on its worker, the same function the local executor runs, so a
 finished stage is skipped and a checkpointed one resumed there too. Ray retries a task whose worker was
 lost (node died, OOM, pre-emption) or whose stage was killed by a signal up to `executor.retries` times,
-and the retry resumes from the last checkpoint. When a worker dies, Ray ends its process group, stage
-subprocess included, so a retry never finds the run directory still held. The workers read and write the
+and the retry resumes from the last checkpoint. When a worker dies, its stage subprocess dies with it
+(nas/core/lifeline.py), so a retry never finds the run directory still held. The workers read and write the
 run directories at the same paths as this process (relative paths from its working directory): on a
 cluster `out_dir`, the configs and the data must be on a file system that every node mounts at one path.
 
@@ -18,12 +18,8 @@ progress line counts points done / running / failed as the local executor's does
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
-import signal
 import socket
-import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +29,6 @@ from nas.ablate.spec import AblationConfig, Run
 from nas.core.errors import UserError
 
 INSTALL = 'pip install -e ".[ray]"'
-PR_SET_PDEATHSIG, KILL = 1, int(signal.SIGKILL)  # prctl(2): the signal a process gets when its parent dies
 
 
 class _Tracker:
@@ -48,22 +43,6 @@ class _Tracker:
     def drain(self) -> list[tuple[int, str | None]]:
         events, self.events = self.events, []
         return events
-
-
-def _die_with_worker() -> Callable[[], None] | None:
-    """On Linux, a hook for the stage's process: SIGKILL when the worker that started it dies. Older Ray
-    (2.9, say) leaves a dead worker's children running, and the orphan stage would keep the run directory's
-    lock that the retry needs. Elsewhere None (Ray then has to end them)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl, worker = ctypes.CDLL(None, use_errno=True).prctl, os.getpid()  # looked up before the fork
-
-    def hook() -> None:
-        prctl(PR_SET_PDEATHSIG, KILL)
-        if os.getppid() != worker:  # the worker died before the prctl
-            os._exit(1)
-
-    return hook
 
 
 def _point_task(spec: AblationConfig, run: Run, out: Path, cwd: str, index: int, gpus: float, tracker: Any):
@@ -87,7 +66,7 @@ def _point_task(spec: AblationConfig, run: Run, out: Path, cwd: str, index: int,
     os.chdir(cwd)  # one task at a time per worker; restored for the next task
     try:
         say = lambda m: posts.append(tracker.post.remote(index, f"{m} [{host}]"))  # noqa: E731
-        return run_point(spec, run, out, say, env, preexec=_die_with_worker())
+        return run_point(spec, run, out, say, env)
     finally:
         os.chdir(before)
         with contextlib.suppress(ray.exceptions.RayError):  # a lost tracker loses messages, not the point
