@@ -61,7 +61,7 @@ def _epochs(out_dir: Path) -> list[int]:
 
 
 def _valid_genotype(out_dir: Path) -> None:
-    from nas.cli import resolve_genotype  # validates against its space; raises on a bad file
+    from nas.arch.space import resolve_genotype  # validates against its space; raises on a bad file
 
     assert resolve_genotype(str(out_dir)).space == "darts"
 

@@ -5,8 +5,13 @@ The CLI turns a `UserError` into one line on stderr and exit code 2; anything el
 its traceback.
 """
 
+import errno
 import os
 import sys
+
+# errors of the file system or the machine that a user fixes (space, permissions, paths), reported in one line
+ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
+                                errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG, errno.ENOENT, errno.EIO})  # fmt: skip
 
 
 class UserError(Exception):
