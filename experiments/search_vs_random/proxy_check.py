@@ -3,7 +3,7 @@
 Reads the `results.csv` of one or more ablations (`nas ablate --aggregate OUT`) and prints, per proxy, a
 markdown table of every published (zoo) cell's proxy test accuracy, its percentile among the random cells
 retrained by the same proxy and whether it lies above their median, with each cell's parameter-free edges in
-the normal cell. With two proxies, also the Kendall tau between their accuracies on the cells both retrained.
+the normal cell, and the one-sided Mann-Whitney test that the published cells beat the random ones. With two proxies, also the Kendall tau between their accuracies on the cells both retrained.
 
     python experiments/search_vs_random/proxy_check.py NAME=runs/ablations/X/results.csv [NAME=...]
 """
@@ -18,7 +18,7 @@ from itertools import combinations
 import search_spaces  # noqa: F401  (registers the spaces)
 from nas.arch.diagnostics import parameter_free_ops
 from nas.arch.space import SPACES, resolve_genotype
-from nas.core.stats import kendall_tau, percentile
+from nas.core.stats import kendall_tau, mann_whitney_greater, percentile
 
 
 def load(path: str) -> dict[str, dict]:
@@ -52,6 +52,10 @@ def table(name: str, rows: dict[str, dict]) -> list[str]:
         out.append(f"| {key} | {rows[key]['acc']:.2f} | | | {rows[key]['free']} |")
     above = sum(rows[k]["acc"] > median for k in zoo)
     out += ["", f"published cells above the random median: {above} of {len(zoo)}"]
+    if zoo and randoms:
+        u, p, method = mann_whitney_greater([rows[k]["acc"] for k in zoo], randoms)
+        out.append(f"published > random, one-sided Mann-Whitney: U = {u:g} of {len(zoo) * len(randoms)}, "
+                   f"p = {p:.2g} ({method})")  # fmt: skip
     free = [r["free"] for r in rows.values()]
     if len(set(free)) > 1:
         out.append(f"Kendall tau, proxy accuracy vs parameter-free normal edges (all {len(rows)} cells): "
