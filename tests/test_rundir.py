@@ -13,6 +13,7 @@ import sys
 import time
 
 import pytest
+import torch
 import yaml
 
 import nas.run.checkpoint
@@ -232,3 +233,13 @@ def test_a_read_only_out_dir_is_one_line(tmp_path, capsys):
         assert "cannot write in out_dir" in capsys.readouterr().err
     finally:
         out.chmod(0o755)
+
+
+def test_config_yaml_names_the_cpu_and_threads_that_produced_the_run(finished_search):
+    """Another CPU model, vector ISA or thread count sums floats in another order (the same seed can derive
+    another cell), so the run records them beside the library versions."""
+    meta = yaml.safe_load((finished_search / "config.yaml").read_text())["_meta"]
+    cpu = meta["cpu"]
+    assert cpu["capability"] == torch.backends.cpu.get_cpu_capability()
+    assert cpu["threads"] == torch.get_num_threads() and cpu["threads"] >= 1
+    assert cpu["model"] is None or (isinstance(cpu["model"], str) and cpu["model"])

@@ -1,9 +1,10 @@
 """What the derive cap (`search.derive_cap`, `nas derive --derive-cap N`) does to finished NB201 searches, judged
 by NAS-Bench-201's ground truth: every search's last checkpoint re-derived under each cap, nothing rewritten.
 
-    python experiments/search_vs_random/derive_cap.py RUNS_DIR [--caps 1 2 3] [-o OUT.csv]
+    python experiments/search_vs_random/derive_cap.py RUNS_DIR [--caps 1 2 3] [--with EARLIER.csv] [-o OUT.csv]
 
-RUNS_DIR holds search run directories (e.g. an ablation's `runs/`). Writes one row per search and cap (the
+RUNS_DIR holds search run directories (e.g. an ablation's `runs/`); `--with` adds the rows of an earlier
+output (searches whose directories are elsewhere or gone; a run found in RUNS_DIR replaces its earlier rows). Writes one row per search and cap (the
 sampler first, then seed, cap, the count of capped ops before the cap, the cell and its ground truth) and prints
 a markdown table per sampler: ground truth per seed without a cap and under each cap, and, since a cap alone
 moves the odds (cells with few parameter-free ops are better on average), where the searched cells fall among
@@ -60,6 +61,14 @@ def main() -> None:
     p.add_argument("--dataset", default="cifar10")
     p.add_argument("--random", type=int, default=30, help="random cells per constrained space (default 30)")
     p.add_argument("--seed", type=int, default=0, help="draws the random cells (default 0)")
+    p.add_argument(
+        "--with",
+        dest="earlier",
+        action="append",
+        default=[],
+        metavar="CSV",
+        help="rows of an earlier output of this script, for runs not in RUNS_DIR (repeatable)",
+    )
     p.add_argument("-o", "--out")
     args = p.parse_args()
     rows = []
@@ -79,6 +88,18 @@ def main() -> None:
             rows.append({"sampler": cfg.sampler.name, "seed": cfg.seed, "run": run.name, "path": str(run),
                          "cap": "off" if cap is None else cap, "capped_before": before,
                          "genotype": genotype_string(genotype), **{k: f"{v:.4f}" for k, v in record.items()}})  # fmt: skip
+    live = {r["run"] for r in rows}
+    if not rows:
+        sys.exit(f"{args.runs_dir}: no finished search to read the space's derive settings from")
+    first_live = Path(rows[0]["path"])
+    for path in args.earlier:
+        with Path(path).open() as f:
+            rows += [
+                r
+                for r in csv.DictReader(f)
+                if r["run"] not in live and r["cap"] in {"off", *map(str, args.caps)}
+            ]
+    rows.sort(key=lambda r: (r["sampler"], int(r["seed"]), r["cap"] != "off", str(r["cap"])))
     if args.out:
         with Path(args.out).open("w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -86,7 +107,7 @@ def main() -> None:
             writer.writerows(rows)
     acc = f"gt_{args.dataset}"
     caps = ["off", *args.caps]
-    cfg0 = load_config(SearchRunConfig, Path(rows[0]["path"]) / CONFIG_FILE)
+    cfg0 = load_config(SearchRunConfig, first_live / CONFIG_FILE)
     space = SPACES.get(cfg0.space.name)
     truth = ground_truth_of(space, cfg0.ground_truth)
     capped = frozenset(cfg0.search.derive_cap.ops or space.parameter_free)
@@ -108,7 +129,8 @@ def main() -> None:
     for sampler in dict.fromkeys(r["sampler"] for r in rows):
         for cap in caps:
             mine = sorted(
-                (r for r in rows if r["sampler"] == sampler and r["cap"] == cap), key=lambda r: r["seed"]
+                (r for r in rows if r["sampler"] == sampler and str(r["cap"]) == str(cap)),
+                key=lambda r: int(r["seed"]),
             )
             values = [float(r[acc]) for r in mine]
             pcts = [percentile(v, population[cap]) for v in values]

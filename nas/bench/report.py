@@ -98,7 +98,9 @@ def format_table(report: dict[str, Any]) -> str:
              for row in [header, *rows]]  # fmt: skip
     first = results[0]
     machine = report["machine"]
-    device = machine.get("gpu") if first["device"].startswith("cuda") else machine.get("cpu")
+    cpu = machine.get("cpu")  # {model, capability, threads}; a bare model name in reports before 2026-12-06
+    cpu = f"{cpu.get('model')} ({cpu.get('capability')})" if isinstance(cpu, dict) else cpu
+    device = machine.get("gpu") if first["device"].startswith("cuda") else cpu
     lines.insert(1, "-" * len(lines[0]))
     lines.append(
         f"{report['kind']} on {device} ({first['device']}, torch {machine['torch']}, "

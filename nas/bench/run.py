@@ -362,7 +362,6 @@ def bench(
     machine = provenance() | {
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
-        "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
         "load_average": [load_before, _load_average()],  # 1-minute load before and after: was it busy?
     }
@@ -382,11 +381,3 @@ def bench(
 
 def _load_average() -> float | None:
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-
-
-def _cpu_model() -> str | None:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return None

@@ -107,6 +107,23 @@ def git_commit() -> str | None:
         return None
 
 
+def cpu_record() -> dict:
+    """The CPU a result came from: its model, the vector instructions torch's kernels use, the threads. The same
+    seed gives the same result on the same CPU, but another CPU model or thread count sums floats in another order,
+    and a search whose alpha stays near uniform can then derive another cell (experiments/search_vs_random)."""
+    model = platform.processor() or None
+    with contextlib.suppress(OSError):  # Linux names the model; platform.processor() often says only "x86_64"
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "model": model,
+        "capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+    }
+
+
 def provenance() -> dict:
     """What produced a result: code version, library versions, machine, command line, time."""
     versions = {}
@@ -120,6 +137,7 @@ def provenance() -> dict:
         "versions": versions,
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "cpu": cpu_record(),
         "cuda": torch.version.cuda if torch.cuda.is_available() else None,
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "command": " ".join(sys.argv),
