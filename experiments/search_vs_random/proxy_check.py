@@ -3,9 +3,10 @@
 Reads the `results.csv` of one or more ablations (`nas ablate --aggregate OUT`) and prints, per proxy, a
 markdown table of every published (zoo) cell's proxy test accuracy, its percentile among the random cells
 retrained by the same proxy and whether it lies above their median, with each cell's parameter-free edges in
-the normal cell, and the one-sided Mann-Whitney test that the published cells beat the random ones. With two proxies, also the Kendall tau between their accuracies on the cells both retrained.
+the normal cell, and the one-sided Mann-Whitney test that the published cells beat the random ones. With two proxies, also the Kendall tau between their accuracies on
+the cells both retrained. `-o OUT.csv` writes one row per cell and proxy.
 
-    python experiments/search_vs_random/proxy_check.py NAME=runs/ablations/X/results.csv [NAME=...]
+    python experiments/search_vs_random/proxy_check.py NAME=runs/ablations/X/results.csv [NAME=...] [-o OUT.csv]
 """
 
 from __future__ import annotations
@@ -63,12 +64,32 @@ def table(name: str, rows: dict[str, dict]) -> list[str]:
     return out
 
 
+def write_rows(path: str, loaded: dict[str, dict[str, dict]]) -> None:
+    """One row per cell and proxy: the cell, whether it is published or random, its proxy test accuracy, its
+    percentile among the same proxy's random cells, its parameter-free normal edges, parameters and genotype."""
+    rows = []
+    for name, cells in loaded.items():
+        randoms = [r["acc"] for k, r in cells.items() if k.startswith("random-")]
+        for key, r in sorted(cells.items(), key=lambda kv: -kv[1]["acc"]):
+            rows.append({"cell": key.removeprefix("zoo-"), "kind": "published" if key.startswith("zoo-") else "random",
+                         "proxy": name, "proxy_test_acc": f"{r['acc']:.2f}",
+                         "percentile_among_random": f"{percentile(r['acc'], randoms):.1f}",
+                         "param_free_normal": r["free"], "params": r["params"], "genotype": r["genotype"]})  # fmt: skip
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", nargs="+", metavar="NAME=CSV")
+    parser.add_argument("-o", "--out", help="one row per cell and proxy")
     args = parser.parse_args()
     proxies = dict(item.split("=", 1) for item in args.results)
     loaded = {name: load(path) for name, path in proxies.items()}
+    if args.out:
+        write_rows(args.out, loaded)
     for name, rows in loaded.items():
         print("\n".join(table(name, rows)), end="\n\n")
     for (a, ra), (b, rb) in combinations(loaded.items(), 2):
