@@ -14,6 +14,7 @@ from nas.sampling import (
     gumbel_noise,
     gumbel_softmax,
     sample_architecture,
+    sample_paths,
     straight_through,
 )
 
@@ -320,3 +321,24 @@ def test_gdas_probe_options_are_checked():
         _gen(0), chosen_only=True,
     )  # fmt: skip
     assert weights["cell"].probes is None  # the weight step never probes
+
+
+@pytest.mark.parametrize("name", ["softmax", "gumbel", "drnas"])
+def test_weight_step_paths_are_one_hot_and_follow_the_samplers_distribution(name):
+    """`search.weight_sample=one_hot`: each draw is one path (one-hot weights, choices = their argmax) and
+    over many draws the op frequencies per edge are the sampler's `probs` (chi-square, p = 0.001)."""
+    sampler = build_sampler(name)
+    alpha = torch.tensor([[1.5, 0.0, -1.0, 0.5, 0.2], [0.0, 0.0, 0.0, 0.0, 0.0], [-2.0, 3.0, 0.0, 1.0, 0.0]])
+    gen, n = _gen(3), 4000
+    counts = torch.zeros_like(alpha, dtype=torch.float64)
+    for _ in range(n):
+        s = sample_paths({"c": alpha}, sampler, gen)["c"]
+        assert torch.equal(s.weights.sum(-1), torch.ones(3))
+        assert set(s.weights.unique().tolist()) <= {0.0, 1.0}
+        assert s.choices == s.weights.argmax(-1).tolist()
+        counts[torch.arange(3), torch.tensor(s.choices)] += 1
+    expected = n * sampler.probs(alpha).double()
+    for e in range(3):
+        keep = expected[e] > 5
+        chi2 = (((counts[e] - expected[e]) ** 2) / expected[e])[keep].sum().item()
+        assert chi2 < CHI2_CRITICAL_P001.get(int(keep.sum()) - 1, 30.0), (name, e, counts[e], expected[e])

@@ -170,3 +170,45 @@ def test_sigkill_then_resume_is_bitwise_equal_to_uninterrupted(tmp_path):
     assert full == again
     epochs = [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert epochs == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("sampler", ["softmax", "gumbel", "drnas"])
+def test_one_hot_weight_sample_trains_only_the_drawn_path(tmp_path, sampler):
+    """`search.weight_sample=one_hot` with a relaxed sampler: the weight step's ops off the drawn path get no
+    gradient (their own sample gives every op one), and the step still moves only w."""
+    from nas.arch.mixed_op import MixedOp
+
+    def grads(*overrides):
+        r = _runner(tmp_path / "-".join(overrides), f"sampler.name={sampler}", *overrides)
+        drawn = []
+        draw = r.architect.sample_for_weights
+        r.architect.sample_for_weights = lambda tau: drawn.append(draw(tau)) or drawn[-1]
+        x, y = next(iter(r.train_loader))
+        a0 = _snapshot(r.model.arch_parameters())
+        r.weight_step(x, y)
+        assert all(torch.equal(p, q) for p, q in zip(r.model.arch_parameters(), a0))
+        edges = []  # (cell type, edge index, MixedOp) in the DARTS supernet's cells
+        for cell in r.model.cells:
+            mixed = [m for m in cell.modules() if isinstance(m, MixedOp)]
+            edges += [("reduce" if cell.reduction else "normal", e, m) for e, m in enumerate(mixed)]
+        trained = [[any(p.grad is not None for p in op.parameters()) for op in m.ops] for _, _, m in edges]
+        has_params = [[any(True for _ in op.parameters()) for op in m.ops] for _, _, m in edges]
+        return edges, trained, has_params, drawn[0]
+
+    _, trained, has_params, _ = grads()
+    assert trained == has_params  # the mixture: every op with parameters is trained
+    edges, trained, has_params, sample = grads("search.weight_sample=one_hot")
+    for (name, e, _), row, params in zip(edges, trained, has_params):
+        chosen = sample[name].choices[e]
+        assert row == [params[k] and k == chosen for k in range(len(row))], (name, e)
+    assert any(any(row) for row in trained)
+
+
+def test_one_hot_weight_sample_is_idle_for_a_one_hot_sampler(tmp_path):
+    """A one-hot sampler's weight step trains one path already: the option changes nothing, bit for bit."""
+    runs = [_runner(tmp_path / str(i), "sampler.name=gumbel_st", *o) for i, o in
+            enumerate([(), ("search.weight_sample=one_hot",)])]  # fmt: skip
+    for r in runs:
+        r.run()
+    for p, q in zip(runs[0].model.parameters(), runs[1].model.parameters()):
+        assert torch.equal(p, q)

@@ -34,6 +34,10 @@ def validate(cfg: Any) -> None:
             cfg.search.bilevel in ("first_order", "second_order"),
             f"search.bilevel must be 'first_order' or 'second_order', got {cfg.search.bilevel!r}",
         )
+        _check(
+            cfg.search.weight_sample in ("sampler", "one_hot"),
+            f"search.weight_sample must be 'sampler' or 'one_hot', got {cfg.search.weight_sample!r}",
+        )
         _nesterov(cfg.search.weights, "search.weights")
         sampler = build_sampler(cfg.sampler)  # the sampler checks its own options
         cfg.space.check(cfg)  # and the space its own

@@ -115,6 +115,10 @@ class SearchConfig:
     bilevel: str = "first_order"  # first_order | second_order
     unrolled_xi: float | None = None  # virtual step size for second order; null = the weight lr
     arch_start_epoch: int = 0  # update alpha only from this epoch on (weights warm up first)
+    # what the weight step trains: `sampler` = the sampler's own sample (a relaxed sampler's mixture of every
+    # op); `one_hot` = one path per step drawn exactly from the sampler's distribution (Gumbel-max), as the
+    # one-hot samplers do anyway: during the warm-up uniform paths (fair training of every op, SPOS)
+    weight_sample: str = "sampler"
     derive_exclude: list[str] = field(default_factory=list)  # ops derive never picks, e.g. [none]
     weights: WeightOptimConfig = field(default_factory=WeightOptimConfig)
     arch: ArchOptimConfig = field(default_factory=ArchOptimConfig)

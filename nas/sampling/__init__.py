@@ -32,6 +32,7 @@ from nas.sampling.base import (
     one_hot_argmax,
     register,
     sample_architecture,
+    sample_paths,
     straight_through,
 )
 
@@ -52,5 +53,6 @@ __all__ = [
     "one_hot_argmax",
     "register",
     "sample_architecture",
+    "sample_paths",
     "straight_through",
 ]

@@ -240,3 +240,23 @@ def sample_architecture(
             s = out[name]
             s.probes, s.probe_scale = sampler.draw_probes(s.choices, s.weights.shape[-1], generator)
     return out
+
+
+def sample_paths(
+    alphas: Mapping[str, torch.Tensor], sampler: Sampler, generator: torch.Generator
+) -> dict[str, ArchSample]:
+    """One path per cell type drawn exactly from the sampler's distribution (`probs`), by Gumbel-max:
+    one-hot weights and their choices, for a weight step that trains only the chosen ops
+    (`search.weight_sample=one_hot`): for a relaxed sampler (softmax, gumbel, drnas), a path in place of
+    its mixture of every op (a one-hot sampler's own sample is such a path already). No alpha gradient:
+    alphas are detached."""
+    names = sorted(alphas)
+    logits = {n: F.log_softmax(sampler.derive_logits(alphas[n].detach()).float(), dim=-1) for n in names}
+    hard = {n: one_hot_argmax(logits[n] + noise_like(logits[n], generator)) for n in names}
+    flat = torch.cat([hard[n].argmax(-1) for n in names]).tolist()  # one sync
+    out, start = {}, 0
+    for n in names:
+        e = hard[n].shape[0]
+        out[n] = ArchSample(hard[n], flat[start : start + e])
+        start += e
+    return out

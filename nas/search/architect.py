@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 
 from nas.arch.space import Supernet
-from nas.sampling import ArchSample, Sampler, sample_architecture
+from nas.sampling import ArchSample, Sampler, sample_architecture, sample_paths
 from nas.sampling.schedules import LearnedTemperature
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -51,6 +51,9 @@ class Architect:
             gradient is added to the validation loss's, so first and second order treat it alike.
         temperature: a learned tau (`tau.schedule=learned`, first order only): the architecture step
             samples with its value, differentiates the loss in it too, and projects it after the step.
+        weight_sample: what the weight step trains (`search.weight_sample`): "sampler" = the sampler's own
+            sample, "one_hot" = one path drawn exactly from its distribution (`sample_paths`), which for a
+            one-hot sampler is its own sample anyway.
     """
 
     def __init__(
@@ -67,6 +70,7 @@ class Architect:
         xi: float | None = None,
         penalty: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None = None,
         temperature: LearnedTemperature | None = None,
+        weight_sample: str = "sampler",
     ):
         self.model = model
         self.forward_model = forward_model or model
@@ -80,6 +84,7 @@ class Architect:
         self.xi = xi
         self.penalty = penalty
         self.temperature = temperature
+        self.paths = weight_sample == "one_hot" and not sampler.one_hot
 
     def sample(self, tau: float) -> dict[str, ArchSample]:
         """The architecture step's sample: differentiable in alpha. In a first-order step a one-hot
@@ -94,6 +99,8 @@ class Architect:
         """The weight step's sample, from detached alphas: no alpha gradient is computed or accumulated,
         and a one-hot sample runs only its chosen ops."""
         alphas = {k: a.detach() for k, a in self.model.alphas.items()}
+        if self.paths:
+            return sample_paths(alphas, self.sampler, self.generator)
         return sample_architecture(alphas, self.sampler, tau, self.generator, chosen_only=True)
 
     def extra_loss(self) -> torch.Tensor | None:

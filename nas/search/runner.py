@@ -104,6 +104,7 @@ class SearchRunner(EpochRun):
             self.model, self.a_opt, self.criterion, self.sampler, self.generator, self.autocast,
             bilevel=cfg.search.bilevel, grad_hook=dist.all_reduce_grads if dist else None,
             xi=cfg.search.unrolled_xi, penalty=combine(penalties), temperature=self.temperature,
+            weight_sample=cfg.search.weight_sample,
         )  # fmt: skip
 
     def _build_optimizers(self) -> None:
