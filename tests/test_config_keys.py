@@ -66,6 +66,7 @@ VALUES = {  # a value other than the default (and valid) for every key the table
     "data.train_portion": 0.8,
     "data.split_seed": 3,
     "progress_every": 7,
+    "search.weight_sample": "one_hot",
     "tau.schedule": "exponential",
     "tau.start": 5.0,
     "tau.end": 0.5,
