@@ -1,5 +1,6 @@
 """Shared fixtures: tiny configs that make a search or a retrain take seconds on a CPU."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,16 @@ TINY_TRAIN = [
     "model.layers=3",
     "train.epochs=1",
 ]
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (pyproject's `-n auto`: one worker per core, at most 4) each worker and the runs it
+    starts use one thread: the intra-op threads of two workers on two cores would spin against each other."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
