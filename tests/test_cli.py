@@ -1,6 +1,9 @@
 """The command line end to end, as a user runs it, and the one-line errors for bad input."""
 
+import contextlib
+import io
 import json
+import os
 import subprocess
 import sys
 
@@ -13,10 +16,25 @@ from nas.train.recipe import default_recipe
 from tests.conftest import ROOT, TINY_SEARCH, TINY_TRAIN
 
 
-def nas(*args, check=True):
-    proc = subprocess.run(
-        [sys.executable, "-m", "nas", *map(str, args)], capture_output=True, text=True, cwd=ROOT
-    )
+def nas(*args, check=True, process=False):
+    """`nas ARGS` from the repository root: in this process (`main`, its stdout and stderr captured), or with
+    `process=True` as its own `python -m nas` process (what a user runs; ~5 s of imports each, so only the
+    end-to-end test pays for it). Returns a CompletedProcess either way."""
+    args = [*map(str, args)]
+    if process:
+        proc = subprocess.run([sys.executable, "-m", "nas", *args], capture_output=True, text=True, cwd=ROOT)
+    else:
+        out, err, cwd = io.StringIO(), io.StringIO(), os.getcwd()
+        os.chdir(ROOT)
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                try:
+                    code = main(args)
+                except SystemExit as exit:  # argparse's usage errors
+                    code = exit.code if isinstance(exit.code, int) else int(exit.code is not None)
+        finally:
+            os.chdir(cwd)
+        proc = subprocess.CompletedProcess(["nas", *args], code, out.getvalue(), err.getvalue())
     if check:
         assert proc.returncode == 0, proc.stderr
     return proc
@@ -24,7 +42,14 @@ def nas(*args, check=True):
 
 def test_search_genotype_train_end_to_end(tmp_path):
     run = tmp_path / "search"
-    nas("search", "--config", "configs/search/tiny_synthetic.yaml", *TINY_SEARCH, f"out_dir={run}")
+    nas(
+        "search",
+        "--config",
+        "configs/search/tiny_synthetic.yaml",
+        *TINY_SEARCH,
+        f"out_dir={run}",
+        process=True,
+    )
     genotype = json.loads((run / "genotype.json").read_text())
     assert genotype["space"] == "darts" and set(genotype["cells"]) == {"normal", "reduce"}
 
@@ -41,7 +66,7 @@ def test_search_genotype_train_end_to_end(tmp_path):
     assert json.loads((run / "genotype.json").read_text())["cells"] == genotype["cells"]
 
     train = tmp_path / "train"
-    nas("train", "--genotype", run / "genotype.json", *TINY_TRAIN, f"out_dir={train}")
+    nas("train", "--genotype", run / "genotype.json", *TINY_TRAIN, f"out_dir={train}", process=True)
     metrics = json.loads((train / "metrics.json").read_text())
     last_epoch = json.loads((train / "metrics.jsonl").read_text().splitlines()[-1])
     assert metrics["test_acc"] == last_epoch["test_acc"]  # the summary is the last evaluation, not a new one
