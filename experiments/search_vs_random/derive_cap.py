@@ -1,10 +1,11 @@
 """What the derive cap (`search.derive_cap`, `nas derive --derive-cap N`) does to finished NB201 searches, judged
 by NAS-Bench-201's ground truth: every search's last checkpoint re-derived under each cap, nothing rewritten.
 
-    python experiments/search_vs_random/derive_cap.py RUNS_DIR [--caps 1 2 3] [--with EARLIER.csv] [-o OUT.csv]
+    python experiments/search_vs_random/derive_cap.py RUNS_DIR [--caps 1 2 3] [--with EARLIER.csv] [--by KEY] [-o OUT.csv]
 
 RUNS_DIR holds search run directories (e.g. an ablation's `runs/`); `--with` adds the rows of an earlier
-output (searches whose directories are elsewhere or gone; a run found in RUNS_DIR replaces its earlier rows). Writes one row per search and cap (the
+output (searches whose directories are elsewhere or gone; a run found in RUNS_DIR replaces its earlier rows); `--by KEY`
+(a config key, e.g. search.weight_sample) splits each sampler's rows by that key's value, its own column. Writes one row per search and cap (the
 sampler first, then seed, cap, the count of capped ops before the cap, the cell and its ground truth) and prints
 a markdown table per sampler: ground truth per seed without a cap and under each cap, and, since a cap alone
 moves the odds (cells with few parameter-free ops are better on average), where the searched cells fall among
@@ -29,7 +30,7 @@ import search_spaces  # noqa: F401  (registers the spaces)
 from nas.arch.diagnostics import genotype_string
 from nas.arch.ground_truth import ground_truth_of
 from nas.arch.space import SPACES
-from nas.config import SearchRunConfig, load_config
+from nas.config import SearchRunConfig, flat, load_config, to_dict
 from nas.core.rundir import ALPHAS_FILE, CONFIG_FILE
 from nas.core.stats import mann_whitney_greater, percentile
 from nas.search.load import load_architecture
@@ -69,6 +70,9 @@ def main() -> None:
         metavar="CSV",
         help="rows of an earlier output of this script, for runs not in RUNS_DIR (repeatable)",
     )
+    p.add_argument(
+        "--by", metavar="KEY", help="a config key whose value splits each sampler's rows (a column)"
+    )
     p.add_argument("-o", "--out")
     args = p.parse_args()
     rows = []
@@ -80,12 +84,13 @@ def main() -> None:
             continue
         arch = load_architecture(run, cfg)
         truth = ground_truth_of(arch.space, cfg.ground_truth)
+        by = {args.by: flat(to_dict(cfg)).get(args.by, "")} if args.by else {}
         for cap in [None, *args.caps]:
             cfg.search.derive_cap.max_ops = cap
             genotype = derive_genotype(cfg, arch.space, arch.logits, arch.betas, arch.epoch, arch.tau)
             record = truth.record(genotype)
             before = genotype.provenance.get("derive_cap", {}).get("before", "")
-            rows.append({"sampler": cfg.sampler.name, "seed": cfg.seed, "run": run.name, "path": str(run),
+            rows.append({"sampler": cfg.sampler.name, **by, "seed": cfg.seed, "run": run.name, "path": str(run),
                          "cap": "off" if cap is None else cap, "capped_before": before,
                          "genotype": genotype_string(genotype), **{k: f"{v:.4f}" for k, v in record.items()}})  # fmt: skip
     live = {r["run"] for r in rows}
@@ -99,7 +104,11 @@ def main() -> None:
                 for r in csv.DictReader(f)
                 if r["run"] not in live and r["cap"] in {"off", *map(str, args.caps)}
             ]
-    rows.sort(key=lambda r: (r["sampler"], int(r["seed"]), r["cap"] != "off", str(r["cap"])))
+
+    def group(r: dict) -> str:
+        return r["sampler"] if not args.by else f"{r['sampler']} {args.by}={r.get(args.by, '')}"
+
+    rows.sort(key=lambda r: (group(r), int(r["seed"]), r["cap"] != "off", str(r["cap"])))
     if args.out:
         with Path(args.out).open("w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -126,10 +135,10 @@ def main() -> None:
     print("| sampler | cap | seeds | ground truth (%) per seed | mean | percentile among the cells of the same "
           f"constraints | one-sided Mann-Whitney p (> {args.random} random such cells) |")  # fmt: skip
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    for sampler in dict.fromkeys(r["sampler"] for r in rows):
+    for sampler in dict.fromkeys(group(r) for r in rows):
         for cap in caps:
             mine = sorted(
-                (r for r in rows if r["sampler"] == sampler and str(r["cap"]) == str(cap)),
+                (r for r in rows if group(r) == sampler and str(r["cap"]) == str(cap)),
                 key=lambda r: int(r["seed"]),
             )
             values = [float(r[acc]) for r in mine]
