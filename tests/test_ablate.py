@@ -423,7 +423,7 @@ def test_a_killed_driver_leaves_no_stage_running(tmp_path, sig):
     [("tau_schedules", 15, 0), ("tau_fashion_mnist", 6, 0), ("search_vs_random_nb201", 9, 12),
      ("search_vs_random_darts", 2, 9), ("resource_aware_nb201", 8, 10), ("samplers_nb201", 21, 30),
      ("tau_schedules_nb201", 36, 0), ("tau_level_nb201", 18, 0), ("supernet_width_nb201", 6, 30),
-     ("search_vs_random_darts_pc", 4, 17)],
+     ("search_vs_random_darts_pc", 4, 17), ("weight_sample_nb201", 18, 30)],
 )  # fmt: skip
 def test_shipped_ablations_are_valid(name, searches, baselines, tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)  # their paths are relative to the repository root, like every preset's
@@ -433,6 +433,13 @@ def test_shipped_ablations_are_valid(name, searches, baselines, tmp_path, monkey
     assert len(searched) == searches and len(plan) == searches + baselines
     assert len({r.label for r in searched}) == searches // len(spec.grid["seed"])
     ablate.check_plan(spec, plan, tmp_path, data=False)  # every run's search and proxy config loads
+
+
+def test_every_shipped_ablation_is_checked():
+    """A config added to configs/ablations/ gets its row in the test above (its plan's size, written down)."""
+    marks = next(m for m in test_shipped_ablations_are_valid.pytestmark if m.name == "parametrize")
+    checked = {name for name, _, _ in marks.args[1]}
+    assert checked == {p.stem for p in (ROOT / "configs/ablations").glob("*.yaml")}
 
 
 # --- judged by the ground truth -----------------------------------------------------------------------
