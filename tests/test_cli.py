@@ -30,8 +30,8 @@ def nas(*args, check=True, process=False):
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
                 try:
                     code = main(args)
-                except SystemExit as exit:  # argparse's usage errors
-                    code = exit.code if isinstance(exit.code, int) else int(exit.code is not None)
+                except SystemExit as stop:  # argparse's usage errors
+                    code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
         finally:
             os.chdir(cwd)
         proc = subprocess.CompletedProcess(["nas", *args], code, out.getvalue(), err.getvalue())

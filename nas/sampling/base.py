@@ -228,12 +228,7 @@ def sample_architecture(
     detach = detach_unchosen and sampler.one_hot and not (sampler.chosen_only or chosen_only)
     if not (sampler.chosen_only or (chosen_only and sampler.one_hot) or detach):
         return {name: ArchSample(weights[name]) for name in names}
-    flat = torch.cat([weights[name].detach().argmax(-1) for name in names]).tolist()  # one sync
-    out, start = {}, 0
-    for name in names:
-        n = weights[name].shape[0]
-        out[name] = ArchSample(weights[name], flat[start : start + n], sampler.unchosen_grad, detach)
-        start += n
+    out = _with_choices(weights, unchosen_grad=sampler.unchosen_grad, detach_unchosen=detach)
     probing = detach_unchosen and sampler.chosen_only and not chosen_only and hasattr(sampler, "draw_probes")
     if probing:  # a first-order architecture step of a chosen-only sampler: its probes (after the noise)
         for name in names:
@@ -250,13 +245,18 @@ def sample_paths(
     (`search.weight_sample=one_hot`): for a relaxed sampler (softmax, gumbel, drnas), a path in place of
     its mixture of every op (a one-hot sampler's own sample is such a path already). No alpha gradient:
     alphas are detached."""
-    names = sorted(alphas)
-    logits = {n: F.log_softmax(sampler.derive_logits(alphas[n].detach()).float(), dim=-1) for n in names}
-    hard = {n: one_hot_argmax(logits[n] + noise_like(logits[n], generator)) for n in names}
-    flat = torch.cat([hard[n].argmax(-1) for n in names]).tolist()  # one sync
+    logits = {
+        n: F.log_softmax(sampler.derive_logits(alphas[n].detach()).float(), dim=-1) for n in sorted(alphas)
+    }
+    return _with_choices({n: one_hot_argmax(x + noise_like(x, generator)) for n, x in logits.items()})
+
+
+def _with_choices(weights: dict[str, torch.Tensor], **fields: Any) -> dict[str, ArchSample]:
+    """One-hot-forward weights per cell type (in the given order) as ArchSamples with their chosen op per
+    edge; the choices of every cell type reach the host in one transfer (one device synchronisation)."""
+    flat = torch.cat([w.detach().argmax(-1) for w in weights.values()]).tolist()
     out, start = {}, 0
-    for n in names:
-        e = hard[n].shape[0]
-        out[n] = ArchSample(hard[n], flat[start : start + e])
-        start += e
+    for name, w in weights.items():
+        out[name] = ArchSample(w, flat[start : start + w.shape[0]], **fields)
+        start += w.shape[0]
     return out
