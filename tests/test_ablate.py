@@ -131,6 +131,7 @@ def test_flatten_merges_nested_and_dotted_keys():
         ({}, ["grid.tau.end=[0.0]"], "tau.end must be finite and in [0.01, 10000]"),
         ({}, ["proxy_train.overrides.train.epoch=2"], "train.epoch: unknown key (train takes: "),
         ({}, ["jobs=0"], "jobs must be in [1, 1024]"),
+        ({}, ["proxy_train.seeds=0"], "proxy_train.seeds must be in [1, 100]"),
         ({"base": "nowhere.yaml"}, [], "config file not found: nowhere.yaml"),
     ],
 )
@@ -150,6 +151,35 @@ def test_print_commands_one_self_contained_line_per_run(tmp_path, capsys):
         f"nas ablate --config {path} --run {r.id} jobs=1" for r in ablate.plan(ablate.load_ablation(path))
     ]
     assert not (tmp_path / "out").exists()
+
+
+def test_more_proxy_seeds_later_keep_the_first_retrains_and_score_the_mean(tiny_ablation, tmp_path):
+    """An ablation run with one proxy seed, then asked for two: only the second retrains run (each with
+    the next seed), and a cell is scored by the mean once both have finished."""
+    import json
+
+    out = tmp_path / "copy"
+    shutil.copytree(tiny_ablation, out)
+    first = out / "proxy" / "random-00" / "metrics.json"
+    before = first.read_bytes(), first.stat().st_mtime_ns
+    proxy = {**TINY["proxy_train"], "seeds": 2}
+    path = write_ablation(tmp_path / "a.yaml", out, proxy_train=proxy)
+    result = nas("ablate", "--config", str(path), "--run", "random-00", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "random-00: proxy finished before, skipped" in result.stderr
+    assert (first.read_bytes(), first.stat().st_mtime_ns) == before
+    second = out / "proxy" / "random-00.seed-2"
+    assert load_config(ablate.TrainRunConfig, second / "config.yaml").seed == 6  # baselines.seed 5, + 1
+    accs = [json.loads((d / "metrics.json").read_text())["test_acc"] for d in (first.parent, second)]
+    assert main(["ablate", "--aggregate", str(out)]) == 0
+    rows = {r["run"]: r for r in read_csv(out / "results.csv")}
+    assert rows["random-00"]["proxy"] == "done"
+    assert float(rows["random-00"]["proxy_test_acc"]) == pytest.approx(sum(accs) / 2)
+    assert rows["random-00"]["proxy_test_accs"] == " ".join(f"{a:.2f}" for a in accs)
+    for other in ("random-01", "zoo-DARTS_V2", "schedule-linear_seed-0"):  # one of two retrains: no score
+        assert (rows[other]["proxy"], rows[other]["proxy_test_acc"]) == ("partial", "")
+    text = (out / "results.md").read_text()
+    assert "each cell's mean over its 2 retrains" in text and "1/4 baselines retrained" in text
 
 
 def test_stage_command_skips_finished_resumes_checkpointed_restarts_killed(tmp_path):
@@ -179,6 +209,29 @@ def test_baselines_rank_false_drops_only_the_rank_stage(tmp_path):
     assert ablate_run.stages(ranked, search) == ["search", "rank", "proxy"]
     assert ablate_run.stages(unranked, search) == ["search", "proxy"]
     assert ablate_run.stages(ranked, baseline) == ablate_run.stages(unranked, baseline) == ["proxy"]
+
+
+def test_proxy_seeds_add_one_stage_per_retrain_each_with_the_next_seed(tmp_path):
+    proxy = {**TINY["proxy_train"], "seeds": 3}
+    spec = ablate.load_ablation(write_ablation(tmp_path / "a.yaml", tmp_path, proxy_train=proxy))
+    search = ablate.plan(spec)[1]  # schedule-linear_seed-0
+    baseline = next(r for r in ablate.plan(spec) if r.is_baseline)
+    assert ablate_run.stages(spec, search) == ["search", "rank", "proxy", "proxy-2", "proxy-3"]
+    assert ablate_run.stages(spec, baseline) == ["proxy", "proxy-2", "proxy-3"]
+    base = ablate.base_search_config(spec, ablate.plan(spec), tmp_path)
+    for stage, seed, name in [("proxy", 5, "random-00"), ("proxy-2", 6, "random-00.seed-2"),
+                              ("proxy-3", 7, "random-00.seed-3")]:  # fmt: skip
+        what, args = ablate_run.stage_command(spec, baseline, stage, tmp_path)
+        assert what == "started" and args[:2] == ["train", "--genotype"]
+        assert f"seed={seed}" in args and args[-1] == f"out_dir={tmp_path / 'proxy' / name}"
+        cfg = ablate.proxy_config(spec, baseline, tmp_path, base, stage)
+        assert (cfg.seed, cfg.out_dir) == (seed, str(tmp_path / "proxy" / name))
+    (tmp_path / "proxy" / "random-00.seed-2").mkdir(parents=True)
+    (tmp_path / "proxy" / "random-00.seed-2" / "metrics.json").write_text("{}")
+    assert ablate_run.stage_command(spec, baseline, "proxy-2", tmp_path) is None  # finished: skipped
+    assert ablate_run.stage_command(spec, baseline, "proxy-3", tmp_path)[0] == "started"
+    one = ablate.load_ablation(write_ablation(tmp_path / "b.yaml", tmp_path))
+    assert ablate_run.stages(one, search)[-1] == "proxy" and one.proxy_train.seeds == 1  # the default
 
 
 def test_jobs_get_their_own_gpu_and_share_the_cpu_threads(tmp_path, monkeypatch):

@@ -4,7 +4,8 @@
 Each grid point runs `python -m nas search` into `out_dir/runs/<id>`; with baselines,
 `python -m nas rank` (its supernet's accuracy of every baseline and of its own cell) into
 `out_dir/rank/<id>.json`; then `python -m nas train --genotype` (the proxy retrain) into
-`out_dir/proxy/<id>`. A baseline runs the proxy retrain only. A stage that finished (its last file exists)
+`out_dir/proxy/<id>` (with `proxy_train.seeds: N`, N retrains: stages `proxy-2`... into
+`out_dir/proxy/<id>.seed-2`...). A baseline runs the proxy retrains only. A stage that finished (its last file exists)
 is skipped, one with a checkpoint resumes with `--resume`, and one killed before its first checkpoint
 starts over, so an interrupted ablation loses at most one epoch per run, whichever executor ran it.
 """
@@ -32,6 +33,9 @@ from nas.ablate.spec import (
     baseline_runs,
     plan,
     proxy_args,
+    proxy_dir,
+    proxy_seed,
+    proxy_stages,
 )
 from nas.config import SearchRunConfig, load_config
 from nas.core.lifeline import lifeline_env
@@ -40,7 +44,7 @@ from nas.run.checkpoint import CHECKPOINT
 
 
 def stages(spec: AblationConfig, run: Run) -> list[str]:
-    proxy = ["proxy"] * (spec.proxy_train is not None)
+    proxy = proxy_stages(spec)
     if run.is_baseline:  # judged by its proxy retrain, or only looked up in the ground truth
         return proxy
     rank = spec.baselines is not None and spec.baselines.rank
@@ -67,14 +71,15 @@ def stage_command(spec: AblationConfig, run: Run, stage: str, out: Path) -> tupl
             return None
         return "started", ["rank", str(out / "runs" / run.id), *rank_genotypes(spec, run, out).values(),
                            "-o", str(rank_file(out, run.id))]  # fmt: skip
-    run_dir = out / ("runs" if stage == "search" else "proxy") / run.id
-    if (run_dir / DONE[stage]).is_file():
+    search = stage == "search"
+    run_dir = out / "runs" / run.id if search else proxy_dir(out, run.id, stage)
+    if (run_dir / DONE["search" if search else "proxy"]).is_file():
         return None
     if (run_dir / CHECKPOINT).is_file():
-        return "resumed", [stage if stage == "search" else "train", "--resume", str(run_dir)]
+        return "resumed", ["search" if search else "train", "--resume", str(run_dir)]
     # a directory without a checkpoint (killed in its first epoch) is cleared by the command itself, once it
     # holds the directory's lock: never while another process may be running there
-    if stage == "search":
+    if search:
         return "started", [
             "search",
             "--config",
@@ -83,12 +88,12 @@ def stage_command(spec: AblationConfig, run: Run, stage: str, out: Path) -> tupl
             f"out_dir={run_dir}",
         ]
     if run.is_baseline:
-        search_cfg, seed = base_search_config(spec, plan(spec), out), spec.baselines.seed
+        search_cfg = base_search_config(spec, plan(spec), out)
         genotype = baseline_genotype(spec, run, out)
     else:
-        search_cfg, seed = load_config(SearchRunConfig, out / "runs" / run.id / CONFIG_FILE), None
+        search_cfg = load_config(SearchRunConfig, out / "runs" / run.id / CONFIG_FILE)
         genotype = str(out / "runs" / run.id)
-    args = [*proxy_args(spec, search_cfg, seed), f"out_dir={run_dir}"]
+    args = [*proxy_args(spec, search_cfg, proxy_seed(spec, run, search_cfg, stage)), f"out_dir={run_dir}"]
     return "started", ["train", "--genotype", genotype, "--config", str(out / BASE_TRAIN), *args]
 
 

@@ -31,7 +31,7 @@ from nas.ablate.plots import (
     plot_tau,
     plot_truth_curve,
 )
-from nas.ablate.spec import DONE, AblationConfig, Run, baseline_genotype, flatten
+from nas.ablate.spec import DONE, AblationConfig, Run, baseline_genotype, flatten, proxy_dir, proxy_stages
 from nas.arch.diagnostics import genotype_string
 from nas.arch.genotype import load_genotype_file
 from nas.core.atomic import atomic_write_text, read_json_object
@@ -56,29 +56,19 @@ def collect(spec: AblationConfig, runs: list[Run], out: Path) -> list[dict[str, 
     truth = _truth(spec, runs, out)
     rows = []
     for run in runs:
-        search_dir, proxy_dir = out / "runs" / run.id, out / "proxy" / run.id
+        search_dir = out / "runs" / run.id
         metrics = [] if run.is_baseline else read_metrics(search_dir / METRICS_LOG)
         last = metrics[-1] if metrics else {}
-        proxy_curve = read_metrics(proxy_dir / METRICS_LOG)
-        done = proxy_dir / DONE["proxy"]
-        proxy = read_json_object(done, "the proxy retrain's result") if done.is_file() else {}
         row: dict[str, Any] = {"run": run.id, "kind": "baseline" if run.is_baseline else "search"}
         row |= {"setting": run.label, **run.point}
         row["search"] = "-" if run.is_baseline else _status(search_dir, DONE["search"], bool(metrics))
         row["epochs"] = len(metrics)
         row["val_acc"] = last.get("val_acc")
-        row["proxy"] = (
-            "off" if spec.proxy_train is None else _status(proxy_dir, DONE["proxy"], bool(proxy_curve))
-        )
-        row |= {
-            "proxy_test_acc": proxy.get("test_acc"),
-            "params": proxy.get("params"),
-            "flops": proxy.get("flops"),
-        }
+        proxy_time = _add_proxy(row, spec, run, out)
         row.update({k: v for k, v in last.items() if k.startswith(("param_free_", "entropy_"))})
         row["guard_stop"] = next((m["epoch"] for m in metrics if "guard_stop" in m), None)  # nas.search.guard
         row["search_time_s"] = sum(m.get("epoch_time", 0.0) for m in metrics)
-        row["proxy_time_s"] = sum(m.get("epoch_time", 0.0) for m in proxy_curve)
+        row["proxy_time_s"] = proxy_time
         row["wall_time_s"] = row["search_time_s"] + row["proxy_time_s"]
         row["stable_epoch"] = stable_epoch(metrics)
         row["genotype"] = (
@@ -90,6 +80,35 @@ def collect(spec: AblationConfig, runs: list[Run], out: Path) -> list[dict[str, 
     if spec.baselines is not None:
         _add_ranking(rows, out)
     return rows
+
+
+def _add_proxy(row: dict[str, Any], spec: AblationConfig, run: Run, out: Path) -> float:
+    """A cell's proxy columns: its status (`done` once every retrain of `proxy_train.seeds` finished), the
+    mean test accuracy of its retrains (None until all finished), params and FLOPs; with several seeds, each
+    finished retrain's accuracy too (`proxy_test_accs`). Returns the retrains' summed epoch time."""
+    stages = proxy_stages(spec)
+    dirs = [proxy_dir(out, run.id, stage) for stage in stages]
+    curves = [read_metrics(d / METRICS_LOG) for d in dirs]
+    results = [
+        read_json_object(d / DONE["proxy"], "the proxy retrain's result")
+        for d in dirs
+        if (d / DONE["proxy"]).is_file()
+    ]
+    if not stages:
+        row["proxy"] = "off"
+    else:
+        row["proxy"] = "done" if len(results) == len(stages) else "partial" if any(curves) else "missing"
+    accs = [r.get("test_acc") for r in results]
+    complete = row["proxy"] == "done" and None not in accs
+    first = results[0] if results else {}
+    row |= {
+        "proxy_test_acc": statistics.fmean(accs) if complete else None,
+        "params": first.get("params"),
+        "flops": first.get("flops"),
+    }
+    if len(stages) > 1:
+        row["proxy_test_accs"] = " ".join(f"{a:.2f}" for a in accs if a is not None)
+    return sum(m.get("epoch_time", 0.0) for curve in curves for m in curve)
 
 
 def stable_epoch(metrics: list[dict[str, Any]]) -> int | None:
@@ -279,6 +298,7 @@ def write_markdown(
         "Supernet val acc: last search epoch, on the architecture split (the part of the training set alpha trains "
         "on, not held out). Time: summed epoch",
         "times of search and proxy retrain (no start-up or evaluation).",
+        *_seeds_line(spec),
         "",
         *_table(spec, rows),
     ]
@@ -291,6 +311,14 @@ def write_markdown(
     if cells:
         text += ["", "## Derived cells (`op←input`)", "", *cells]
     atomic_write_text(out / "results.md", "\n".join(text) + "\n")
+
+
+def _seeds_line(spec: AblationConfig) -> list[str]:
+    if spec.proxy_train is None or spec.proxy_train.seeds == 1:
+        return []
+    n = spec.proxy_train.seeds
+    return [f"Proxy test accuracy: each cell's mean over its {n} retrains (seeds s to s + {n - 1}; each one's "
+            "in results.csv, `proxy_test_accs`); a cell counts once all have finished."]  # fmt: skip
 
 
 def _across(spec: AblationConfig, rows: list[dict[str, Any]]) -> list[compare.AcrossSettings]:

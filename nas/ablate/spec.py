@@ -46,6 +46,11 @@ class ProxyTrainSpec:
 
     config: str | None = None  # train config file; null = the TrainRunConfig defaults
     overrides: dict[str, Any] = field(default_factory=dict)  # train keys; data.name/root come from the search
+    # retrains per cell, with seeds s, s + 1, ... (s: the search's seed, or baselines.seed); a cell's score is
+    # their mean, once all have finished: a short retrain's noise can be as large as the cells' differences
+    seeds: int = 1
+
+    RANGES: ClassVar[dict[str, Range]] = {"seeds": Range(1, 100)}
 
 
 @dataclass
@@ -347,10 +352,37 @@ def proxy_args(spec: AblationConfig, search_cfg: SearchRunConfig, seed: int | No
     return [f"{k}={dotlist_value(v)}" for k, v in merged.items()]
 
 
-def proxy_config(spec: AblationConfig, run: Run, out: Path, search_cfg: SearchRunConfig) -> TrainRunConfig:
+def proxy_stages(spec: AblationConfig) -> list[str]:
+    """The proxy retrains of every cell, as stage names: `proxy`, then `proxy-2`, `proxy-3`, ...
+    (`proxy_train.seeds`); none without a proxy retrain."""
+    if spec.proxy_train is None:
+        return []
+    return ["proxy"] + [f"proxy-{k + 1}" for k in range(1, spec.proxy_train.seeds)]
+
+
+def proxy_repeat(stage: str) -> int:
+    """0 for `proxy`, k - 1 for `proxy-k`: how far the stage's seed is from the cell's first retrain's."""
+    return 0 if stage == "proxy" else int(stage.removeprefix("proxy-")) - 1
+
+
+def proxy_dir(out: Path, run_id: str, stage: str = "proxy") -> Path:
+    """A proxy stage's run directory: out/proxy/<id> for the first retrain (as with one seed),
+    out/proxy/<id>.seed-k for `proxy-k`."""
+    return out / "proxy" / (run_id if stage == "proxy" else f"{run_id}.seed-{proxy_repeat(stage) + 1}")
+
+
+def proxy_seed(spec: AblationConfig, run: Run, search_cfg: SearchRunConfig, stage: str = "proxy") -> int:
+    """The seed of a cell's proxy stage: a baseline's `baselines.seed` or the search's seed, plus the repeat."""
+    first = spec.baselines.seed if run.is_baseline and spec.baselines else search_cfg.seed
+    return first + proxy_repeat(stage)
+
+
+def proxy_config(
+    spec: AblationConfig, run: Run, out: Path, search_cfg: SearchRunConfig, stage: str = "proxy"
+) -> TrainRunConfig:
     assert spec.proxy_train is not None
-    seed = spec.baselines.seed if run.is_baseline and spec.baselines else None
-    args = [*proxy_args(spec, search_cfg, seed), f"out_dir={out / 'proxy' / run.id}"]
+    seed = proxy_seed(spec, run, search_cfg, stage)
+    args = [*proxy_args(spec, search_cfg, seed), f"out_dir={proxy_dir(out, run.id, stage)}"]
     try:
         return load_config(TrainRunConfig, spec.proxy_train.config, args)
     except UserError as exc:
@@ -395,8 +427,10 @@ def check_plan(spec: AblationConfig, runs: list[Run], out: Path, data: bool = Tr
         else:
             cfg = search_config(spec, run, out)
             check_existing(out / "runs" / run.id, SearchRunConfig, cfg)
-        if spec.proxy_train is not None:
-            check_existing(out / "proxy" / run.id, TrainRunConfig, proxy_config(spec, run, out, cfg))
+        for stage in proxy_stages(spec):
+            check_existing(
+                proxy_dir(out, run.id, stage), TrainRunConfig, proxy_config(spec, run, out, cfg, stage)
+            )
         key = repr(to_dict(cfg.data))
         if data and key not in seen_data:
             seen_data.add(key)
