@@ -32,9 +32,8 @@ from nas.ablate.spec import (
     baseline_genotype,
     baseline_runs,
     plan,
-    proxy_args,
     proxy_dir,
-    proxy_seed,
+    proxy_overrides,
     proxy_stages,
 )
 from nas.config import SearchRunConfig, load_config
@@ -93,7 +92,7 @@ def stage_command(spec: AblationConfig, run: Run, stage: str, out: Path) -> tupl
     else:
         search_cfg = load_config(SearchRunConfig, out / "runs" / run.id / CONFIG_FILE)
         genotype = str(out / "runs" / run.id)
-    args = [*proxy_args(spec, search_cfg, proxy_seed(spec, run, search_cfg, stage)), f"out_dir={run_dir}"]
+    args = proxy_overrides(spec, run, out, search_cfg, stage)
     return "started", ["train", "--genotype", genotype, "--config", str(out / BASE_TRAIN), *args]
 
 

@@ -339,19 +339,6 @@ def base_search_config(spec: AblationConfig, runs: list[Run], out: Path) -> Sear
     return configs[0]
 
 
-def proxy_args(spec: AblationConfig, search_cfg: SearchRunConfig, seed: int | None = None) -> list[str]:
-    """Overrides of the proxy retrain: the search's dataset and seed (or `seed`), then the ablation's own
-    overrides."""
-    assert spec.proxy_train is not None
-    data = search_cfg.data
-    same = {"seed": search_cfg.seed if seed is None else seed, "data.name": data.name, "data.root": data.root}
-    same.update(flatten({"data": {"synthetic": to_dict(data.synthetic)}}))
-    same.update({"data.image_size": data.image_size, "data.cache_dir": data.cache_dir})
-    same["progress"] = False
-    merged = {**same, **flatten(spec.proxy_train.overrides)}
-    return [f"{k}={dotlist_value(v)}" for k, v in merged.items()]
-
-
 def proxy_stages(spec: AblationConfig) -> list[str]:
     """The proxy retrains of every cell, as stage names: `proxy`, then `proxy-2`, `proxy-3`, ...
     (`proxy_train.seeds`); none without a proxy retrain."""
@@ -371,20 +358,32 @@ def proxy_dir(out: Path, run_id: str, stage: str = "proxy") -> Path:
     return out / "proxy" / (run_id if stage == "proxy" else f"{run_id}.seed-{proxy_repeat(stage) + 1}")
 
 
-def proxy_seed(spec: AblationConfig, run: Run, search_cfg: SearchRunConfig, stage: str = "proxy") -> int:
-    """The seed of a cell's proxy stage: a baseline's `baselines.seed` or the search's seed, plus the repeat."""
+def proxy_overrides(
+    spec: AblationConfig, run: Run, out: Path, search_cfg: SearchRunConfig, stage: str = "proxy"
+) -> list[str]:
+    """The `nas train` overrides of a cell's proxy stage: the search's dataset, the seed (a baseline's
+    `baselines.seed` or the search's, plus the stage's repeat), the ablation's own overrides, the out_dir."""
+    assert spec.proxy_train is not None
+    data = search_cfg.data
     first = spec.baselines.seed if run.is_baseline and spec.baselines else search_cfg.seed
-    return first + proxy_repeat(stage)
+    same = {"seed": first + proxy_repeat(stage), "data.name": data.name, "data.root": data.root}
+    same.update(flatten({"data": {"synthetic": to_dict(data.synthetic)}}))
+    same.update({"data.image_size": data.image_size, "data.cache_dir": data.cache_dir})
+    same["progress"] = False
+    merged = {**same, **flatten(spec.proxy_train.overrides)}
+    return [f"{k}={dotlist_value(v)}" for k, v in merged.items()] + [
+        f"out_dir={proxy_dir(out, run.id, stage)}"
+    ]
 
 
 def proxy_config(
     spec: AblationConfig, run: Run, out: Path, search_cfg: SearchRunConfig, stage: str = "proxy"
 ) -> TrainRunConfig:
     assert spec.proxy_train is not None
-    seed = proxy_seed(spec, run, search_cfg, stage)
-    args = [*proxy_args(spec, search_cfg, seed), f"out_dir={proxy_dir(out, run.id, stage)}"]
     try:
-        return load_config(TrainRunConfig, spec.proxy_train.config, args)
+        return load_config(
+            TrainRunConfig, spec.proxy_train.config, proxy_overrides(spec, run, out, search_cfg, stage)
+        )
     except UserError as exc:
         raise UserError(f"run {run.id} (proxy_train): {exc}") from None
 
