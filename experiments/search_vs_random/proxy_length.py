@@ -25,6 +25,7 @@ from pathlib import Path
 import search_spaces  # noqa: F401  (registers the spaces)
 from nas.arch.diagnostics import parameter_free_ops
 from nas.arch.space import SPACES, resolve_genotype
+from nas.core.errors import UserError
 from nas.core.stats import kendall_tau
 
 
@@ -108,9 +109,20 @@ def main() -> None:
         if not sep or not Path(folder).is_dir():
             print(f"error: expected NAME=FOLDER with an existing folder, got {item!r}", file=sys.stderr)
             sys.exit(2)
-        proxies[name] = finished_runs(Path(folder))
+        try:
+            proxies[name] = finished_runs(Path(folder))
+        except (UserError, OSError, ValueError, KeyError, TypeError) as e:  # JSONDecodeError is a ValueError
+            print(
+                f"error: {folder}: a run directory there is not a finished `nas train` run ({e!r})",
+                file=sys.stderr,
+            )
+            sys.exit(2)
     if args.out:
-        write_rows(args.out, proxies)
+        try:
+            write_rows(args.out, proxies)
+        except OSError as e:
+            print(f"error: cannot write {args.out}: {e.strerror}", file=sys.stderr)
+            sys.exit(2)
     print("\n".join(report(proxies)))
 
 
