@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
+import io
 import sys
 from itertools import combinations
 from pathlib import Path
@@ -25,8 +25,10 @@ from pathlib import Path
 import search_spaces  # noqa: F401  (registers the spaces)
 from nas.arch.diagnostics import parameter_free_ops
 from nas.arch.space import SPACES, resolve_genotype
+from nas.core.atomic import atomic_write_text, read_json_object
 from nas.core.errors import UserError
 from nas.core.stats import kendall_tau
+from nas.run.runlog import read_metrics
 
 
 def finished_runs(folder: Path) -> dict[str, dict]:
@@ -34,12 +36,11 @@ def finished_runs(folder: Path) -> dict[str, dict]:
     and the normal cell's parameter-free edges. Unfinished runs (no metrics.json) are left out."""
     runs = {}
     for run in sorted(p for p in folder.iterdir() if (p / "metrics.json").is_file()):
-        result = json.loads((run / "metrics.json").read_text())
+        result = read_json_object(run / "metrics.json", "metrics")
         genotype = resolve_genotype(str(run))
         space = SPACES.get(genotype.space)
         # a resumed run repeats epochs: keep the last record of each
-        lines = (run / "metrics.jsonl").read_text().splitlines()
-        by_epoch = {r["epoch"]: r for r in map(json.loads, filter(None, lines))}
+        by_epoch = {r["epoch"]: r for r in read_metrics(run / "metrics.jsonl")}
         curve = [by_epoch[e]["test_acc"] for e in sorted(by_epoch)]
         minutes = sum(r["epoch_time"] for r in by_epoch.values()) / 60
         runs[run.name] = {"acc": float(result["test_acc"]), "params": int(result["params"]), "curve": curve,
@@ -89,13 +90,15 @@ def report(proxies: dict[str, dict[str, dict]]) -> list[str]:
 
 
 def write_rows(path: str, proxies: dict[str, dict[str, dict]]) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["cell", "proxy", "epochs", "epoch", "test_acc", "param_free_normal", "params"])
-        for name, runs in proxies.items():
-            for cell, r in sorted(runs.items()):
-                for epoch, acc in enumerate(r["curve"], 1):
-                    writer.writerow([cell, name, r["epochs"], epoch, f"{acc:.2f}", r["free"], r["params"]])
+    """The csv, written atomically: a failed write leaves an earlier file at `path` whole."""
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["cell", "proxy", "epochs", "epoch", "test_acc", "param_free_normal", "params"])
+    for name, runs in proxies.items():
+        for cell, r in sorted(runs.items()):
+            for epoch, acc in enumerate(r["curve"], 1):
+                writer.writerow([cell, name, r["epochs"], epoch, f"{acc:.2f}", r["free"], r["params"]])
+    atomic_write_text(path, text.getvalue())
 
 
 def main() -> None:
@@ -109,9 +112,18 @@ def main() -> None:
         if not sep or not Path(folder).is_dir():
             print(f"error: expected NAME=FOLDER with an existing folder, got {item!r}", file=sys.stderr)
             sys.exit(2)
+        if name in proxies:
+            print(f"error: proxy name {name!r} given twice", file=sys.stderr)
+            sys.exit(2)
         try:
             proxies[name] = finished_runs(Path(folder))
-        except (UserError, OSError, ValueError, KeyError, TypeError) as e:  # JSONDecodeError is a ValueError
+        except (
+            UserError,
+            OSError,
+            ValueError,
+            KeyError,
+            TypeError,
+        ) as e:  # a missing genotype, a record's key
             print(
                 f"error: {folder}: a run directory there is not a finished `nas train` run ({e!r})",
                 file=sys.stderr,
@@ -120,6 +132,9 @@ def main() -> None:
     if args.out:
         try:
             write_rows(args.out, proxies)
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
         except OSError as e:
             print(f"error: cannot write {args.out}: {e.strerror}", file=sys.stderr)
             sys.exit(2)
