@@ -51,12 +51,21 @@ def table(name: str, rows: dict[str, dict]) -> list[str]:
                    f"| {rows[key]['free']} |")  # fmt: skip
     for key in sorted((k for k in rows if k.startswith("random-")), key=lambda k: -rows[k]["acc"]):
         out.append(f"| {key} | {rows[key]['acc']:.2f} | | | {rows[key]['free']} |")
-    above = sum(rows[k]["acc"] > median for k in zoo)
-    out += ["", f"published cells above the random median: {above} of {len(zoo)}"]
-    if zoo and randoms:
-        u, p, method = mann_whitney_greater([rows[k]["acc"] for k in zoo], randoms)
-        out.append(f"published > random, one-sided Mann-Whitney: U = {u:g} of {len(zoo) * len(randoms)}, "
-                   f"p = {p:.2g} ({method})")  # fmt: skip
+    searched = sorted((k for k in rows if k.startswith("seed-")), key=lambda k: -rows[k]["acc"])
+    for key in searched:  # the searches' own cells, where the folder holds them (proxy_length.py)
+        acc = rows[key]["acc"]
+        out.append(f"| searched {key} | {acc:.2f} | {percentile(acc, randoms):.0f} | "
+                   f"{'yes' if acc > median else 'no'} | {rows[key]['free']} |")  # fmt: skip
+    out.append("")
+    for label, keys in (("published", zoo), ("searched", searched)):
+        if not keys:
+            continue
+        above = sum(rows[k]["acc"] > median for k in keys)
+        out.append(f"{label} cells above the random median: {above} of {len(keys)}")
+        if randoms:
+            u, p, method = mann_whitney_greater([rows[k]["acc"] for k in keys], randoms)
+            out.append(f"{label} > random, one-sided Mann-Whitney: U = {u:g} of {len(keys) * len(randoms)}, "
+                       f"p = {p:.2g} ({method})")  # fmt: skip
     free = [r["free"] for r in rows.values()]
     if len(set(free)) > 1:
         out.append(f"Kendall tau, proxy accuracy vs parameter-free normal edges (all {len(rows)} cells): "

@@ -6,8 +6,9 @@ markdown table: the normal cell's parameter-free edges, the parameters (of the f
 proxy's final test accuracy, rank and training minutes (summed epoch time, test evaluation not included), and
 the longest proxy's test accuracy at every epoch of its cosine schedule (a curve, not a shorter proxy: the
 learning rate is still high mid-way). Then, per proxy, the Kendall tau between final accuracy and
-parameter-free edges, and between every pair of proxies. `-o OUT.csv` writes one row per cell, proxy and
-epoch.
+parameter-free edges, and between every pair of proxies; and per proxy the judge's check of
+proxy_check.py: the published (`zoo-*`) and searched (`seed-*`) cells against the random ones (`random-*`),
+percentile, median and one-sided Mann-Whitney. `-o OUT.csv` writes one row per cell, proxy and epoch.
 
     python experiments/search_vs_random/proxy_length.py e4=runs/ablations/X/proxy e12=runs/proxy_length/e12 \
         [-o OUT.csv]
@@ -18,9 +19,12 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import re
 import sys
 from itertools import combinations
 from pathlib import Path
+
+from proxy_check import table  # this folder is on the path when the script runs
 
 import search_spaces  # noqa: F401  (registers the spaces)
 from nas.arch.diagnostics import parameter_free_ops
@@ -29,6 +33,8 @@ from nas.core.atomic import atomic_write_text, read_json_object
 from nas.core.errors import UserError
 from nas.core.stats import kendall_tau
 from nas.run.runlog import read_metrics
+
+REPEAT = re.compile(r"\.seed-\d+$")  # proxy_train.seeds: N's further retrains of a cell (nas.ablate.launch)
 
 
 def finished_runs(folder: Path) -> dict[str, dict]:
@@ -86,6 +92,11 @@ def report(proxies: dict[str, dict[str, dict]]) -> list[str]:
     for a, b in combinations(names, 2):
         tau = kendall_tau([proxies[a][c]["acc"] for c in cells], [proxies[b][c]["acc"] for c in cells])
         out.append(f"Kendall tau between {a} and {b}: {tau:+.2f}")
+    # the judge's check per proxy: published (zoo-*) and searched (seed-*) against random-*, first retrains
+    # only (an ablation's repeats, `<cell>.seed-N`, would count one cell twice)
+    firsts = [c for c in cells if not REPEAT.search(c)]
+    for n in names:
+        out += ["", *table(n, {c: proxies[n][c] for c in firsts})]
     return out
 
 
