@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import create_conv2d
 
-from nas.arch.layers import PointwiseConv
+from nas.arch.layers import AvgPool3x3, MaxPool3x3, PointwiseConv
 from nas.core.registry import Registry
 
 PRIMITIVES = (
@@ -110,9 +110,9 @@ class FactorizedReduce(nn.Module):
 OPS.register("none", lambda C, stride, affine: Zero(stride))
 OPS.register(
     "avg_pool_3x3",
-    lambda C, stride, affine: nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False),
-)
-OPS.register("max_pool_3x3", lambda C, stride, affine: nn.MaxPool2d(3, stride=stride, padding=1))
+    lambda C, stride, affine: AvgPool3x3(stride),
+)  # nn.AvgPool2d / nn.MaxPool2d(3, stride, padding=1), faster on the CPU (nas.arch.layers)
+OPS.register("max_pool_3x3", lambda C, stride, affine: MaxPool3x3(stride))
 OPS.register(
     "skip_connect",
     lambda C, stride, affine: Identity() if stride == 1 else FactorizedReduce(C, C, affine=affine),

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nas.arch.layers import PointwiseConv
+from nas.arch.layers import AvgPool3x3, PointwiseConv
 from nas.core.registry import Registry
 
 PRIMITIVES = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
@@ -81,7 +81,9 @@ class Pooling(nn.Sequential):
 
     def __init__(self, C_in: int, C_out: int, stride: int, affine: bool, track_running_stats: bool):
         layers = [] if C_in == C_out else [ReLUConvBN(C_in, C_out, 1, 1, affine, track_running_stats)]
-        layers.append(nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False))
+        layers.append(
+            AvgPool3x3(stride)
+        )  # nn.AvgPool2d(3, stride, 1, count_include_pad=False), faster on CPU
         super().__init__(*layers)
 
 
