@@ -15,7 +15,7 @@ from nas.sampling import SAMPLERS, build_sampler, sample_architecture
 from nas.search.runner import SearchRunner
 from search_spaces.darts.ops import PRIMITIVES
 from search_spaces.darts.space import derive_cell
-from search_spaces.darts.supernet import PartialChannelEdge, build_edge, node_groups, shuffle_cat
+from search_spaces.darts.supernet import PartialChannelEdge, build_edge, node_groups
 from tests.conftest import ROOT, TINY_SEARCH
 
 DARTS = SPACES.get("darts")
@@ -186,20 +186,3 @@ def test_a_pc_darts_search_derives_from_its_betas_and_nas_derive_agrees(tmp_path
     from nas.arch.genotype import load_genotype_file
 
     assert load_genotype_file(out / "genotype.json").cells == expected.cells
-
-
-@pytest.mark.parametrize("k", [2, 4, 8])
-@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
-def test_shuffle_cat_is_cat_then_channel_shuffle(k, layout):
-    """Bitwise the tensor of `channel_shuffle(cat(groups), K)`, values and gradients, in the first group's
-    layout."""
-    torch.manual_seed(0)
-    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
-    groups = [torch.randn(3, 2, 5, 6).contiguous(memory_format=fmt).requires_grad_() for _ in range(k)]
-    twins = [g.detach().clone().requires_grad_() for g in groups]
-    out = shuffle_cat(groups)
-    ref = torch.nn.functional.channel_shuffle(torch.cat(twins, dim=1), k)
-    assert torch.equal(out, ref) and out.is_contiguous(memory_format=fmt)
-    g = torch.randn_like(ref)
-    out.backward(g), ref.backward(g)
-    assert all(torch.equal(a.grad, b.grad) for a, b in zip(groups, twins))
