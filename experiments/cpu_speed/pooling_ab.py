@@ -4,7 +4,8 @@ kernels, on a real search step.
 `nas bench --compare` compares configs, not code; these fast paths have no switch (they are bitwise torch's
 layers), so this script swaps the forward methods back to torch's in the same process. Per layout, one
 SearchRunner of the given config is built and warmed up, its state (weights, both optimisers, the sampler's
-noise, the loaders' shuffling and augmentation generators) is saved, and every measurement restores it first: each variant runs exactly the same steps (same
+noise, the loaders' generators, the global RNG: `EpochRun.state_dict`, what a resume restores) is held in
+memory, and every measurement loads it first: each variant runs exactly the same steps (same
 architectures sampled, same data). Rounds alternate the order of the variants (A B, B A, A B). The state
 after the timed steps (weights, alphas, buffers, both optimisers) is hashed: the fast paths are bitwise
 torch's, so every variant and round must leave the same digest.
@@ -85,32 +86,16 @@ def main() -> None:
         )
         runner = SearchRunner(cfg, SPACES.get(cfg.space.name), Path(tempfile.mkdtemp(prefix="pool-ab-")))
         runner.run_epoch(args.epoch, max_steps=2)  # warm-up (allocator, oneDNN primitives)
-        loaders = {k: v.state_dict() for k, v in runner.loaders().items()}  # shuffling and augmentation
-        state = copy.deepcopy(
-            (
-                runner.model.state_dict(),
-                runner.w_opt.state_dict(),
-                runner.a_opt.state_dict(),
-                loaders,
-                runner.sampler.state_dict(),
-            )
-        )
-        runners[cl] = (runner, state, runner.generator.get_state())
+        state = copy.deepcopy(runner.state_dict(args.epoch))  # what a resume restores, held in memory
+        runners[cl] = (runner, state)
     times: dict[tuple[str, str], list[float]] = {}
     digests: dict[str, set[str]] = {}  # per layout: the state after the timed steps, for every variant
     for r in range(args.rounds):
-        for cl, (runner, state, noise) in runners.items():
+        for cl, (runner, state) in runners.items():
             order = [("torch", TORCH), ("ours", OURS)]
             for name, impl in order if r % 2 == 0 else order[::-1]:
                 use(impl)
-                saved = copy.deepcopy(state)  # an optimiser keeps the tensors it is given and updates them
-                runner.model.load_state_dict(saved[0])
-                runner.w_opt.load_state_dict(saved[1])
-                runner.a_opt.load_state_dict(saved[2])
-                for key, loader in runner.loaders().items():
-                    loader.load_state_dict(saved[3][key])
-                runner.sampler.load_state_dict(saved[4])
-                runner.generator.set_state(noise)
+                runner.load_state(copy.deepcopy(state))  # an optimiser keeps and updates the tensors it gets
                 t0 = time.perf_counter()
                 runner.run_epoch(args.epoch, max_steps=args.steps)
                 times.setdefault((cl, name), []).append((time.perf_counter() - t0) / args.steps)
@@ -122,10 +107,7 @@ def main() -> None:
         med = statistics.median(ts)
         rounds = ", ".join(f"{t:.2f}" for t in ts)
         print(f"{cl:>13}  {name:>8}  {med:>15.3f}  {rounds:>22}  {base / med:.2f}x")
-    for (
-        cl,
-        seen,
-    ) in digests.items():  # one digest: every variant and round left the same weights, alphas, momenta
+    for cl, seen in digests.items():  # one digest: every variant and round left the same state
         print(
             f"channels_last={cl}: states after the timed steps bitwise equal across variants: {len(seen) == 1}"
         )

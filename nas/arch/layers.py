@@ -56,7 +56,7 @@ def max3x3(x: torch.Tensor, stride: int) -> torch.Tensor:
     padded = F.pad(x, (1, 1, 1, 1), value=float("-inf"))
     a, b, c = (_taps(padded, stride, None, d) for d in range(3))
     rows = torch.maximum(torch.maximum(a, b), c)  # (H + 2, Wo): the padded rows are kept for the next pass
-    a, b, c = (rows[..., d : d + stride * ((x.shape[-2] - 1) // stride) + 1 : stride, :] for d in range(3))
+    a, b, c = (_taps(rows, stride, d, None) for d in range(3))
     return torch.maximum(torch.maximum(a, b), c)
 
 
@@ -70,14 +70,15 @@ def avg3x3(x: torch.Tensor) -> torch.Tensor:
             if dy or dx:
                 total.add_(_taps(padded, 1, dy, dx))
     rows, cols = (_inside(n, x) for n in x.shape[-2:])
-    count = rows.view(-1, 1) * cols  # how many of the window's pixels lie inside the map
-    return total / count
+    return total / (rows.view(-1, 1) * cols)  # how many of the window's pixels lie inside the map
 
 
 def _inside(n: int, like: torch.Tensor) -> torch.Tensor:
-    """Per position along an axis of length n, how many of its 3 window taps fall inside (3, or 2 at an end)."""
-    i = torch.arange(n, device=like.device)
-    return (torch.minimum(i + 1, torch.tensor(n - 1)) - torch.clamp(i - 1, min=0) + 1).to(like.dtype)
+    """Per position along an axis of length n, how many of its 3 window taps fall inside the map."""
+    count = torch.full((n,), 3.0, dtype=like.dtype, device=like.device)
+    count[0] -= 1  # the tap before the first position is padding
+    count[-1] -= 1  # and the one after the last (n = 1: both, 1 left)
+    return count
 
 
 class _AvgPool3x3(torch.autograd.Function):

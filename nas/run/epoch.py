@@ -235,16 +235,22 @@ class EpochRun:
         path = self.out_dir / CHECKPOINT
         state = load_checkpoint(path, map_location=self.device)
         with restoring(path):
-            self.model.load_state_dict(state["model"])
-            for key, part in self.checkpointed().items():
-                if part is not None and state[key] is not None:
-                    part.load_state_dict(state[key])
-            self.load_extra_state(state)
-            own = own_rank_state(state, self.rank, self.world_size)  # augmentation streams differ per rank
-            for name, loader in self.loaders().items():
-                loader.load_state_dict(own["data"][name])
-            set_rng_state(own["rng"])
-            self.start_epoch = int(state["epoch"])
+            self.load_state(state)
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Load a `state_dict` (a checkpoint's, or one held in memory: `experiments/cpu_speed/pooling_ab.py`
+        replays the same steps from it). The optimisers keep the tensors they are given: pass a copy to keep
+        `state` itself unchanged."""
+        self.model.load_state_dict(state["model"])
+        for key, part in self.checkpointed().items():
+            if part is not None and state[key] is not None:
+                part.load_state_dict(state[key])
+        self.load_extra_state(state)
+        own = own_rank_state(state, self.rank, self.world_size)  # augmentation streams differ per rank
+        for name, loader in self.loaders().items():
+            loader.load_state_dict(own["data"][name])
+        set_rng_state(own["rng"])
+        self.start_epoch = int(state["epoch"])
 
     def run(self) -> Any:
         """Run the remaining epochs, then `finish`."""

@@ -108,10 +108,8 @@ class FactorizedReduce(nn.Module):
 
 
 OPS.register("none", lambda C, stride, affine: Zero(stride))
-OPS.register(
-    "avg_pool_3x3",
-    lambda C, stride, affine: AvgPool3x3(stride),
-)  # nn.AvgPool2d / nn.MaxPool2d(3, stride, padding=1), faster on the CPU (nas.arch.layers)
+# nn.AvgPool2d(3, stride, 1, count_include_pad=False) / nn.MaxPool2d(3, stride, 1), faster on the CPU
+OPS.register("avg_pool_3x3", lambda C, stride, affine: AvgPool3x3(stride))
 OPS.register("max_pool_3x3", lambda C, stride, affine: MaxPool3x3(stride))
 OPS.register(
     "skip_connect",

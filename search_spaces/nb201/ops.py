@@ -81,9 +81,7 @@ class Pooling(nn.Sequential):
 
     def __init__(self, C_in: int, C_out: int, stride: int, affine: bool, track_running_stats: bool):
         layers = [] if C_in == C_out else [ReLUConvBN(C_in, C_out, 1, 1, affine, track_running_stats)]
-        layers.append(
-            AvgPool3x3(stride)
-        )  # nn.AvgPool2d(3, stride, 1, count_include_pad=False), faster on CPU
+        layers.append(AvgPool3x3(stride))  # nn.AvgPool2d(3, stride, 1, count_include_pad=False)
         super().__init__(*layers)
 
 
